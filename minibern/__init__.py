@@ -1,0 +1,15 @@
+"""minibern: learning parsimonious networks with Bernoulli gates, gradients derived by hand.
+
+The array backend is chosen by the user::
+
+    import minibern
+    minibern.set_backend("cupy")        # or "numpy" (default), or "strict" (see backend.py)
+
+Modules: :mod:`minibern.backend` (arrays), :mod:`minibern.layers` (forward/backward),
+:mod:`minibern.losses`, :mod:`minibern.optim`, :mod:`minibern.gradcheck`.
+"""
+from minibern.backend import get_backend, set_backend, use_backend
+
+__version__ = "0.1.0"
+
+__all__ = ["get_backend", "set_backend", "use_backend", "__version__"]

@@ -1,0 +1,66 @@
+"""Fully connected layer. Derivation: docs/derivations/layers.md, equations (L1)–(L4)."""
+from __future__ import annotations
+
+from minibern import backend as B
+from minibern.layers.base import Layer, check_dout, check_input, positive_int
+from minibern.layers.init import init_weight
+
+
+class Dense(Layer):
+    r"""Affine map ``y = x @ W + b``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        Sizes D and M.
+    rng : numpy.random.Generator or int, optional
+        Host generator (or seed) for the initial weights; default seed 0.
+    init : {"he", "glorot"}
+        Initialisation scheme (see :mod:`minibern.layers.init`); ``init_scale`` multiplies it.
+    dtype : str or dtype
+        Parameter dtype, float32 by default.
+
+    Notes
+    -----
+    Shapes: x (N, D), W (D, M), b (M,), y (N, M).
+
+    .. math::
+        Y = XW + \mathbf 1 b^\top                           \tag{L1}
+
+        \frac{\partial L}{\partial W} = X^\top G,\qquad     \tag{L2}
+        \frac{\partial L}{\partial b} = G^\top \mathbf 1,\qquad   \tag{L3}
+        \frac{\partial L}{\partial X} = G W^\top            \tag{L4}
+
+    where :math:`G = \partial L/\partial Y` is ``dout``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, *, rng=None, init: str = "he",
+                 init_scale: float = 1.0, dtype=None):
+        super().__init__()
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
+        dtype = B.dtype_of(dtype)
+        rng = B.make_rng(0 if rng is None else rng)
+        self.params["W"] = init_weight(rng, (in_features, out_features), in_features,
+                                       out_features, init, init_scale, dtype)
+        self.params["b"] = B.zeros((out_features,), dtype)
+        self.grads = {k: None for k in self.params}
+        self._x = None
+
+    def forward(self, x):
+        check_input(self, x, 2, "(N, in_features)")
+        if x.shape[1] != self.params["W"].shape[0]:
+            raise ValueError(
+                f"Dense expects {self.params['W'].shape[0]} input features, got x of shape "
+                f"{tuple(x.shape)}; check the previous layer's output size"
+            )
+        self._x = x
+        return x @ self.params["W"] + self.params["b"]  # (L1)
+
+    def backward(self, dout):
+        self._check_backward_ready(self._x)
+        x = self._x
+        check_dout(self, dout, (x.shape[0], self.params["W"].shape[1]))
+        self.grads["W"] = x.T @ dout  # (L2)
+        self.grads["b"] = dout.sum(axis=0)  # (L3)
+        return dout @ self.params["W"].T  # (L4)

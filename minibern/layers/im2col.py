@@ -1,0 +1,106 @@
+r"""im2col and its adjoint col2im. Derivation: docs/derivations/layers.md, (L7), (L12)–(L14).
+
+Notation: N examples, C channels, H×W input, KH×KW kernel, stride s, zero padding p,
+output OH×OW with
+
+.. math:: OH = \left\lfloor \frac{H + 2p - KH}{s} \right\rfloor + 1,\quad
+          OW = \left\lfloor \frac{W + 2p - KW}{s} \right\rfloor + 1.        \tag{L14}
+
+**Layout.** The column matrix has shape ``(C*KH*KW, N*OH*OW)``, rows in (c, ky, kx) order and
+columns in (n, oy, ox) order:
+
+.. math:: \text{col}[(c,k_y,k_x),\,(n,o_y,o_x)] = x^{pad}[n,\,c,\,o_y s + k_y,\,o_x s + k_x]   \tag{L7}
+
+so that a convolution is one GEMM ``W.reshape(F, C*KH*KW) @ col``. It is built by a loop over
+the KH·KW kernel offsets, each copying one strided slice of the padded input (the same source
+runs on NumPy and CuPy; no scatter-add).
+
+**Memory.** The column buffer takes ``N·OH·OW·C·KH·KW·itemsize`` bytes — for LeNet-5's second
+conv (C=20, 5×5, 8×8 output) 128 KB per float32 example, 12.8 MB for a batch of 100. Callers
+that might exceed a budget split the batch (see :class:`minibern.layers.Conv2D`).
+
+**col2im** is the adjoint (transpose) of the linear map im2col: every column entry is added back
+to the input pixel it was copied from, one ``+=`` of a strided slice per kernel offset,
+
+.. math:: \langle \text{im2col}(x), Y\rangle = \langle x, \text{col2im}(Y)\rangle.   \tag{L13}
+"""
+from __future__ import annotations
+
+from minibern import backend as B
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int, what: str = "conv") -> int:
+    """Output length along one axis, (L14); a ValueError if it is not positive."""
+    out = (size + 2 * pad - kernel) // stride + 1
+    if out < 1:
+        raise ValueError(
+            f"{what}: input size {size} with kernel {kernel}, stride {stride}, pad {pad} gives "
+            f"output size {out} < 1; use a larger input, a smaller kernel, or more padding"
+        )
+    return out
+
+
+def col_bytes(n: int, c: int, kh: int, kw: int, oh: int, ow: int, itemsize: int) -> int:
+    """Size in bytes of the im2col buffer for ``n`` examples."""
+    return n * oh * ow * c * kh * kw * itemsize
+
+
+def pad_input(x, pad: int):
+    """Zero-pad the two spatial axes of an (N, C, H, W) array by ``pad`` (no copy if 0)."""
+    if pad == 0:
+        return x
+    xp = B.get_array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def im2col(x, kernel, stride: int = 1, pad: int = 0):
+    """Unfold (N, C, H, W) patches into a ``(C*KH*KW, N*OH*OW)`` matrix, (L7).
+
+    Parameters
+    ----------
+    x : array (N, C, H, W)
+    kernel : (KH, KW)
+    stride, pad : int
+
+    Returns
+    -------
+    col : array (C*KH*KW, N*OH*OW), a new C-contiguous array of x's dtype.
+    """
+    kh, kw = kernel
+    n, c, h, w = x.shape
+    oh = conv_output_size(h, kh, stride, pad)
+    ow = conv_output_size(w, kw, stride, pad)
+    xp = B.get_array_module(x)
+    x_pad = pad_input(x, pad)
+    col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    for ky in range(kh):
+        y_end = ky + stride * oh
+        for kx in range(kw):
+            x_end = kx + stride * ow
+            col[:, ky, kx] = x_pad[:, :, ky:y_end:stride, kx:x_end:stride].transpose(1, 0, 2, 3)  # (L7)
+    return col.reshape(c * kh * kw, n * oh * ow)
+
+
+def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0):
+    """Adjoint of :func:`im2col`: fold a ``(C*KH*KW, N*OH*OW)`` matrix back to (N, C, H, W), (L12).
+
+    Overlapping patches add up. Returns a new array; ``col`` is not modified.
+    """
+    kh, kw = kernel
+    n, c, h, w = x_shape
+    oh = conv_output_size(h, kh, stride, pad)
+    ow = conv_output_size(w, kw, stride, pad)
+    if tuple(col.shape) != (c * kh * kw, n * oh * ow):
+        raise ValueError(f"col2im: col has shape {tuple(col.shape)}, expected "
+                         f"{(c * kh * kw, n * oh * ow)} for x_shape {tuple(x_shape)}")
+    xp = B.get_array_module(col)
+    col6 = col.reshape(c, kh, kw, n, oh, ow)
+    dx_pad = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
+    for ky in range(kh):
+        y_end = ky + stride * oh
+        for kx in range(kw):
+            x_end = kx + stride * ow
+            dx_pad[:, :, ky:y_end:stride, kx:x_end:stride] += col6[:, ky, kx].transpose(1, 0, 2, 3)  # (L12)
+    if pad == 0:
+        return dx_pad
+    return dx_pad[:, :, pad:pad + h, pad:pad + w]

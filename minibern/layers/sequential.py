@@ -1,0 +1,98 @@
+"""A chain of layers: forward in order, backward in reverse (the chain rule, (L0))."""
+from __future__ import annotations
+
+from minibern.layers.base import Layer
+
+
+class Sequential(Layer):
+    r"""Compose layers :math:`f = f_K \circ \dots \circ f_1`.
+
+    Layers are named ``"<type><index>"`` (``dense0``, ``relu1``, ...) unless given as
+    ``(name, layer)`` pairs. Parameters are listed by qualified name ``"<layer>.<param>"``.
+
+    Notes
+    -----
+    Backward applies each layer's vector-Jacobian product in reverse order:
+
+    .. math:: \frac{\partial L}{\partial h_{k-1}} = J_{f_k}(h_{k-1})^\top
+              \frac{\partial L}{\partial h_k}                               \tag{L0}
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        self.names: list[str] = []
+        self.layers: list[Layer] = []
+        for index, item in enumerate(layers):
+            name, layer = item if isinstance(item, tuple) else (
+                f"{type(item).__name__.lower()}{index}", item)
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential item {index} is {type(layer).__name__}, not a Layer")
+            if name in self.names or "." in name:
+                raise ValueError(f"layer name {name!r} is repeated or contains '.'; pick unique names")
+            self.names.append(name)
+            self.layers.append(layer)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            return self.layers[self.names.index(key)]
+        return self.layers[key]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(zip(self.names, self.layers))
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)  # (L0)
+        return dout
+
+    def named_parameters(self) -> dict:
+        """``{"<layer>.<param>": array}`` in layer order (the arrays themselves, not copies)."""
+        return {f"{name}.{key}": value for name, layer in self
+                for key, value in layer.params.items()}
+
+    def named_gradients(self) -> dict:
+        """``{"<layer>.<param>": gradient}`` from the last backward pass."""
+        return {f"{name}.{key}": layer.grads[key] for name, layer in self
+                for key in layer.params}
+
+    @property
+    def params(self) -> dict:
+        return self.named_parameters()
+
+    @params.setter
+    def params(self, value) -> None:
+        if value:
+            raise AttributeError("set parameters on the layers, not on the Sequential")
+
+    @property
+    def grads(self) -> dict:
+        return self.named_gradients()
+
+    @grads.setter
+    def grads(self, value) -> None:
+        if value:
+            raise AttributeError("gradients belong to the layers")
+
+    def set_parameter(self, qualified_name: str, value) -> None:
+        """Replace a parameter array by qualified name (used by pruning and checkpoints)."""
+        layer_name, _, key = qualified_name.partition(".")
+        layer = self[layer_name]
+        if key not in layer.params:
+            raise KeyError(f"{qualified_name!r}: layer {layer_name!r} has no parameter {key!r}")
+        layer.params[key] = value
+
+    def num_parameters(self) -> int:
+        """Total number of scalar parameters."""
+        return sum(int(v.size) for v in self.named_parameters().values())
+
+    def __repr__(self) -> str:
+        inner = "\n".join(f"  ({name}) {layer!r}" for name, layer in self)
+        return f"Sequential(\n{inner}\n)"

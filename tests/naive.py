@@ -1,0 +1,61 @@
+"""Naive loop implementations: the test oracles, written for clarity, not speed (host NumPy)."""
+import numpy as np
+
+
+def dense(x, W, b):
+    n, d = x.shape
+    m = W.shape[1]
+    y = np.zeros((n, m))
+    for i in range(n):
+        for j in range(m):
+            y[i, j] = sum(x[i, k] * W[k, j] for k in range(d)) + b[j]
+    return y
+
+
+def conv2d(x, W, b, stride, pad):
+    n, c, h, w = x.shape
+    f, _, kh, kw = W.shape
+    xp = np.zeros((n, c, h + 2 * pad, w + 2 * pad))
+    xp[:, :, pad:pad + h, pad:pad + w] = x
+    oh = (h + 2 * pad - kh) // stride + 1
+    ow = (w + 2 * pad - kw) // stride + 1
+    y = np.zeros((n, f, oh, ow))
+    for i in range(n):
+        for fi in range(f):
+            for oy in range(oh):
+                for ox in range(ow):
+                    total = b[fi]
+                    for ci in range(c):
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                total += xp[i, ci, oy * stride + ky, ox * stride + kx] * W[fi, ci, ky, kx]
+                    y[i, fi, oy, ox] = total
+    return y
+
+
+def maxpool2d(x, size, stride):
+    n, c, h, w = x.shape
+    oh = (h - size) // stride + 1
+    ow = (w - size) // stride + 1
+    y = np.zeros((n, c, oh, ow))
+    for i in range(n):
+        for ci in range(c):
+            for oy in range(oh):
+                for ox in range(ow):
+                    window = x[i, ci, oy * stride:oy * stride + size, ox * stride:ox * stride + size]
+                    y[i, ci, oy, ox] = max(window.ravel())
+    return y
+
+
+def relu(x):
+    return np.array([v if v > 0 else 0.0 for v in x.ravel()]).reshape(x.shape)
+
+
+def softmax_cross_entropy(logits, labels):
+    """Mean loss with exact (math module) arithmetic per row."""
+    import math
+    total = 0.0
+    for row, label in zip(logits, labels):
+        m = max(row)
+        total += m + math.log(sum(math.exp(v - m) for v in row)) - row[label]
+    return total / len(labels)
