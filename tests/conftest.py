@@ -50,9 +50,7 @@ def xp(_use_backend):
     return _use_backend.xp
 
 
-@pytest.fixture
-def mnist_dir():
-    """The shared MNIST IDX files (MINIBERN_DATA or ../shared/data/mnist); skip if absent."""
+def _find_shared_mnist():
     from pathlib import Path
 
     candidates = [os.environ.get("MINIBERN_DATA"),
@@ -62,4 +60,24 @@ def mnist_dir():
             return Path(candidate)
         if candidate and (Path(candidate) / "train-images-idx3-ubyte").exists():
             return Path(candidate)
-    pytest.skip("MNIST not found: set MINIBERN_DATA to a folder holding the four IDX files")
+    return None
+
+
+@pytest.fixture
+def mnist_dir():
+    """The shared MNIST IDX files (MINIBERN_DATA or ../shared/data/mnist); skip if absent."""
+    directory = _find_shared_mnist()
+    if directory is None:
+        pytest.skip("MNIST not found: set MINIBERN_DATA to a folder holding the four IDX files")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """The shared MNIST as host arrays (loaded once per test session)."""
+    from minibern.data import load_mnist
+
+    directory = _find_shared_mnist()
+    if directory is None:
+        pytest.skip("MNIST not found: set MINIBERN_DATA to a folder holding the four IDX files")
+    return load_mnist(directory, download=False)
