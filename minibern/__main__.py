@@ -1,9 +1,10 @@
-"""Command line: ``python -m minibern {demo,fetch-mnist} ...`` (``--help`` on each)."""
+"""Command line: ``python -m minibern {train,demo,fetch-mnist} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import sys
 
 COMMANDS = {
+    "train": ("minibern.cli_train", "main", "train a model on MNIST, write a run directory"),
     "demo": ("minibern.demo", "main", "train a small dense net on synthetic data"),
     "fetch-mnist": ("minibern.data.fetch", "main_fetch", "download and verify the MNIST files"),
 }

@@ -370,6 +370,16 @@ def make_rng(seed) -> numpy.random.Generator:
     return numpy.random.default_rng(int(seed))
 
 
+def spawn_rngs(seed: int, count: int) -> list:
+    """``count`` independent host generators derived from one int ``seed`` (SeedSequence.spawn).
+
+    A run uses one stream per job (weight init, batch order, gate masks), so adding a consumer
+    of random numbers to one job leaves the others' numbers unchanged.
+    """
+    make_rng(seed)  # validates the seed
+    return [numpy.random.default_rng(child) for child in numpy.random.SeedSequence(int(seed)).spawn(count)]
+
+
 def random_normal(rng: numpy.random.Generator, shape, scale=1.0, dtype=None):
     """N(0, scale^2) samples drawn on the host by ``rng``, returned on the current backend."""
     dtype = dtype_of(dtype)

@@ -1,0 +1,294 @@
+"""The training loop: seeded minibatches, weight updates, validation, checkpoints, hooks.
+
+One run = one :class:`TrainConfig` + a seed. Three independent host random streams are derived
+from the seed (:func:`minibern.backend.spawn_rngs`): weight initialisation, batch order, and one
+reserved for the Bernoulli gate masks, so the same seed on the same backend repeats a run
+exactly, and a run resumed from a checkpoint ends with the weights of an uninterrupted one.
+
+Per step: gather a batch, ``forward``, softmax cross-entropy (L18)–(L19), ``backward``,
+optimiser step (O1)/(O2), then every hook's ``after_step``. Per epoch: validation error on the
+fixed validation split, every hook's ``after_epoch``, history, checkpoint. The test set is
+evaluated once, after the last epoch ("final epoch, not best").
+
+Hooks are how the Bernoulli gates plug in (their θ update after each step, θ snapshots and
+pruning checks at epoch ends); a hook's ``state_dict`` goes into the checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from minibern import backend as B
+from minibern import checkpoint as ckpt
+from minibern.losses import softmax_cross_entropy
+from minibern.optim import SGD, Adam
+from minibern.progress import Progress
+
+np = B.host
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a run (saved in the checkpoint and metrics.json)."""
+
+    model: str = "lenet300"
+    epochs: int = 10
+    batch_size: int = 100
+    seed: int = 0
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    width_mult: float = 1.0
+    init: str = "he"
+    init_scale: float = 1.0
+    train_subset: int | None = None
+    eval_batch_size: int = 1000
+
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the first bad field, its value and the fix."""
+        def positive_int(name):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            positive_int(name)
+        if self.train_subset is not None:
+            positive_int("train_subset")
+        for name in ("lr", "width_mult", "init_scale"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        return self
+
+
+class Hook:
+    """Called by :class:`Trainer`; override what you need. State goes into checkpoints."""
+
+    def after_step(self, trainer: "Trainer") -> None:
+        pass
+
+    def after_epoch(self, trainer: "Trainer") -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        """Host arrays and JSON-able values to checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+def run_rngs(seed: int) -> list:
+    """The run's three host streams: [weight init, batch order, gate masks]."""
+    return B.spawn_rngs(seed, 3)
+
+
+def make_optimizer(config: TrainConfig):
+    if config.optimizer == "adam":
+        return Adam(lr=config.lr, weight_decay=config.weight_decay)
+    return SGD(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+@dataclass
+class Split:
+    """One data split on the current backend: images (N, ...) and int64 labels (N,)."""
+
+    images: object
+    labels: object
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[0])
+
+
+def device_splits(data, input_shape, train_subset=None) -> dict:
+    """Move the MNIST arrays to the current backend, shaped for a model's ``input_shape``."""
+    def split(images, labels, limit=None):
+        images = images.reshape((images.shape[0],) + tuple(input_shape))
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        return Split(B.asarray(images), B.asarray(labels))
+
+    if train_subset is not None and train_subset > data.train_images.shape[0]:
+        raise ValueError(f"train_subset={train_subset} exceeds the {data.train_images.shape[0]} "
+                         "training images; use a smaller subset or omit it")
+    return {"train": split(data.train_images, data.train_labels, train_subset),
+            "val": split(data.val_images, data.val_labels),
+            "test": split(data.test_images, data.test_labels)}
+
+
+@dataclass
+class Trainer:
+    """Runs :class:`TrainConfig` on ``net`` over ``splits`` (see :func:`device_splits`)."""
+
+    net: object
+    splits: dict
+    config: TrainConfig
+    hooks: list = field(default_factory=list)
+    log: object = print
+    progress_stream: object = None
+
+    def __post_init__(self):
+        self.config.validate()
+        _, self.batch_rng, self.gate_rng = run_rngs(self.config.seed)
+        self.optimizer = make_optimizer(self.config)
+        self.epoch = 0          # epochs completed
+        self.step = 0           # steps completed in the current epoch
+        self.global_step = 0
+        self.history = {"train_loss": [], "val_error": [], "epoch_seconds": []}
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def error_rate(self, split: Split) -> float:
+        """Fraction of ``split`` misclassified by the current (deterministic) network."""
+        wrong = 0
+        for start in range(0, split.size, self.config.eval_batch_size):
+            stop = min(start + self.config.eval_batch_size, split.size)
+            logits = self.net.forward(split.images[start:stop])
+            wrong += int(B.to_numpy((logits.argmax(axis=1) != split.labels[start:stop]).sum()))
+        return wrong / split.size
+
+    # -- one epoch ----------------------------------------------------------------------------
+    def train_epoch(self) -> float:
+        """One pass over the training split in a seeded random order; returns the mean loss."""
+        train = self.splits["train"]
+        size, batch = train.size, self.config.batch_size
+        order = B.asarray(self.batch_rng.permutation(size))
+        n_steps = math.ceil(size / batch)
+        progress = Progress(n_steps, f"epoch {self.epoch + 1}/{self.config.epochs}",
+                            self.progress_stream)
+        total = 0.0
+        for self.step in range(n_steps):
+            index = order[self.step * batch:(self.step + 1) * batch]
+            loss, dlogits = softmax_cross_entropy(self.net.forward(train.images[index]),
+                                                  train.labels[index], check=False)
+            value = B.to_float(loss)
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}; the last "
+                    f"good checkpoint (end of epoch {self.epoch}) is kept — lower the learning "
+                    f"rate (now {self.optimizer.lr}) or check the data for NaN"
+                )
+            self.net.backward(dlogits)
+            self.optimizer.step(self.net)
+            self.global_step += 1
+            for hook in self.hooks:
+                hook.after_step(self)
+            total += value
+            progress.update(note=f"loss {value:.4f}")
+        progress.close()
+        return total / n_steps
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self) -> tuple[dict, dict]:
+        """(host arrays, JSON meta) describing the run after ``self.epoch`` epochs."""
+        arrays = {f"param/{k}": B.to_numpy(v) for k, v in self.net.named_parameters().items()}
+        opt_state = self.optimizer.state_dict()
+        arrays.update({f"opt/{k}": v for k, v in opt_state.items() if k != "steps"})
+        arrays.update({f"history/{k}": np.asarray(v) for k, v in self.history.items()})
+        hook_meta = []
+        for i, hook in enumerate(self.hooks):
+            state = hook.state_dict()
+            arrays.update({f"hook{i}/{k}": v for k, v in state.items() if isinstance(v, np.ndarray)})
+            hook_meta.append({k: v for k, v in state.items() if not isinstance(v, np.ndarray)})
+        meta = {"epoch": self.epoch, "global_step": self.global_step,
+                "optimizer_steps": opt_state["steps"], "config": asdict(self.config),
+                "batch_rng": self.batch_rng.bit_generator.state,
+                "gate_rng": self.gate_rng.bit_generator.state, "hooks": hook_meta}
+        return arrays, meta
+
+    def save_checkpoint(self, path) -> Path:
+        arrays, meta = self.state()
+        return ckpt.write_npz(path, arrays, meta)
+
+    def load_checkpoint(self, path) -> None:
+        """Restore weights, optimiser, RNG streams, history and hooks from ``path``."""
+        arrays, meta = ckpt.read_npz(path)
+        saved = meta.get("config", {})
+        mismatched = [k for k in ("model", "seed", "width_mult", "batch_size", "optimizer")
+                      if k in saved and saved[k] != getattr(self.config, k)]
+        if mismatched:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} was made with a different "
+                + ", ".join(f"{k}={saved[k]!r} (now {getattr(self.config, k)!r})" for k in mismatched)
+                + "; resume with the same settings or use another --out"
+            )
+        for name in self.net.named_parameters():
+            self.net.set_parameter(name, B.asarray(arrays[f"param/{name}"]))
+        opt_state = {k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}
+        opt_state["steps"] = meta["optimizer_steps"]
+        self.optimizer.load_state_dict(opt_state)
+        self.history = {k[len("history/"):]: v.tolist() for k, v in arrays.items()
+                        if k.startswith("history/")}
+        self.batch_rng.bit_generator.state = meta["batch_rng"]
+        self.gate_rng.bit_generator.state = meta["gate_rng"]
+        for i, hook in enumerate(self.hooks):
+            state = dict(meta["hooks"][i]) if i < len(meta["hooks"]) else {}
+            prefix = f"hook{i}/"
+            state.update({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+            hook.load_state_dict(state)
+        self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
+
+    # -- the run ------------------------------------------------------------------------------
+    def fit(self, out_dir=None, resume: bool = False) -> dict:
+        """Train the remaining epochs; with ``out_dir``, checkpoint every epoch and write
+        ``history.npz`` and ``metrics.json``. Returns the metrics dict."""
+        out = Path(out_dir) if out_dir is not None else None
+        checkpoint_path = out / "checkpoint.npz" if out else None
+        if out and resume and checkpoint_path.exists():
+            self.load_checkpoint(checkpoint_path)
+            self.log(f"resumed from {checkpoint_path} after epoch {self.epoch}")
+        while self.epoch < self.config.epochs:
+            start = time.perf_counter()
+            train_loss = self.train_epoch()
+            B.synchronize()
+            seconds = time.perf_counter() - start
+            self.epoch += 1
+            self.step = 0
+            val_error = self.error_rate(self.splits["val"])
+            for key, value in (("train_loss", train_loss), ("val_error", val_error),
+                               ("epoch_seconds", seconds)):
+                self.history[key].append(value)
+            for hook in self.hooks:
+                hook.after_epoch(self)
+            self.log(f"epoch {self.epoch}/{self.config.epochs}  train loss {train_loss:.4f}  "
+                     f"val error {100 * val_error:.2f}%  {seconds:.2f} s")
+            if out:
+                self.save_checkpoint(checkpoint_path)
+                ckpt.write_npz(out / "history.npz", {k: np.asarray(v) for k, v in self.history.items()})
+                self.log(f"checkpoint saved: epoch {self.epoch}")
+        return self.metrics()
+
+    def metrics(self) -> dict:
+        """The run's summary: configuration, size of the network, errors, timing."""
+        from minibern.summary import summarize
+
+        summary = summarize(self.net)
+        return {
+            "model": self.config.model, "seed": self.config.seed,
+            "backend": B.get_backend().name, "epochs": self.epoch,
+            **summary,
+            "val_error": self.history["val_error"][-1] if self.history["val_error"] else None,
+            "test_error": self.error_rate(self.splits["test"]),
+            "epoch_seconds": list(self.history["epoch_seconds"]),
+            "train_loss": list(self.history["train_loss"]),
+            "config": asdict(self.config),
+        }
+
+
+def write_run_files(out_dir, metrics: dict) -> Path:
+    """metrics.json in ``out_dir`` (atomic)."""
+    return ckpt.write_json(Path(out_dir) / "metrics.json", json.loads(json.dumps(metrics)))

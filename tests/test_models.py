@@ -1,0 +1,45 @@
+"""The MNIST models: shapes, width multiplier, and their counts against hand-computed values."""
+import numpy as np
+import pytest
+
+from minibern import backend as B
+from minibern.models import build_model, lenet300_100, lenet5_caffe
+from minibern.summary import summarize
+
+
+def test_lenet300_counts_by_hand():
+    s = summarize(lenet300_100())
+    assert s["architecture"] == [784, 300, 100]
+    assert s["params"] == 784 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10  # 266,610
+    assert s["flops_per_example"] == 784 * 300 + 300 * 100 + 100 * 10
+
+
+def test_lenet5_counts_by_hand():
+    s = summarize(lenet5_caffe())
+    assert s["architecture"] == [20, 50, 800, 500]
+    conv1 = 20 * 1 * 25 + 20
+    conv2 = 50 * 20 * 25 + 50
+    assert s["params"] == conv1 + conv2 + 800 * 500 + 500 + 500 * 10 + 10  # 431,080
+    macs = 20 * 25 * 24 * 24 + 50 * 20 * 25 * 8 * 8 + 800 * 500 + 500 * 10
+    assert s["flops_per_example"] == macs
+
+
+@pytest.mark.parametrize("name,shape", [("lenet300", (3, 784)), ("lenet5", (3, 1, 28, 28))])
+def test_forward_backward_shapes_with_width(name, shape):
+    net = build_model(name, width_mult=0.5, seed=1)
+    x = B.asarray(np.random.default_rng(0).random(shape, dtype=np.float32))
+    logits = net.forward(x)
+    assert logits.shape == (3, 10) and logits.dtype == np.float32
+    assert net.backward(B.zeros((3, 10))).shape == shape
+    widths = summarize(net)["architecture"]
+    assert widths == ([784, 150, 50] if name == "lenet300" else [10, 25, 400, 250])
+
+
+def test_same_seed_same_initial_weights_and_bad_width():
+    a, b, c = lenet300_100(seed=4), lenet300_100(seed=4), lenet300_100(seed=5)
+    wa, wb, wc = (B.to_numpy(n.named_parameters()["fc1.W"]) for n in (a, b, c))
+    assert np.array_equal(wa, wb) and not np.array_equal(wa, wc)
+    with pytest.raises(ValueError, match="width_mult must be a positive number"):
+        lenet300_100(width_mult=0)
+    with pytest.raises(ValueError, match="unknown model 'lenet7'"):
+        build_model("lenet7")

@@ -1,0 +1,135 @@
+"""Training on MNIST: a short run learns, runs repeat exactly, checkpoints resume bit for bit,
+divergence stops cleanly, and the CLI rejects bad arguments with exit code 2."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibern import backend as B
+from minibern import checkpoint as ckpt
+from minibern.models import build_model
+from minibern.train import TrainConfig, Trainer, TrainingDiverged, device_splits, run_rngs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _trainer(mnist, **overrides):
+    config = TrainConfig(**{"model": "lenet300", "epochs": 1, "train_subset": 2000, **overrides})
+    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0])
+    splits = device_splits(mnist, net.input_shape, config.train_subset)
+    return Trainer(net, splits, config, log=lambda *_: None)
+
+
+def test_short_training_learns_and_writes_every_file(mnist, tmp_path):
+    # 300 steps of LeNet-300-100 on 10,000 images
+    trainer = _trainer(mnist, epochs=3, train_subset=10000)
+    metrics = trainer.fit(tmp_path)
+    assert metrics["val_error"] < 0.15  # chance is 0.9
+    assert metrics["test_error"] < 0.15
+    assert trainer.global_step == 300
+    assert trainer.history["train_loss"][-1] < trainer.history["train_loss"][0]
+    for name in ("checkpoint.npz", "history.npz"):
+        assert (tmp_path / name).is_file()
+    assert len(metrics["epoch_seconds"]) == 3 and metrics["architecture"] == [784, 300, 100]
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporaries
+
+
+def test_same_seed_same_backend_same_weights(mnist):
+    runs = [_trainer(mnist, seed=3, train_subset=500) for _ in range(2)]
+    other = _trainer(mnist, seed=4, train_subset=500)
+    for trainer in runs + [other]:
+        trainer.fit()
+    a, b, c = (B.to_numpy(t.net.named_parameters()["fc2.W"]) for t in runs + [other])
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_names_epoch_and_step_and_keeps_checkpoint(mnist, tmp_path):
+    trainer = _trainer(mnist, train_subset=500, epochs=2, optimizer="sgd", lr=0.01)
+    trainer.config.epochs = 1
+    trainer.fit(tmp_path)
+    trainer.config.epochs = 2
+    trainer.optimizer.lr = 1e30
+    with pytest.raises(TrainingDiverged, match=r"loss became (nan|inf) at epoch 2, step \d+"):
+        trainer.fit(tmp_path)
+    _, meta = ckpt.read_npz(tmp_path / "checkpoint.npz")
+    assert meta["epoch"] == 1
+
+
+@pytest.mark.host_only
+def test_corrupt_checkpoint_is_named(tmp_path):
+    bad = tmp_path / "checkpoint.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ckpt.CheckpointError, match=r"checkpoint .* is unreadable.*delete it"):
+        ckpt.read_npz(bad)
+
+
+def _cli(*args, **kwargs):
+    env = dict(os.environ)
+    return subprocess.Popen([sys.executable, "-m", "minibern", "train", *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.host_only
+def test_killed_run_resumes_to_identical_weights(mnist_dir, tmp_path):
+    common = ["--model", "lenet300", "--epochs", "4", "--train-subset", "6000", "--seed", "2",
+              "--data", str(mnist_dir), "--batch-size", "50"]
+    straight = _cli(*common, "--out", str(tmp_path / "straight"))
+    killed = _cli(*common, "--out", str(tmp_path / "killed"))
+    for line in killed.stdout:
+        if line.startswith("checkpoint saved: epoch 1"):
+            killed.send_signal(signal.SIGKILL)
+            break
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    _, meta = ckpt.read_npz(tmp_path / "killed" / "checkpoint.npz")
+    assert 1 <= meta["epoch"] < 4, "the run must be killed before it finished"
+    resumed = _cli(*common, "--out", str(tmp_path / "killed"), "--resume")
+    out, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert "resumed from" in out
+    straight.communicate(timeout=300)
+    assert straight.returncode == 0
+    a, meta_a = ckpt.read_npz(tmp_path / "straight" / "checkpoint.npz")
+    b, meta_b = ckpt.read_npz(tmp_path / "killed" / "checkpoint.npz")
+    assert meta_a["epoch"] == meta_b["epoch"] == 4
+    params = [k for k in a if k.startswith(("param/", "opt/"))]
+    assert len(params) == 6 + 12
+    for key in params:
+        assert np.array_equal(a[key], b[key]), key
+    metrics = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    for key in ("model", "seed", "backend", "epochs", "architecture", "params",
+                "flops_per_example", "val_error", "test_error", "epoch_seconds"):
+        assert key in metrics
+    assert len(metrics["epoch_seconds"]) == 4
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("args,message", [
+    (["--model", "lenet7"], "invalid choice: 'lenet7'"),
+    (["--model", "lenet300", "--epochs", "0"], "epochs must be a positive integer, got 0"),
+    (["--model", "lenet300", "--lr", "-1"], "lr must be a positive number, got -1.0"),
+    (["--model", "lenet300", "--batch-size", "ten"], "invalid int value: 'ten'"),
+    (["--model", "lenet300", "--width-mult", "0"], "width_mult must be a positive number"),
+    (["--model", "lenet300", "--backend", "tpu"], "invalid choice: 'tpu'"),
+    (["--model", "lenet300", "--momentum", "1.5"], "--momentum must lie in [0, 1)"),
+])
+def test_bad_cli_arguments_exit_2_with_a_message(args, message, tmp_path):
+    done = _cli(*args, "--out", str(tmp_path / "run"))
+    _, err = done.communicate(timeout=60)
+    assert done.returncode == 2
+    assert message in err
+
+
+@pytest.mark.host_only
+def test_existing_run_needs_resume(tmp_path):
+    (tmp_path / "checkpoint.npz").write_bytes(b"")
+    done = _cli("--model", "lenet300", "--out", str(tmp_path))
+    _, err = done.communicate(timeout=60)
+    assert done.returncode == 2 and "pass --resume" in err
