@@ -1,0 +1,64 @@
+"""Figures drawn from a run directory alone (``metrics.json`` + ``history.npz``).
+
+Any plot can be redrawn later from the files a run wrote; nothing needs the live process.
+Matplotlib is optional (``pip install "minibern[plots]"``) and imported only here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from minibern.backend import host as np
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise RuntimeError("plotting needs matplotlib: pip install \"minibern[plots]\"") from error
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def load_run(run_dir) -> tuple[dict, dict]:
+    """``(metrics, history)`` of a run directory (history as host arrays)."""
+    run_dir = Path(run_dir)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with np.load(run_dir / "history.npz") as archive:
+        history = {key: archive[key] for key in archive.files}
+    return metrics, history
+
+
+def plot_training(run_dir, out_dir=None) -> list[Path]:
+    """Training loss, validation error and seconds per epoch, one PNG each; returns the paths."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    metrics, history = load_run(run_dir)
+    out_dir = Path(out_dir or run_dir)
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    title = f"{metrics['model']}, seed {metrics['seed']}, backend {metrics['backend']}"
+    panels = [("loss.png", history["train_loss"], "mean training loss", "log"),
+              ("val_error.png", 100 * history["val_error"], "validation error (%)", "linear"),
+              ("epoch_seconds.png", history["epoch_seconds"], "seconds per epoch", "linear")]
+    paths = []
+    for filename, values, label, scale in panels:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(epochs, values, marker="o")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_yscale(scale)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if filename == "val_error.png":
+            ax.axhline(100 * metrics["test_error"], color="C3", ls="--",
+                       label=f"final test error {100 * metrics['test_error']:.2f}%")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out_dir / filename, dpi=120)
+        plt.close(fig)
+        paths.append(out_dir / filename)
+    return paths

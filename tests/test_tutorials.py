@@ -1,0 +1,23 @@
+"""The tutorials run end to end (quick mode) and leave their figures and run files."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.host_only
+
+
+def test_tutorial_1_quick(mnist_dir, tmp_path):
+    pytest.importorskip("matplotlib")
+    done = subprocess.run([sys.executable, str(REPO / "tutorials" / "01_mnist_lenet300.py"),
+                           "--quick", "--data", str(mnist_dir), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "tutorial 1: LeNet-300-100, 1 epochs, test error" in done.stdout
+    for name in ("loss.png", "val_error.png", "epoch_seconds.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["test_error"] < 0.3
