@@ -88,6 +88,8 @@ def _unwrap(obj):
         return [_unwrap(o) for o in obj]
     if isinstance(obj, tuple):
         return tuple(_unwrap(o) for o in obj)
+    if isinstance(obj, dict):
+        return {key: _unwrap(value) for key, value in obj.items()}
     return obj
 
 
@@ -121,7 +123,7 @@ class StrictArray(numpy.ndarray):
 
     def __array_function__(self, func, types, args, kwargs):
         _check_no_host_arrays(args, f"numpy.{func.__name__}")
-        _check_no_host_arrays(kwargs.values(), f"numpy.{func.__name__}")
+        _check_no_host_arrays(list(kwargs.values()), f"numpy.{func.__name__}")
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def __setitem__(self, key, value):

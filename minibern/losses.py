@@ -65,6 +65,14 @@ def softmax_cross_entropy(logits, labels, *, check: bool = True):
     return loss, dlogits
 
 
+def per_example_cross_entropy(logits, labels):
+    r"""The per-example losses :math:`\ell_n` of (L18) as an array (N,) (no gradient, no checks)."""
+    xp = B.get_array_module(logits, labels)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_norm = xp.log(xp.exp(shifted).sum(axis=1))
+    return log_norm - shifted[xp.arange(logits.shape[0]), labels]  # (L18) without the mean
+
+
 def accuracy(logits, labels) -> float:
     """Fraction of rows whose arg-max logit equals the label (a host float)."""
     return B.to_float((logits.argmax(axis=1) == labels).mean())

@@ -13,6 +13,9 @@ from minibern import backend as B
 class Layer:
     """Base class: a differentiable map ``y = f(x; params)`` with a hand-written backward."""
 
+    #: False in evaluation mode (only layers with randomness, such as gates, look at it).
+    training = True
+
     def __init__(self):
         self.params: dict = {}
         self.grads: dict = {}

@@ -31,6 +31,7 @@ class Sequential(Layer):
                 raise ValueError(f"layer name {name!r} is repeated or contains '.'; pick unique names")
             self.names.append(name)
             self.layers.append(layer)
+        self.outputs: list = []
 
     def __getitem__(self, key):
         if isinstance(key, str):
@@ -44,9 +45,23 @@ class Sequential(Layer):
         return iter(zip(self.names, self.layers))
 
     def forward(self, x):
+        """Run every layer; the outputs are kept in :attr:`outputs` (references, no copies)."""
+        self.outputs = []
         for layer in self.layers:
             x = layer.forward(x)
+            self.outputs.append(x)
         return x
+
+    def train(self, mode: bool = True) -> "Sequential":
+        """Set training mode (sampled gate masks) or, with ``mode=False``, evaluation mode."""
+        self.training = mode
+        for layer in self.layers:
+            layer.training = mode
+        return self
+
+    def eval(self) -> "Sequential":
+        """Evaluation mode: gates use the deterministic mask 1[θ ≥ ½]."""
+        return self.train(False)
 
     def backward(self, dout):
         for layer in reversed(self.layers):

@@ -1,0 +1,167 @@
+r"""Bernoulli gates: unit i of the input is multiplied by ξ_i ~ Bern(θ_i), per example.
+
+Derivation: docs/derivations/bernoulli_objective.md (the gated model) and
+docs/derivations/estimators.md, (E1)–(E3).
+
+A gate sits after a layer's activation: on a dense layer's units (input (N, n)), on a conv
+layer's filters (input (N, n, H, W), one ξ per example and filter, broadcast over H, W), or on the
+input features. Its probabilities θ (shape (n,)) are a *host* float64 array: they are few, they
+are updated by projected SGD on the host (:mod:`minibern.theta_sgd`), and the masks are drawn by
+the run's seeded host generator and then moved to the device, so the same seed gives the same
+masks on every backend.
+
+Modes
+-----
+training (default)
+    ξ_{n,i} ~ Bern(θ_i) independently per example. Gates with θ_i = 1 (or 0) are deterministic
+    and draw no random numbers: only the undecided gates 0 < θ_i < 1 consume the generator.
+evaluation (``training = False``)
+    ξ_i = 1[θ_i ≥ ½] for every example: the deterministic network.
+injected
+    ``inject_mask(mask)`` fixes the next forward passes' mask (N, n) — gradient checks then see a
+    deterministic function, and the estimators evaluate chosen masks.
+"""
+from __future__ import annotations
+
+from minibern import backend as B
+from minibern.layers.base import Layer, check_dout, positive_int
+
+np = B.host
+
+#: A gate is "at 0" / "at 1" when θ is within this distance of it (metrics.json's convention).
+DECIDED_TOL = 1e-3
+
+
+def check_theta(theta, name: str = "theta"):
+    """Raise ValueError unless every θ lies in [0, 1] (and is not NaN); return it as float64."""
+    theta = np.asarray(theta, dtype=np.float64)
+    bad = ~((theta >= 0.0) & (theta <= 1.0))
+    if bad.any():
+        index = int(np.flatnonzero(bad.ravel())[0])
+        raise ValueError(
+            f"{name} must lie in [0, 1]; entry {index} is {float(theta.ravel()[index])!r} — pass a "
+            "probability (e.g. --theta-init 1.0)"
+        )
+    return theta
+
+
+class BernoulliGate(Layer):
+    r"""Multiply unit (or filter) i of every example by a Bernoulli mask ξ_{n,i}.
+
+    Parameters
+    ----------
+    n_units : int
+        n, the number of gated units/filters/features.
+    theta_init : float or array (n,)
+        Initial keep probabilities θ ∈ [0, 1].
+    rng : numpy.random.Generator, optional
+        Host generator for the masks (the trainer sets the run's gate stream).
+
+    Notes
+    -----
+    Shapes: x (N, n) or (N, n, H, W); ξ (N, n) (broadcast over H, W); y like x.
+
+    .. math::
+        y_{n,i} = \xi_{n,i}\, a_{n,i}                                             \tag{E1}
+
+        \frac{\partial \ell}{\partial a_{n,i}} = \xi_{n,i}\,\frac{\partial \ell}{\partial y_{n,i}},
+        \qquad
+        \frac{\partial \ell}{\partial \xi_{n,i}} = \sum_{h,w} a_{n,i,h,w}\,
+              \frac{\partial \ell}{\partial y_{n,i,h,w}}                            \tag{E2}
+
+    The second derivative of (E2), summed over the batch, is the *first-order* estimate of
+    Δ_i (E3) that ``backward`` leaves in :attr:`grad_xi` (shape (n,), on the device).
+    """
+
+    def __init__(self, n_units: int, *, theta_init=1.0, rng=None):
+        super().__init__()
+        self.n_units = positive_int(n_units, "n_units")
+        theta = np.broadcast_to(np.asarray(theta_init, dtype=np.float64), (n_units,)).copy()
+        self.theta = check_theta(theta, "theta_init")
+        self.rng = rng
+        self.training = True
+        self._injected = None
+        self.mask = None        # device mask of the last forward: (N, n), or (n,) in evaluation
+        self.grad_xi = None     # device (n,): Σ_n ∂ℓ/∂ξ_{n,i}, first-order estimate (E3)
+        self._x = None
+
+    # -- masks --------------------------------------------------------------------------------
+    def inject_mask(self, mask) -> None:
+        """Use ``mask`` (host or device array (N, n) of 0/1; None to stop) in later forwards."""
+        self._injected = mask
+
+    def sample_mask(self, n_examples: int):
+        """A host float mask (N, n): ξ ~ Bern(θ) for undecided gates, θ itself where θ ∈ {0, 1}.
+
+        Only the undecided gates draw random numbers (one uniform per example and gate).
+        """
+        if self.rng is None:
+            raise RuntimeError("BernoulliGate has no random generator; set gate.rng (the trainer "
+                               "does this) or inject a mask")
+        mask = np.empty((n_examples, self.n_units))
+        mask[:] = self.theta >= 1.0
+        undecided = np.flatnonzero((self.theta > 0.0) & (self.theta < 1.0))
+        if undecided.size:
+            mask[:, undecided] = self.rng.random((n_examples, undecided.size)) < self.theta[undecided]
+        return mask
+
+    def deterministic_mask(self):
+        """Host (n,) mask 1[θ ≥ ½] used in evaluation."""
+        return (self.theta >= 0.5).astype(np.float64)
+
+    def _broadcast(self, mask, x):
+        return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)) if x.ndim > 2 else mask
+
+    def apply(self, x, mask):
+        """y = ξ ⊙ x for a given device mask (N, n) or (n,) without touching any cache (E1)."""
+        if mask.ndim == 1:
+            mask = mask.reshape((1, -1))
+        return x * self._broadcast(mask, x)  # (E1)
+
+    # -- forward / backward -------------------------------------------------------------------
+    def forward(self, x):
+        B.require_float_array(x, "BernoulliGate input")
+        if x.ndim not in (2, 4) or x.shape[1] != self.n_units:
+            raise ValueError(
+                f"BernoulliGate over {self.n_units} units expects (N, {self.n_units}) or "
+                f"(N, {self.n_units}, H, W), got {tuple(x.shape)}; check n_units"
+            )
+        xp = B.get_array_module(x)
+        if self._injected is not None:
+            mask = self._injected
+            if type(mask) is np.ndarray:  # a host mask: move it to the backend
+                mask = B.asarray(mask)
+            mask = mask.astype(x.dtype)
+            if tuple(mask.shape) != (x.shape[0], self.n_units):
+                raise ValueError(f"injected mask has shape {tuple(mask.shape)}, expected "
+                                 f"{(x.shape[0], self.n_units)}")
+        elif self.training:
+            mask = B.asarray(self.sample_mask(x.shape[0]), dtype=x.dtype)
+        else:
+            mask = xp.broadcast_to(B.asarray(self.deterministic_mask(), dtype=x.dtype),
+                                   (x.shape[0], self.n_units))
+        self.mask, self._x = mask, x
+        return self.apply(x, mask)
+
+    def backward(self, dout):
+        self._check_backward_ready(self._x)
+        x = self._x
+        check_dout(self, dout, x.shape)
+        mask = self._broadcast(self.mask, x)
+        per_example = dout * x  # (E2)
+        if x.ndim > 2:
+            per_example = per_example.sum(axis=(2, 3))
+        self.grad_xi = per_example.sum(axis=0)  # (E3)
+        return dout * mask  # (E2)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def counts(self, tol: float = DECIDED_TOL) -> dict:
+        """``{"total", "at_zero", "at_one", "undecided"}`` with θ within ``tol`` of 0 or 1."""
+        at_zero = int((self.theta <= tol).sum())
+        at_one = int((self.theta >= 1.0 - tol).sum())
+        return {"total": self.n_units, "at_zero": at_zero, "at_one": at_one,
+                "undecided": self.n_units - at_zero - at_one}
+
+    def __repr__(self) -> str:
+        c = self.counts()
+        return f"BernoulliGate(n={self.n_units}, at_zero={c['at_zero']}, at_one={c['at_one']})"
