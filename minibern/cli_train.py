@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 from minibern import backend as B
+from minibern.estimators import ESTIMATORS
+from minibern.gate_training import GateConfig, GateTrainer
 from minibern.models import MODEL_NAMES, build_model
 from minibern.train import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged, device_splits,
                             run_rngs, write_run_files)
@@ -39,6 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-subset", type=int, default=None,
                         help="train on the first N of the 55,000 training images (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="log to train.log only")
+    gates = parser.add_argument_group("Bernoulli gates (docs/derivations/bernoulli_objective.md)")
+    gates.add_argument("--gates", action="store_true", help="gate units/filters/inputs and learn θ")
+    gates.add_argument("--estimator", choices=ESTIMATORS, default=GateConfig.estimator,
+                       help="estimator of Δ_i (docs/derivations/estimators.md)")
+    gates.add_argument("--kappa", type=float, default=GateConfig.kappa,
+                       help="flattening strength κ: cost of keeping one unit (or one parameter)")
+    gates.add_argument("--kappa-per-param", action="store_true",
+                       help="κ per parameter of a unit instead of per unit")
+    gates.add_argument("--theta-lr", type=float, default=GateConfig.theta_lr, help="η₀ of θ's SGD")
+    gates.add_argument("--theta-decay", type=float, default=GateConfig.theta_decay,
+                       help="τ in epochs: η_t = η₀/(1 + t/τ)")
+    gates.add_argument("--theta-init", type=float, default=GateConfig.theta_init, help="θ₀ in [0, 1]")
+    gates.add_argument("--no-hyperprior", action="store_true",
+                       help="ablation: fixed γ = 0.5 (KL term) instead of the flattening hyper-prior")
+    gates.add_argument("--subset", type=int, default=GateConfig.subset,
+                       help="gates visited per step in the earlier gate layers (removal estimator)")
+    gates.add_argument("--snap-tol", type=float, default=GateConfig.snap_tol,
+                       help="keep/zero snap rules: θ within this of 1 (0) for a patience snaps to 1 (0)")
     return parser
 
 
@@ -57,11 +77,20 @@ def _fail(log, log_file, error) -> int:
     return 1
 
 
+def gate_config_from_args(args) -> GateConfig:
+    return GateConfig(estimator=args.estimator, kappa=args.kappa,
+                      kappa_per_param=args.kappa_per_param, theta_lr=args.theta_lr,
+                      theta_decay=args.theta_decay, theta_init=args.theta_init,
+                      hyperprior=not args.no_hyperprior, subset=args.subset,
+                      snap_tol=args.snap_tol)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args).validate()
+        gate_config = gate_config_from_args(args).validate() if args.gates else None
     except ValueError as error:
         parser.error(str(error))
     if not 0 <= args.momentum < 1:
@@ -92,11 +121,14 @@ def main(argv=None) -> int:
     try:
         data = load_mnist(args.data)
         net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
-                          init=config.init, init_scale=config.init_scale)
+                          init=config.init, init_scale=config.init_scale, gates=args.gates,
+                          theta_init=args.theta_init)
         splits = device_splits(data, net.input_shape, config.train_subset)
         log(f"train {config.model} (width x{config.width_mult}) on {splits['train'].size} images, "
-            f"backend {B.get_backend().name}, seed {config.seed}, {config.epochs} epochs")
-        trainer = Trainer(net, splits, config, log=log)
+            f"backend {B.get_backend().name}, seed {config.seed}, {config.epochs} epochs"
+            + (f", gates: {gate_config}" if gate_config else ""))
+        hooks = [GateTrainer(net, gate_config, splits["train"].size)] if gate_config else []
+        trainer = Trainer(net, splits, config, hooks=hooks, log=log)
         metrics = trainer.fit(out, resume=args.resume)
     except TrainingDiverged as error:
         return _fail(log, log_file, error)

@@ -95,13 +95,13 @@ class BernoulliGate(Layer):
 
         Only the undecided gates draw random numbers (one uniform per example and gate).
         """
-        if self.rng is None:
-            raise RuntimeError("BernoulliGate has no random generator; set gate.rng (the trainer "
-                               "does this) or inject a mask")
         mask = np.empty((n_examples, self.n_units))
         mask[:] = self.theta >= 1.0
         undecided = np.flatnonzero((self.theta > 0.0) & (self.theta < 1.0))
         if undecided.size:
+            if self.rng is None:
+                raise RuntimeError("BernoulliGate has no random generator; set gate.rng (the "
+                                   "trainer does this) or inject a mask")
             mask[:, undecided] = self.rng.random((n_examples, undecided.size)) < self.theta[undecided]
         return mask
 

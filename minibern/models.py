@@ -12,11 +12,17 @@ literature we compare with (e.g. the L0 and Bayesian-compression LeNet-5 models)
 ``width_mult`` scales every hidden width (conv filters and hidden units; inputs and the 10
 outputs stay) for the robustness-to-width experiments. Initial weights are drawn from a seeded
 host generator (He normal by default; see :mod:`minibern.layers.init`).
+
+With ``gates=True`` Bernoulli gates (:mod:`minibern.gates`) are inserted: LeNet-300-100 gates
+its 784 inputs and both hidden layers' units; LeNet-5-Caffe gates both conv layers' filters
+(after pooling: a per-filter 0/1 factor commutes with max-pooling, and the pooled tensor is 4×
+smaller) and fc1's 500 units. The output layer is never gated.
 """
 from __future__ import annotations
 
 from minibern import backend as B
 from minibern import layers as L
+from minibern.gates import BernoulliGate
 
 MODEL_NAMES = ("lenet300", "lenet5")
 
@@ -30,32 +36,47 @@ def _width(base: int, width_mult: float, name: str) -> int:
     return width
 
 
+def _gated(layers, gates: dict, theta_init) -> list:
+    """Insert ``(name, BernoulliGate(n))`` after the layer named by each key of ``gates``."""
+    out = []
+    for name, layer in layers:
+        if name == "input" and "input" in gates:
+            out.append((gates[name][0], BernoulliGate(gates[name][1], theta_init=theta_init)))
+            continue
+        out.append((name, layer))
+        if name in gates:
+            out.append((gates[name][0], BernoulliGate(gates[name][1], theta_init=theta_init)))
+    return [item for item in out if item[1] is not None]
+
+
 def lenet300_100(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scale: float = 1.0,
-                 dtype=None) -> L.Sequential:
-    """LeNet-300-100 (hidden widths 300·m and 100·m), input (N, 784)."""
+                 dtype=None, gates: bool = False, theta_init=1.0) -> L.Sequential:
+    """LeNet-300-100 (hidden widths 300·m and 100·m), input (N, 784); optionally gated."""
     rng = B.make_rng(seed)
     h1, h2 = _width(300, width_mult, "fc1"), _width(100, width_mult, "fc2")
     kw = dict(rng=rng, init=init, init_scale=init_scale, dtype=dtype)
-    net = L.Sequential(("fc1", L.Dense(784, h1, **kw)), ("relu1", L.ReLU()),
-                       ("fc2", L.Dense(h1, h2, **kw)), ("relu2", L.ReLU()),
-                       ("fc3", L.Dense(h2, 10, **kw)))
+    layers = [("input", None), ("fc1", L.Dense(784, h1, **kw)), ("relu1", L.ReLU()),
+              ("fc2", L.Dense(h1, h2, **kw)), ("relu2", L.ReLU()),
+              ("fc3", L.Dense(h2, 10, **kw))]
+    where = {"input": ("gate_in", 784), "relu1": ("gate1", h1), "relu2": ("gate2", h2)}
+    net = L.Sequential(*_gated(layers, where if gates else {}, theta_init))
     net.input_shape = (784,)
     return net
 
 
 def lenet5_caffe(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scale: float = 1.0,
-                 dtype=None) -> L.Sequential:
+                 dtype=None, gates: bool = False, theta_init=1.0) -> L.Sequential:
     """LeNet-5-Caffe (20·m and 50·m filters, 500·m hidden units), input (N, 1, 28, 28)."""
     rng = B.make_rng(seed)
     c1, c2 = _width(20, width_mult, "conv1"), _width(50, width_mult, "conv2")
     h = _width(500, width_mult, "fc1")
     kw = dict(rng=rng, init=init, init_scale=init_scale, dtype=dtype)
-    net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, **kw)), ("relu1", L.ReLU()),
-                       ("pool1", L.MaxPool2D(2)),
-                       ("conv2", L.Conv2D(c1, c2, 5, **kw)), ("relu2", L.ReLU()),
-                       ("pool2", L.MaxPool2D(2)), ("flatten", L.Flatten()),
-                       ("fc1", L.Dense(c2 * 4 * 4, h, **kw)), ("relu3", L.ReLU()),
-                       ("fc2", L.Dense(h, 10, **kw)))
+    layers = [("conv1", L.Conv2D(1, c1, 5, **kw)), ("relu1", L.ReLU()), ("pool1", L.MaxPool2D(2)),
+              ("conv2", L.Conv2D(c1, c2, 5, **kw)), ("relu2", L.ReLU()), ("pool2", L.MaxPool2D(2)),
+              ("flatten", L.Flatten()), ("fc1", L.Dense(c2 * 4 * 4, h, **kw)),
+              ("relu3", L.ReLU()), ("fc2", L.Dense(h, 10, **kw))]
+    where = {"pool1": ("gate_conv1", c1), "pool2": ("gate_conv2", c2), "relu3": ("gate_fc1", h)}
+    net = L.Sequential(*_gated(layers, where if gates else {}, theta_init))
     net.input_shape = (1, 28, 28)
     return net
 

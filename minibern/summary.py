@@ -1,10 +1,16 @@
 r"""Counting a network: architecture, parameters and FLOPs per example.
 
+Counts are of the *deterministic* network: a gated unit counts as kept when θ ≥ ½ (the
+evaluation mask), and a unit physically removed from the arrays is simply absent. Without gates
+the counts are those of the arrays.
+
 **Architecture** (as the structured-pruning literature reports it): for a dense network, the
 inputs of the first layer followed by every hidden layer's units (LeNet-300-100:
 ``[784, 300, 100]``); for a convolutional one, every conv layer's filters, then the inputs and
 units of each hidden dense layer (LeNet-5-Caffe: ``[20, 50, 800, 500]``). The output layer is
 never listed.
+
+**Parameters** count the weights and biases that connect kept units to kept units.
 
 **FLOPs per example** count multiply–accumulate operations of the dense and conv layers, the
 convention of the papers we compare with (biases, activations and pooling are left out):
@@ -15,51 +21,94 @@ convention of the papers we compare with (biases, activations and pooling are le
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from minibern import layers as L
 
 
-def architecture(net: L.Sequential) -> list[int]:
-    """Kept widths, inputs first, output layer excluded (see module docstring)."""
-    weighted = [layer for _, layer in net if isinstance(layer, (L.Dense, L.Conv2D))]
-    widths: list[int] = []
-    for index, layer in enumerate(weighted):
-        w = layer.params["W"]
-        if isinstance(layer, L.Conv2D):
-            widths.append(int(w.shape[0]))
-            continue
-        if index == 0 or isinstance(weighted[index - 1], L.Conv2D):
-            widths.append(int(w.shape[0]))
-        if index < len(weighted) - 1:
-            widths.append(int(w.shape[1]))
-    return widths
+@dataclass
+class _Weighted:
+    layer: object
+    kept_in: int          # kept input features (dense) or channels (conv)
+    kept_out: int         # kept output units or filters
+    out_hw: tuple = (1, 1)  # conv output spatial size
 
 
-def flops_per_example(net: L.Sequential, input_shape) -> int:
-    """Multiply–accumulates of one forward pass for an input of shape ``input_shape`` (no N)."""
+def _kept(gate) -> int:
+    return int((gate.theta >= 0.5).sum())
+
+
+def _walk(net, input_shape) -> list[_Weighted]:
+    """Follow the network once, tracking how many features/channels are kept."""
+    from minibern.gates import BernoulliGate
+
     shape = (1,) + tuple(input_shape)
-    total = 0
+    kept = shape[1]          # kept channels (4-D) or features (2-D) flowing forward
+    per_channel = 1          # features per kept channel after Flatten
+    records: list[_Weighted] = []
     for _, layer in net:
-        if isinstance(layer, L.Dense):
-            d, m = layer.params["W"].shape
-            total += int(d) * int(m)
-            shape = (1, int(m))
+        if isinstance(layer, BernoulliGate):
+            kept = _kept(layer)
+            if records:
+                records[-1].kept_out = kept
+        elif isinstance(layer, L.Dense):
+            d, m = (int(s) for s in layer.params["W"].shape)
+            records.append(_Weighted(layer, kept * per_channel, m))
+            kept, per_channel, shape = m, 1, (1, m)
         elif isinstance(layer, L.Conv2D):
-            f, c, kh, kw = layer.params["W"].shape
+            f = int(layer.params["W"].shape[0])
             _, _, oh, ow = layer.output_shape(shape)
-            total += int(f * c * kh * kw * oh * ow)
-            shape = (1, int(f), oh, ow)
+            records.append(_Weighted(layer, kept, f, (oh, ow)))
+            kept, shape = f, (1, f, oh, ow)
         elif isinstance(layer, L.MaxPool2D):
             n, c, h, w = shape
             shape = (n, c, (h - layer.size) // layer.stride + 1, (w - layer.size) // layer.stride + 1)
         elif isinstance(layer, L.Flatten):
-            size = 1
-            for s in shape[1:]:
-                size *= s
-            shape = (1, size)
+            per_channel = shape[2] * shape[3] if len(shape) == 4 else 1
+            shape = (1, shape[1] * per_channel)
+    return records
+
+
+def architecture(net, input_shape=None) -> list[int]:
+    """Kept widths, inputs first, output layer excluded (see module docstring)."""
+    records = _walk(net, input_shape or net.input_shape)
+    widths: list[int] = []
+    for index, rec in enumerate(records):
+        if isinstance(rec.layer, L.Conv2D):
+            widths.append(rec.kept_out)
+            continue
+        if index == 0 or isinstance(records[index - 1].layer, L.Conv2D):
+            widths.append(rec.kept_in)
+        if index < len(records) - 1:
+            widths.append(rec.kept_out)
+    return widths
+
+
+def count_parameters(net, input_shape=None) -> int:
+    """Weights and biases between kept units."""
+    total = 0
+    for rec in _walk(net, input_shape or net.input_shape):
+        if isinstance(rec.layer, L.Conv2D):
+            _, _, kh, kw = rec.layer.params["W"].shape
+            total += rec.kept_out * (rec.kept_in * int(kh * kw) + 1)
+        else:
+            total += rec.kept_out * (rec.kept_in + 1)
     return total
 
 
-def summarize(net: L.Sequential) -> dict:
+def flops_per_example(net, input_shape=None) -> int:
+    """Multiply–accumulates of one forward pass of the deterministic network."""
+    total = 0
+    for rec in _walk(net, input_shape or net.input_shape):
+        if isinstance(rec.layer, L.Conv2D):
+            _, _, kh, kw = rec.layer.params["W"].shape
+            total += rec.kept_out * rec.kept_in * int(kh * kw) * rec.out_hw[0] * rec.out_hw[1]
+        else:
+            total += rec.kept_in * rec.kept_out
+    return total
+
+
+def summarize(net) -> dict:
     """``{"architecture", "params", "flops_per_example"}`` for a model with ``input_shape``."""
-    return {"architecture": architecture(net), "params": net.num_parameters(),
-            "flops_per_example": flops_per_example(net, net.input_shape)}
+    return {"architecture": architecture(net), "params": count_parameters(net),
+            "flops_per_example": flops_per_example(net)}

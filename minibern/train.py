@@ -78,6 +78,13 @@ class TrainConfig:
 class Hook:
     """Called by :class:`Trainer`; override what you need. State goes into checkpoints."""
 
+    def before_fit(self, trainer: "Trainer") -> None:
+        """Called once when :meth:`Trainer.fit` starts (after any checkpoint is loaded)."""
+
+    def after_backward(self, trainer: "Trainer") -> None:
+        """Gradients of the batch are ready (``trainer.batch_images``/``batch_labels``);
+        the weights are not yet updated."""
+
     def after_step(self, trainer: "Trainer") -> None:
         pass
 
@@ -155,10 +162,14 @@ class Trainer:
     def error_rate(self, split: Split) -> float:
         """Fraction of ``split`` misclassified by the current (deterministic) network."""
         wrong = 0
-        for start in range(0, split.size, self.config.eval_batch_size):
-            stop = min(start + self.config.eval_batch_size, split.size)
-            logits = self.net.forward(split.images[start:stop])
-            wrong += int(B.to_numpy((logits.argmax(axis=1) != split.labels[start:stop]).sum()))
+        self.net.eval()
+        try:
+            for start in range(0, split.size, self.config.eval_batch_size):
+                stop = min(start + self.config.eval_batch_size, split.size)
+                logits = self.net.forward(split.images[start:stop])
+                wrong += int(B.to_numpy((logits.argmax(axis=1) != split.labels[start:stop]).sum()))
+        finally:
+            self.net.train()
         return wrong / split.size
 
     # -- one epoch ----------------------------------------------------------------------------
@@ -173,8 +184,9 @@ class Trainer:
         total = 0.0
         for self.step in range(n_steps):
             index = order[self.step * batch:(self.step + 1) * batch]
-            loss, dlogits = softmax_cross_entropy(self.net.forward(train.images[index]),
-                                                  train.labels[index], check=False)
+            self.batch_images, self.batch_labels = train.images[index], train.labels[index]
+            loss, dlogits = softmax_cross_entropy(self.net.forward(self.batch_images),
+                                                  self.batch_labels, check=False)
             value = B.to_float(loss)
             if not math.isfinite(value):
                 raise TrainingDiverged(
@@ -183,6 +195,8 @@ class Trainer:
                     f"rate (now {self.optimizer.lr}) or check the data for NaN"
                 )
             self.net.backward(dlogits)
+            for hook in self.hooks:
+                hook.after_backward(self)
             self.optimizer.step(self.net)
             self.global_step += 1
             for hook in self.hooks:
@@ -251,6 +265,8 @@ class Trainer:
         if out and resume and checkpoint_path.exists():
             self.load_checkpoint(checkpoint_path)
             self.log(f"resumed from {checkpoint_path} after epoch {self.epoch}")
+        for hook in self.hooks:
+            hook.before_fit(self)
         while self.epoch < self.config.epochs:
             start = time.perf_counter()
             train_loss = self.train_epoch()
@@ -277,6 +293,9 @@ class Trainer:
         from minibern.summary import summarize
 
         summary = summarize(self.net)
+        extra = {}
+        for hook in self.hooks:
+            extra.update(hook.metrics() if hasattr(hook, "metrics") else {})
         return {
             "model": self.config.model, "seed": self.config.seed,
             "backend": B.get_backend().name, "epochs": self.epoch,
@@ -286,6 +305,7 @@ class Trainer:
             "epoch_seconds": list(self.history["epoch_seconds"]),
             "train_loss": list(self.history["train_loss"]),
             "config": asdict(self.config),
+            **extra,
         }
 
 

@@ -1,0 +1,102 @@
+"""θ learning inside the training loop: bounds, records, checkpoints with gates, the fixed-γ
+ablation, and the CLI's gate options."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibern import backend as B
+from minibern.gate_training import GateConfig, GateTrainer
+from minibern.models import build_model
+from minibern.train import TrainConfig, Trainer, device_splits, run_rngs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _gated_trainer(mnist, gate_config, **overrides):
+    config = TrainConfig(**{"model": "lenet300", "epochs": 2, "train_subset": 1000,
+                            "width_mult": 0.2, **overrides})
+    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0], gates=True,
+                      theta_init=gate_config.theta_init)
+    splits = device_splits(mnist, net.input_shape, config.train_subset)
+    hook = GateTrainer(net, gate_config, splits["train"].size)
+    return Trainer(net, splits, config, hooks=[hook], log=lambda *_: None), hook
+
+
+class _ThetaBounds:
+    """Records min and max θ after every step."""
+
+    def __init__(self, hook):
+        self.hook, self.low, self.high = hook, 1.0, 0.0
+
+    def before_fit(self, trainer):
+        pass
+
+    def after_backward(self, trainer):
+        theta = np.concatenate([g.theta for _, _, g in self.hook.gates])
+        self.low, self.high = min(self.low, theta.min()), max(self.high, theta.max())
+
+    def after_step(self, trainer):
+        pass
+
+    def after_epoch(self, trainer):
+        pass
+
+
+@pytest.mark.parametrize("estimator", ["removal", "first-order"])
+def test_theta_stays_in_unit_interval_and_is_recorded(mnist, estimator):
+    trainer, hook = _gated_trainer(mnist, GateConfig(estimator=estimator, theta_lr=200.0,
+                                                     kappa=50.0, snapshot_every=5))
+    bounds = _ThetaBounds(hook)
+    trainer.hooks.append(bounds)
+    metrics = trainer.fit()
+    assert 0.0 <= bounds.low and bounds.high <= 1.0
+    assert bounds.low == 0.0  # a large κ pushes some gates all the way to 0
+    gates = metrics["gates"]
+    assert [g["name"] for g in gates] == ["gate_in", "gate1", "gate2"]
+    assert all(g["at_zero"] + g["at_one"] + g["undecided"] == g["total"] for g in gates)
+    snaps = np.asarray(trainer.history["theta_snapshots"])
+    assert snaps.shape[1] == 784 + 60 + 20 and snaps.shape[0] >= 4
+    assert metrics["architecture"][0] == int((hook.gates[0][2].theta >= 0.5).sum())
+
+
+def test_resume_with_gates_repeats_theta_and_weights(mnist, tmp_path):
+    config = GateConfig(estimator="removal", subset=8, theta_lr=50.0, kappa=20.0, snap_tol=0.01,
+                        keep_after=0.5, keep_patience=5, zero_patience=5)
+    straight, _ = _gated_trainer(mnist, config)
+    straight.fit()
+    first, _ = _gated_trainer(mnist, config, epochs=1)
+    first.fit(tmp_path)
+    resumed, hook = _gated_trainer(mnist, config)
+    resumed.fit(tmp_path, resume=True)
+    for (_, name, a), (_, _, b) in zip(straight.hooks[0].gates, hook.gates):
+        np.testing.assert_array_equal(a.theta, b.theta, err_msg=name)
+    for key, value in straight.net.named_parameters().items():
+        np.testing.assert_array_equal(B.to_numpy(value),
+                                      B.to_numpy(resumed.net.named_parameters()[key]), err_msg=key)
+
+
+def test_without_hyperprior_theta_stays_strictly_inside(mnist):
+    trainer, hook = _gated_trainer(mnist, GateConfig(estimator="removal", hyperprior=False,
+                                                     theta_init=0.9, theta_lr=200.0),
+                                   epochs=1)
+    trainer.fit()
+    theta = np.concatenate([g.theta for _, _, g in hook.gates])
+    assert np.all((theta > 0.0) & (theta < 1.0))
+    assert np.ptp(theta) > 0.01  # θ did move
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("args,message", [
+    (["--theta-init", "1.5"], "theta_init must lie in [0, 1]"),
+    (["--kappa", "-1"], "kappa must be >= 0, got -1.0"),
+    (["--estimator", "reinforce"], "invalid choice: 'reinforce'"),
+    (["--theta-lr", "0"], "theta_lr must be > 0"),
+])
+def test_bad_gate_arguments_exit_2(args, message, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "minibern", "train", "--model", "lenet300",
+                           "--gates", *args, "--out", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and message in done.stderr
