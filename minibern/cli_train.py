@@ -130,9 +130,7 @@ def main(argv=None) -> int:
         hooks = [GateTrainer(net, gate_config, splits["train"].size)] if gate_config else []
         trainer = Trainer(net, splits, config, hooks=hooks, log=log)
         metrics = trainer.fit(out, resume=args.resume)
-    except TrainingDiverged as error:
-        return _fail(log, log_file, error)
-    except ValueError as error:  # data or checkpoint problems: the message says the fix
+    except (TrainingDiverged, ValueError) as error:  # divergence, data or checkpoint problems
         return _fail(log, log_file, error)
     write_run_files(out, metrics)
     log(f"done: test error {100 * metrics['test_error']:.2f}%  val error "

@@ -62,3 +62,61 @@ def plot_training(run_dir, out_dir=None) -> list[Path]:
         plt.close(fig)
         paths.append(out_dir / filename)
     return paths
+
+
+def plot_gates(run_dir, out_dir=None) -> list[Path]:
+    """For a gated run: θ histograms over time, decided fraction and kept units per layer."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    metrics, history = load_run(run_dir)
+    if "theta_snapshots" not in history:
+        raise ValueError(f"{run_dir} is not a gated run (no theta_snapshots in history.npz); "
+                         "train with --gates")
+    out_dir = Path(out_dir or run_dir)
+    epochs = np.arange(1, len(history["train_loss"]) + 1)
+    paths = []
+
+    snaps, steps = history["theta_snapshots"], history["theta_snapshot_steps"]
+    picks = sorted({0, len(snaps) // 2, len(snaps) - 1})
+    fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.2), sharey=True)
+    for ax, row in zip(np.atleast_1d(axes), picks):
+        ax.hist(snaps[row], bins=np.linspace(0, 1, 41), color="C0")
+        ax.set_yscale("log")
+        ax.set_xlabel("θ")
+        ax.set_title(f"step {int(steps[row])}", fontsize=9)
+    np.atleast_1d(axes)[0].set_ylabel("gates")
+    fig.suptitle("θ of every gate converging to 0 or 1", fontsize=10)
+    fig.tight_layout()
+    paths.append(out_dir / "theta_hist.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for key, label in (("decided_1e-2", "within 0.01 of 0 or 1"), ("decided_1e-3", "within 1e-3")):
+        ax.plot(epochs, 100 * history[key], marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("gates decided (%)")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    paths.append(out_dir / "theta_decided.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for gate in metrics["gates"]:
+        ax.plot(epochs, history[f"kept_{gate['name']}"], marker="o", label=gate["name"])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("units kept (θ ≥ ½)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    paths.append(out_dir / "units_per_layer.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
