@@ -100,3 +100,15 @@ def test_bad_gate_arguments_exit_2(args, message, tmp_path):
                            "--gates", *args, "--out", str(tmp_path)], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and message in done.stderr
+
+
+def test_gated_lenet5_learns_theta_with_the_removal_estimator(mnist):
+    gate_config = GateConfig(estimator="removal", subset=2, theta_lr=100.0, theta_init=0.9)
+    trainer, hook = _gated_trainer(mnist, gate_config, model="lenet5", width_mult=0.2,
+                                   train_subset=200, batch_size=50, epochs=1)
+    before = [g.theta.copy() for _, _, g in hook.gates]
+    metrics = trainer.fit()
+    assert [g["name"] for g in metrics["gates"]] == ["gate_conv1", "gate_conv2", "gate_fc1"]
+    for (_, name, gate), old in zip(hook.gates, before):
+        assert not np.array_equal(gate.theta, old), name
+        assert np.all((gate.theta >= 0) & (gate.theta <= 1))
