@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gates visited per step in the earlier gate layers (removal estimator)")
     gates.add_argument("--snap-tol", type=float, default=GateConfig.snap_tol,
                        help="keep/zero snap rules: θ within this of 1 (0) for a patience snaps to 1 (0)")
+    gates.add_argument("--keep-patience", type=int, default=GateConfig.keep_patience,
+                       help="steps θ must stay ≥ 1 − snap-tol before it snaps to 1")
+    gates.add_argument("--keep-after", type=float, default=GateConfig.keep_after,
+                       help="epoch from which the keep rule applies (warm-up)")
+    gates.add_argument("--zero-patience", type=int, default=GateConfig.zero_patience,
+                       help="visits θ must stay ≤ snap-tol before it snaps to 0")
     return parser
 
 
@@ -82,7 +88,8 @@ def gate_config_from_args(args) -> GateConfig:
                       kappa_per_param=args.kappa_per_param, theta_lr=args.theta_lr,
                       theta_decay=args.theta_decay, theta_init=args.theta_init,
                       hyperprior=not args.no_hyperprior, subset=args.subset,
-                      snap_tol=args.snap_tol)
+                      snap_tol=args.snap_tol, keep_patience=args.keep_patience,
+                      keep_after=args.keep_after, zero_patience=args.zero_patience)
 
 
 def main(argv=None) -> int:
