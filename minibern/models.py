@@ -36,17 +36,9 @@ def _width(base: int, width_mult: float, name: str) -> int:
     return width
 
 
-def _gated(layers, gates: dict, theta_init) -> list:
-    """Insert ``(name, BernoulliGate(n))`` after the layer named by each key of ``gates``."""
-    out = []
-    for name, layer in layers:
-        if name == "input" and "input" in gates:
-            out.append((gates[name][0], BernoulliGate(gates[name][1], theta_init=theta_init)))
-            continue
-        out.append((name, layer))
-        if name in gates:
-            out.append((gates[name][0], BernoulliGate(gates[name][1], theta_init=theta_init)))
-    return [item for item in out if item[1] is not None]
+def _gate(name: str, n_units: int, enabled: bool, theta_init) -> list:
+    """``[(name, BernoulliGate(n_units))]`` if gates are enabled, else ``[]``."""
+    return [(name, BernoulliGate(n_units, theta_init=theta_init))] if enabled else []
 
 
 def lenet300_100(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scale: float = 1.0,
@@ -55,11 +47,12 @@ def lenet300_100(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scal
     rng = B.make_rng(seed)
     h1, h2 = _width(300, width_mult, "fc1"), _width(100, width_mult, "fc2")
     kw = dict(rng=rng, init=init, init_scale=init_scale, dtype=dtype)
-    layers = [("input", None), ("fc1", L.Dense(784, h1, **kw)), ("relu1", L.ReLU()),
-              ("fc2", L.Dense(h1, h2, **kw)), ("relu2", L.ReLU()),
-              ("fc3", L.Dense(h2, 10, **kw))]
-    where = {"input": ("gate_in", 784), "relu1": ("gate1", h1), "relu2": ("gate2", h2)}
-    net = L.Sequential(*_gated(layers, where if gates else {}, theta_init))
+    net = L.Sequential(*_gate("gate_in", 784, gates, theta_init),
+                       ("fc1", L.Dense(784, h1, **kw)), ("relu1", L.ReLU()),
+                       *_gate("gate1", h1, gates, theta_init),
+                       ("fc2", L.Dense(h1, h2, **kw)), ("relu2", L.ReLU()),
+                       *_gate("gate2", h2, gates, theta_init),
+                       ("fc3", L.Dense(h2, 10, **kw)))
     net.input_shape = (784,)
     return net
 
@@ -71,12 +64,13 @@ def lenet5_caffe(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scal
     c1, c2 = _width(20, width_mult, "conv1"), _width(50, width_mult, "conv2")
     h = _width(500, width_mult, "fc1")
     kw = dict(rng=rng, init=init, init_scale=init_scale, dtype=dtype)
-    layers = [("conv1", L.Conv2D(1, c1, 5, **kw)), ("relu1", L.ReLU()), ("pool1", L.MaxPool2D(2)),
-              ("conv2", L.Conv2D(c1, c2, 5, **kw)), ("relu2", L.ReLU()), ("pool2", L.MaxPool2D(2)),
-              ("flatten", L.Flatten()), ("fc1", L.Dense(c2 * 4 * 4, h, **kw)),
-              ("relu3", L.ReLU()), ("fc2", L.Dense(h, 10, **kw))]
-    where = {"pool1": ("gate_conv1", c1), "pool2": ("gate_conv2", c2), "relu3": ("gate_fc1", h)}
-    net = L.Sequential(*_gated(layers, where if gates else {}, theta_init))
+    net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, **kw)), ("relu1", L.ReLU()),
+                       ("pool1", L.MaxPool2D(2)), *_gate("gate_conv1", c1, gates, theta_init),
+                       ("conv2", L.Conv2D(c1, c2, 5, **kw)), ("relu2", L.ReLU()),
+                       ("pool2", L.MaxPool2D(2)), *_gate("gate_conv2", c2, gates, theta_init),
+                       ("flatten", L.Flatten()), ("fc1", L.Dense(c2 * 4 * 4, h, **kw)),
+                       ("relu3", L.ReLU()), *_gate("gate_fc1", h, gates, theta_init),
+                       ("fc2", L.Dense(h, 10, **kw)))
     net.input_shape = (1, 28, 28)
     return net
 

@@ -84,31 +84,32 @@ def architecture(net, input_shape=None) -> list[int]:
     return widths
 
 
-def count_parameters(net, input_shape=None) -> int:
-    """Weights and biases between kept units."""
-    total = 0
+def _costs(net, input_shape=None) -> tuple[int, int]:
+    """(parameters, multiply–accumulates per example) of the deterministic network."""
+    params = flops = 0
     for rec in _walk(net, input_shape or net.input_shape):
+        per_output = rec.kept_in  # weights into one output unit (dense) or position (conv)
+        positions = 1
         if isinstance(rec.layer, L.Conv2D):
             _, _, kh, kw = rec.layer.params["W"].shape
-            total += rec.kept_out * (rec.kept_in * int(kh * kw) + 1)
-        else:
-            total += rec.kept_out * (rec.kept_in + 1)
-    return total
+            per_output *= int(kh * kw)
+            positions = rec.out_hw[0] * rec.out_hw[1]
+        params += rec.kept_out * (per_output + 1)
+        flops += rec.kept_out * per_output * positions
+    return params, flops
+
+
+def count_parameters(net, input_shape=None) -> int:
+    """Weights and biases between kept units."""
+    return _costs(net, input_shape)[0]
 
 
 def flops_per_example(net, input_shape=None) -> int:
     """Multiply–accumulates of one forward pass of the deterministic network."""
-    total = 0
-    for rec in _walk(net, input_shape or net.input_shape):
-        if isinstance(rec.layer, L.Conv2D):
-            _, _, kh, kw = rec.layer.params["W"].shape
-            total += rec.kept_out * rec.kept_in * int(kh * kw) * rec.out_hw[0] * rec.out_hw[1]
-        else:
-            total += rec.kept_in * rec.kept_out
-    return total
+    return _costs(net, input_shape)[1]
 
 
 def summarize(net) -> dict:
     """``{"architecture", "params", "flops_per_example"}`` for a model with ``input_shape``."""
-    return {"architecture": architecture(net), "params": count_parameters(net),
-            "flops_per_example": flops_per_example(net)}
+    params, flops = _costs(net)
+    return {"architecture": architecture(net), "params": params, "flops_per_example": flops}

@@ -43,3 +43,17 @@ def test_same_seed_same_initial_weights_and_bad_width():
         lenet300_100(width_mult=0)
     with pytest.raises(ValueError, match="unknown model 'lenet7'"):
         build_model("lenet7")
+
+
+def test_gated_counts_follow_the_deterministic_mask():
+    net = lenet300_100(gates=True)
+    net["gate_in"].theta[:400] = 0.0
+    net["gate1"].theta[:100] = 0.2   # below ½: dropped in evaluation
+    net["gate2"].theta[:10] = 0.6    # above ½: kept
+    s = summarize(net)
+    assert s["architecture"] == [384, 200, 100]
+    assert s["params"] == 384 * 200 + 200 + 200 * 100 + 100 + 100 * 10 + 10
+    assert s["flops_per_example"] == 384 * 200 + 200 * 100 + 100 * 10
+    conv = lenet5_caffe(gates=True)
+    conv["gate_conv2"].theta[:10] = 0.0
+    assert summarize(conv)["architecture"] == [20, 40, 640, 500]
