@@ -64,11 +64,30 @@ def plot_training(run_dir, out_dir=None) -> list[Path]:
     return paths
 
 
+def _line_panel(plt, epochs, curves, ylabel, yscale, path, ylim=None) -> Path:
+    """One PNG of ``(values, label)`` curves against the epoch."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for values, label in curves:
+        ax.plot(epochs, values, marker="o", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_yscale(yscale)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_gates(run_dir, out_dir=None) -> list[Path]:
     """For a gated run: θ histograms over time, decided fraction and kept units per layer."""
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-
     metrics, history = load_run(run_dir)
     if "theta_snapshots" not in history:
         raise ValueError(f"{run_dir} is not a gated run (no theta_snapshots in history.npz); "
@@ -92,31 +111,11 @@ def plot_gates(run_dir, out_dir=None) -> list[Path]:
     fig.savefig(paths[-1], dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for key, label in (("decided_1e-2", "within 0.01 of 0 or 1"), ("decided_1e-3", "within 1e-3")):
-        ax.plot(epochs, 100 * history[key], marker="o", label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("gates decided (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    paths.append(out_dir / "theta_decided.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for gate in metrics["gates"]:
-        ax.plot(epochs, history[f"kept_{gate['name']}"], marker="o", label=gate["name"])
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("units kept (θ ≥ ½)")
-    ax.set_yscale("log")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    paths.append(out_dir / "units_per_layer.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    curves = [(100 * history[key], label) for key, label in
+              (("decided_1e-2", "within 0.01 of 0 or 1"), ("decided_1e-3", "within 1e-3"))]
+    paths.append(_line_panel(plt, epochs, curves, "gates decided (%)", "linear",
+                             out_dir / "theta_decided.png", ylim=(0, 100)))
+    curves = [(history[f"kept_{gate['name']}"], gate["name"]) for gate in metrics["gates"]]
+    paths.append(_line_panel(plt, epochs, curves, "units kept (θ ≥ ½)", "log",
+                             out_dir / "units_per_layer.png"))
     return paths

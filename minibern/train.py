@@ -5,13 +5,14 @@ from the seed (:func:`minibern.backend.spawn_rngs`): weight initialisation, batc
 reserved for the Bernoulli gate masks, so the same seed on the same backend repeats a run
 exactly, and a run resumed from a checkpoint ends with the weights of an uninterrupted one.
 
-Per step: gather a batch, ``forward``, softmax cross-entropy (L18)–(L19), ``backward``,
-optimiser step (O1)/(O2), then every hook's ``after_step``. Per epoch: validation error on the
+Per step: gather a batch, ``forward``, softmax cross-entropy (L18)–(L19), ``backward``, every
+hook's ``after_backward`` (weights not yet updated), optimiser step (O1)/(O2), then every hook's
+``after_step``. Per epoch: validation error on the
 fixed validation split, every hook's ``after_epoch``, history, checkpoint. The test set is
 evaluated once, after the last epoch ("final epoch, not best").
 
-Hooks are how the Bernoulli gates plug in (their θ update after each step, θ snapshots and
-pruning checks at epoch ends); a hook's ``state_dict`` goes into the checkpoint.
+Hooks are how the Bernoulli gates plug in (Δ estimates and the θ update in ``after_backward``,
+θ snapshots at epoch ends); a hook's ``state_dict`` goes into the checkpoint.
 """
 from __future__ import annotations
 
