@@ -66,3 +66,12 @@ def test_host_array_into_device_layer_is_refused(backend_name):
     layer = L.Dense(2, 2)
     with pytest.raises(TypeError, match="host numpy.ndarray.*asarray"):
         layer.forward(np.zeros((1, 2), np.float32))
+
+
+def test_select_features_refuses_bad_index_and_input():
+    with pytest.raises(ValueError, match=r"distinct features in \[0, 4\)"):
+        L.SelectFeatures([0, 0, 1], 4)
+    with pytest.raises(ValueError, match=r"distinct features in \[0, 4\)"):
+        L.SelectFeatures([1, 4], 4)
+    with pytest.raises(ValueError, match=r"expects \(N, 4\) raw inputs, got \(2, 3\)"):
+        L.SelectFeatures([1, 2], 4).forward(_x((2, 3)))

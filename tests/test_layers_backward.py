@@ -99,3 +99,12 @@ def test_distinct_values_keep_away_from_kinks_and_ties():
     flat = np.sort(values.ravel())
     assert np.min(np.diff(flat)) >= 0.05 - 1e-12
     assert np.min(np.abs(flat)) >= 0.0125 - 1e-12
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_select_features_gradients(seed):
+    rng = np.random.default_rng(600 + seed)
+    d = int(rng.integers(2, 9))
+    index = rng.permutation(d)[: int(rng.integers(1, d + 1))]
+    report = G.check_layer(L.SelectFeatures(index, d), rng.standard_normal((3, d)), rng=rng, tol=TOL)
+    assert set(report.errors) == {"x"}

@@ -120,3 +120,14 @@ def test_sequential_names_parameters():
     assert list(net.named_parameters()) == ["dense0.W", "dense0.b", "head.W", "head.b"]
     assert net.num_parameters() == 3 * 4 + 4 + 4 * 2 + 2
     assert net["head"] is net[2]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_select_features_matches_loop(seed):
+    rng = np.random.default_rng(500 + seed)
+    n, d = int(rng.integers(1, 5)), int(rng.integers(2, 9))
+    index = rng.permutation(d)[: int(rng.integers(1, d + 1))]
+    x = rng.standard_normal((n, d))
+    got = B.to_numpy(L.SelectFeatures(index, d).forward(_float64(x)))
+    want = np.array([[x[i, k] for k in index] for i in range(n)])
+    np.testing.assert_array_equal(got, want)
