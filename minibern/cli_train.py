@@ -14,6 +14,7 @@ from minibern import backend as B
 from minibern.estimators import ESTIMATORS
 from minibern.gate_training import GateConfig, GateTrainer
 from minibern.models import MODEL_NAMES, build_model
+from minibern.pruning import PruningError
 from minibern.train import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged, device_splits,
                             run_rngs, write_run_files)
 
@@ -34,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr-decay", type=float, default=None, metavar="TAU",
+                        help="decay the learning rate per epoch e as lr/(1 + e/TAU)")
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--init", choices=("he", "glorot"), default="he")
@@ -65,12 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="epoch from which the keep rule applies (warm-up)")
     gates.add_argument("--zero-patience", type=int, default=GateConfig.zero_patience,
                        help="visits θ must stay ≤ snap-tol before it snaps to 0")
+    gates.add_argument("--prune-patience", type=int, default=GateConfig.prune_patience,
+                       help="steps θ must stay exactly 0 before its unit is removed from the arrays")
+    gates.add_argument("--no-prune", action="store_true",
+                       help="keep units at θ = 0 in the arrays (masked); report which would have "
+                            "been removed and whether they came back")
     return parser
 
 
 def config_from_args(args) -> TrainConfig:
     return TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                       seed=args.seed, optimizer=args.optimizer, lr=args.lr,
+                       seed=args.seed, optimizer=args.optimizer, lr=args.lr, lr_decay=args.lr_decay,
                        momentum=args.momentum, weight_decay=args.weight_decay,
                        width_mult=args.width_mult, init=args.init, init_scale=args.init_scale,
                        train_subset=args.train_subset)
@@ -89,7 +97,8 @@ def gate_config_from_args(args) -> GateConfig:
                       theta_decay=args.theta_decay, theta_init=args.theta_init,
                       hyperprior=not args.no_hyperprior, subset=args.subset,
                       snap_tol=args.snap_tol, keep_patience=args.keep_patience,
-                      keep_after=args.keep_after, zero_patience=args.zero_patience)
+                      keep_after=args.keep_after, zero_patience=args.zero_patience,
+                      prune=not args.no_prune, prune_patience=args.prune_patience)
 
 
 def main(argv=None) -> int:
@@ -137,7 +146,8 @@ def main(argv=None) -> int:
         hooks = [GateTrainer(net, gate_config, splits["train"].size)] if gate_config else []
         trainer = Trainer(net, splits, config, hooks=hooks, log=log)
         metrics = trainer.fit(out, resume=args.resume)
-    except (TrainingDiverged, ValueError) as error:  # divergence, data or checkpoint problems
+    except (TrainingDiverged, PruningError, ValueError) as error:  # divergence, a disconnected
+        # network, data or checkpoint problems
         return _fail(log, log_file, error)
     write_run_files(out, metrics)
     log(f"done: test error {100 * metrics['test_error']:.2f}%  val error "

@@ -20,6 +20,13 @@ Two practical rules are optional (both off by default, both from the prototype o
 only from epoch ``keep_after``; *zero* — θ ≤ ``snap_tol`` for ``zero_patience`` consecutive
 updates (visits) snaps θ to exactly 0. A snapped gate is frozen: no further updates (a gate
 at exactly 0 is one physical pruning may remove; one at exactly 1 draws no random numbers).
+
+*Physical pruning* (docs/derivations/pruning.md, (P1)–(P6)): after every weight step, a gate
+whose θ has been exactly 0 for ``prune_patience`` consecutive steps is removed from the arrays
+by :func:`minibern.pruning.remove_units` (its unit, the consumer's inputs, the optimiser state,
+θ and this hook's counters). With ``prune=False`` nothing is removed; the hook instead marks the
+gates that would have been and counts how many of them later leave 0 (``pruning`` in
+:meth:`metrics`), the measurement behind the default patience.
 """
 from __future__ import annotations
 
@@ -29,6 +36,7 @@ from minibern import backend as B
 from minibern import objective as obj
 from minibern.estimators import ESTIMATORS, ExactEstimator, gate_layers, make_estimator
 from minibern.gates import DECIDED_TOL
+from minibern.pruning import remove_units, restore_structure
 from minibern.theta_sgd import ProjectedSGD
 from minibern.train import Hook
 
@@ -52,6 +60,8 @@ class GateConfig:
     keep_patience: int = 100
     keep_after: float = 5.0
     zero_patience: int = 100
+    prune: bool = True
+    prune_patience: int = 100
     snapshot_every: int = 0
 
     def validate(self) -> "GateConfig":
@@ -69,7 +79,7 @@ class GateConfig:
             raise ValueError(f"gamma must lie in (0, 1), got {self.gamma!r}")
         if not 0 <= self.snap_tol < 0.5:
             raise ValueError(f"snap_tol must lie in [0, 0.5), got {self.snap_tol!r}")
-        for name in ("keep_patience", "zero_patience"):
+        for name in ("keep_patience", "zero_patience", "prune_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         return self
@@ -112,6 +122,11 @@ class GateTrainer(Hook):
         self.high_run = {name: np.zeros(g.n_units, dtype=np.int64) for _, name, g in self.gates}
         self.low_run = {name: np.zeros(g.n_units, dtype=np.int64) for _, name, g in self.gates}
         self.frozen = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
+        self.zero_run = {name: np.zeros(g.n_units, dtype=np.int64) for _, name, g in self.gates}
+        # prune=False: gates that met the pruning condition, and those of them that left 0 later
+        self.marked = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
+        self.left_zero = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
+        self.came_back = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
 
     # -- per step ------------------------------------------------------------------------------
     def _epoch_clock(self, trainer) -> float:
@@ -158,20 +173,67 @@ class GateTrainer(Hook):
                 theta[snapped] = value
                 self.frozen[name] |= snapped
 
+    # -- physical pruning ----------------------------------------------------------------------
+    def after_step(self, trainer) -> None:
+        """Count steps at θ = 0; remove (or, with ``prune=False``, mark) gates past the
+        patience (P6)."""
+        for _, name, gate in list(self.gates):
+            at_zero = gate.theta == 0.0
+            run = self.zero_run[name]
+            run[:] = np.where(at_zero, run + 1, 0)
+            ready = run >= self.config.prune_patience  # (P6)
+            if not self.config.prune:
+                self.marked[name] |= ready
+                self.left_zero[name] |= self.marked[name] & ~at_zero
+                self.came_back[name] |= self.marked[name] & (gate.theta >= 0.5)
+            elif ready.any():
+                self._remove(name, ~ready, trainer.optimizer)
+
+    def _remove(self, name, keep, optimizer) -> None:
+        remove_units(self.net, name, keep, optimizer)  # (P1)–(P5)
+        for counters in (self.high_run, self.low_run, self.frozen, self.zero_run, self.marked,
+                         self.left_zero, self.came_back):
+            counters[name] = counters[name][keep]
+        self.gates = gate_layers(self.net)
+
+    def load_structure(self, state: dict) -> None:
+        """Before a checkpoint's arrays are loaded: remove the units the saved run had removed."""
+        kept = {name: state[f"unit_index/{name}"] for _, name, _ in self.gates
+                if f"unit_index/{name}" in state}
+        restore_structure(self.net, kept)
+        self.gates = gate_layers(self.net)
+        for _, name, gate in self.gates:
+            for counters in (self.high_run, self.low_run, self.zero_run):
+                counters[name] = np.zeros(gate.n_units, dtype=np.int64)
+            for flags in (self.frozen, self.marked, self.left_zero, self.came_back):
+                flags[name] = np.zeros(gate.n_units, dtype=bool)
+
+    def pruning_report(self) -> dict:
+        """Units removed per gate layer; with ``prune=False`` the would-be removals and how many
+        of them later left θ = 0 or came back to θ ≥ ½."""
+        report = {"prune": self.config.prune, "patience_steps": self.config.prune_patience,
+                  "removed": {name: gate.n_removed for _, name, gate in self.gates}}
+        if not self.config.prune:
+            for key, flags in (("marked", self.marked), ("left_zero", self.left_zero),
+                               ("came_back", self.came_back)):
+                report[key] = {name: int(flags[name].sum()) for _, name, _ in self.gates}
+        return report
+
     # -- records -------------------------------------------------------------------------------
     def record(self, trainer, step: int) -> None:
-        """Snapshot θ of every gate, concatenated in gate order, into the trainer's history
-        (``theta_snapshots`` (S, G) and ``theta_snapshot_steps`` (S,))."""
+        """Snapshot θ of every original gate (0 for removed ones), concatenated in gate order,
+        into the trainer's history (``theta_snapshots`` (S, G) and ``theta_snapshot_steps``)."""
         trainer.history.setdefault("theta_snapshot_steps", []).append(step)
         trainer.history.setdefault("theta_snapshots", []).append(
-            np.concatenate([g.theta for _, _, g in self.gates]).tolist())
+            np.concatenate([g.full_theta() for _, _, g in self.gates]).tolist())
 
     def counts(self) -> list[dict]:
         """metrics.json's ``gates``: per layer total / at_zero / at_one / undecided (1e-3)."""
         return [{"name": name, **gate.counts(DECIDED_TOL)} for _, name, gate in self.gates]
 
     def decided_fraction(self, tol: float) -> float:
-        theta = np.concatenate([g.theta for _, _, g in self.gates])
+        """Share of all original gates within ``tol`` of 0 or 1 (removed ones count as 0)."""
+        theta = np.concatenate([g.full_theta() for _, _, g in self.gates])
         return float(np.mean((theta <= tol) | (theta >= 1 - tol)))
 
     def after_epoch(self, trainer) -> None:
@@ -182,8 +244,9 @@ class GateTrainer(Hook):
         trainer.history["decided_1e-3"].append(self.decided_fraction(1e-3))
         trainer.history["decided_1e-2"].append(self.decided_fraction(1e-2))
         for c in counts:
-            trainer.history.setdefault(f"kept_{c['name']}", []).append(
-                int((self._gate(c["name"]).theta >= 0.5).sum()))
+            gate = self._gate(c["name"])
+            trainer.history.setdefault(f"kept_{c['name']}", []).append(int((gate.theta >= 0.5).sum()))
+            trainer.history.setdefault(f"units_{c['name']}", []).append(gate.n_units)
         trainer.log("  gates: " + "  ".join(
             f"{c['name']} {c['at_zero']}/{c['at_one']}/{c['undecided']}" for c in counts)
             + f"  (at 0 / at 1 / undecided; decided within 1e-2: "
@@ -192,7 +255,8 @@ class GateTrainer(Hook):
     def metrics(self) -> dict:
         """What metrics.json gains: ``gates`` per layer, decided fractions, the θ settings."""
         return {"gates": self.counts(), "decided_1e-3": self.decided_fraction(1e-3),
-                "decided_1e-2": self.decided_fraction(1e-2), "gate_config": asdict(self.config)}
+                "decided_1e-2": self.decided_fraction(1e-2), "pruning": self.pruning_report(),
+                "gate_config": asdict(self.config)}
 
     def _gate(self, name):
         return next(g for _, n, g in self.gates if n == name)
@@ -205,6 +269,11 @@ class GateTrainer(Hook):
             state[f"high/{name}"] = self.high_run[name].copy()
             state[f"low/{name}"] = self.low_run[name].copy()
             state[f"frozen/{name}"] = self.frozen[name].copy()
+            state[f"unit_index/{name}"] = gate.unit_index.copy()
+            state[f"zero_run/{name}"] = self.zero_run[name].copy()
+            for key, flags in (("marked", self.marked), ("left_zero", self.left_zero),
+                               ("came_back", self.came_back)):
+                state[f"{key}/{name}"] = flags[name].copy()
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -213,3 +282,7 @@ class GateTrainer(Hook):
             self.high_run[name][:] = state[f"high/{name}"]
             self.low_run[name][:] = state[f"low/{name}"]
             self.frozen[name][:] = state[f"frozen/{name}"]
+            for key, array in (("zero_run", self.zero_run), ("marked", self.marked),
+                               ("left_zero", self.left_zero), ("came_back", self.came_back)):
+                if f"{key}/{name}" in state:
+                    array[name][:] = state[f"{key}/{name}"]

@@ -78,6 +78,8 @@ class BernoulliGate(Layer):
         self.n_units = positive_int(n_units, "n_units")
         theta = np.broadcast_to(np.asarray(theta_init, dtype=np.float64), (n_units,)).copy()
         self.theta = check_theta(theta, "theta_init")
+        self.n_original = self.n_units
+        self.unit_index = np.arange(n_units)  # original index of every remaining unit
         self.rng = rng
         self.training = True
         self._injected = None
@@ -154,13 +156,34 @@ class BernoulliGate(Layer):
         self.grad_xi = per_example.sum(axis=0)  # (E3)
         return dout * mask  # (E2)
 
+    # -- pruning ------------------------------------------------------------------------------
+    def keep_units(self, keep) -> None:
+        """Keep only the units where the host bool mask ``keep`` (n,) is True (physical pruning:
+        :mod:`minibern.pruning` slices the neighbouring weights the same way)."""
+        keep = np.asarray(keep, dtype=bool)
+        self.theta = self.theta[keep].copy()
+        self.unit_index = self.unit_index[keep].copy()
+        self.n_units = int(keep.sum())
+        self._injected = self.mask = self.grad_xi = self._x = None
+
+    @property
+    def n_removed(self) -> int:
+        return self.n_original - self.n_units
+
+    def full_theta(self):
+        """θ over the *original* units (n_original,), 0 where a unit was removed."""
+        full = np.zeros(self.n_original)
+        full[self.unit_index] = self.theta
+        return full
+
     # -- bookkeeping --------------------------------------------------------------------------
     def counts(self, tol: float = DECIDED_TOL) -> dict:
-        """``{"total", "at_zero", "at_one", "undecided"}`` with θ within ``tol`` of 0 or 1."""
-        at_zero = int((self.theta <= tol).sum())
+        """``{"total", "at_zero", "at_one", "undecided", "removed"}`` over the original units,
+        θ within ``tol`` of 0 or 1; a removed unit counts as at 0."""
+        at_zero = int((self.theta <= tol).sum()) + self.n_removed
         at_one = int((self.theta >= 1.0 - tol).sum())
-        return {"total": self.n_units, "at_zero": at_zero, "at_one": at_one,
-                "undecided": self.n_units - at_zero - at_one}
+        return {"total": self.n_original, "at_zero": at_zero, "at_one": at_one,
+                "undecided": self.n_original - at_zero - at_one, "removed": self.n_removed}
 
     def __repr__(self) -> str:
         c = self.counts()

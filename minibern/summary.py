@@ -63,6 +63,8 @@ def _walk(net, input_shape) -> list[_Weighted]:
         elif isinstance(layer, L.MaxPool2D):
             n, c, h, w = shape
             shape = (n, c, (h - layer.size) // layer.stride + 1, (w - layer.size) // layer.stride + 1)
+        elif isinstance(layer, L.SelectFeatures):  # inputs that physical pruning removed
+            kept, shape = int(layer.index.size), (1, int(layer.index.size))
         elif isinstance(layer, L.Flatten):
             per_channel = shape[2] * shape[3] if len(shape) == 4 else 1
             shape = (1, shape[1] * per_channel)
@@ -109,7 +111,29 @@ def flops_per_example(net, input_shape=None) -> int:
     return _costs(net, input_shape)[1]
 
 
-def summarize(net) -> dict:
-    """``{"architecture", "params", "flops_per_example"}`` for a model with ``input_shape``."""
+def summarize(net, start: dict | None = None) -> dict:
+    """``{"architecture", "params", "flops_per_example"}`` for a model with ``input_shape``.
+
+    With ``start`` (an earlier ``summarize`` of the same network, e.g. before training) it also
+    gives the starting values and the compression ratios start/now of parameters and FLOPs.
+    """
     params, flops = _costs(net)
-    return {"architecture": architecture(net), "params": params, "flops_per_example": flops}
+    summary = {"architecture": architecture(net), "params": params, "flops_per_example": flops}
+    if start is not None:
+        summary.update({
+            "architecture_start": list(start["architecture"]), "params_start": start["params"],
+            "flops_per_example_start": start["flops_per_example"],
+            "compression_params": start["params"] / max(params, 1),
+            "compression_flops": start["flops_per_example"] / max(flops, 1)})
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """One line: architecture, parameters and FLOPs, with the ratios when ``summary`` has them."""
+    text = (f"architecture {'-'.join(map(str, summary['architecture']))}  "
+            f"params {summary['params']:,}  FLOPs/example {summary['flops_per_example']:,}")
+    if "compression_params" in summary:
+        text += (f"  (from {'-'.join(map(str, summary['architecture_start']))}: "
+                 f"params ×{summary['compression_params']:.1f} smaller, "
+                 f"FLOPs ×{summary['compression_flops']:.1f} fewer)")
+    return text

@@ -27,6 +27,7 @@ from minibern import checkpoint as ckpt
 from minibern.losses import softmax_cross_entropy
 from minibern.optim import SGD, Adam
 from minibern.progress import Progress
+from minibern.summary import summarize
 
 np = B.host
 
@@ -47,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_decay: float | None = None
     momentum: float = 0.9
     weight_decay: float = 0.0
     width_mult: float = 1.0
@@ -69,6 +71,10 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive number, got {value!r}")
+        if self.lr_decay is not None and not (isinstance(self.lr_decay, (int, float))
+                                              and math.isfinite(self.lr_decay) and self.lr_decay > 0):
+            raise ValueError(f"lr_decay must be a positive number of epochs (or None), got "
+                             f"{self.lr_decay!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
@@ -95,6 +101,10 @@ class Hook:
     def state_dict(self) -> dict:
         """Host arrays and JSON-able values to checkpoint."""
         return {}
+
+    def load_structure(self, state: dict) -> None:
+        """Called with this hook's saved state *before* a checkpoint's weights are loaded, so
+        the network can take the shapes they were saved with (e.g. units pruning removed)."""
 
     def load_state_dict(self, state: dict) -> None:
         pass
@@ -157,7 +167,9 @@ class Trainer:
         self.epoch = 0          # epochs completed
         self.step = 0           # steps completed in the current epoch
         self.global_step = 0
-        self.history = {"train_loss": [], "val_error": [], "epoch_seconds": []}
+        self.history = {"train_loss": [], "val_error": [], "epoch_seconds": [], "params": [],
+                        "flops_per_example": []}
+        self.start_summary = summarize(self.net)  # the network before any pruning
 
     # -- evaluation ---------------------------------------------------------------------------
     def error_rate(self, split: Split) -> float:
@@ -174,8 +186,16 @@ class Trainer:
         return wrong / split.size
 
     # -- one epoch ----------------------------------------------------------------------------
+    def learning_rate(self, epoch: int) -> float:
+        """η_e = η / (1 + e/τ) with τ = ``lr_decay`` epochs (constant η without it)."""
+        if self.config.lr_decay is None:
+            return self.config.lr
+        return self.config.lr / (1.0 + epoch / self.config.lr_decay)
+
     def train_epoch(self) -> float:
         """One pass over the training split in a seeded random order; returns the mean loss."""
+        if self.config.lr_decay is not None:
+            self.optimizer.lr = self.learning_rate(self.epoch)
         train = self.splits["train"]
         size, batch = train.size, self.config.batch_size
         order = B.asarray(self.batch_rng.permutation(size))
@@ -241,6 +261,13 @@ class Trainer:
                 + ", ".join(f"{k}={saved[k]!r} (now {getattr(self.config, k)!r})" for k in mismatched)
                 + "; resume with the same settings or use another --out"
             )
+        hook_states = []
+        for i, hook in enumerate(self.hooks):
+            state = dict(meta["hooks"][i]) if i < len(meta["hooks"]) else {}
+            prefix = f"hook{i}/"
+            state.update({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+            hook_states.append(state)
+            hook.load_structure(state)
         for name in self.net.named_parameters():
             self.net.set_parameter(name, B.asarray(arrays[f"param/{name}"]))
         opt_state = {k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}
@@ -250,10 +277,7 @@ class Trainer:
                         if k.startswith("history/")}
         self.batch_rng.bit_generator.state = meta["batch_rng"]
         self.gate_rng.bit_generator.state = meta["gate_rng"]
-        for i, hook in enumerate(self.hooks):
-            state = dict(meta["hooks"][i]) if i < len(meta["hooks"]) else {}
-            prefix = f"hook{i}/"
-            state.update({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
+        for hook, state in zip(self.hooks, hook_states):
             hook.load_state_dict(state)
         self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
 
@@ -281,6 +305,9 @@ class Trainer:
                 self.history[key].append(value)
             for hook in self.hooks:
                 hook.after_epoch(self)
+            size = summarize(self.net)
+            for key in ("params", "flops_per_example"):
+                self.history.setdefault(key, []).append(size[key])
             self.log(f"epoch {self.epoch}/{self.config.epochs}  train loss {train_loss:.4f}  "
                      f"val error {100 * val_error:.2f}%  {seconds:.2f} s")
             if out:
@@ -291,9 +318,7 @@ class Trainer:
 
     def metrics(self) -> dict:
         """The run's summary: configuration, size of the network, errors, timing."""
-        from minibern.summary import summarize
-
-        summary = summarize(self.net)
+        summary = summarize(self.net, start=self.start_summary)
         extra = {}
         for hook in self.hooks:
             extra.update(hook.metrics() if hasattr(hook, "metrics") else {})

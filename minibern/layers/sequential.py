@@ -33,6 +33,16 @@ class Sequential(Layer):
             self.layers.append(layer)
         self.outputs: list = []
 
+    def insert(self, position: int, name: str, layer: Layer) -> None:
+        """Insert ``layer`` named ``name`` before position ``position`` (pruning's input map)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{name!r} is {type(layer).__name__}, not a Layer")
+        if name in self.names or "." in name:
+            raise ValueError(f"layer name {name!r} is repeated or contains '.'; pick a unique name")
+        self.names.insert(position, name)
+        self.layers.insert(position, layer)
+        self.outputs = []
+
     def __getitem__(self, key):
         if isinstance(key, str):
             return self.layers[self.names.index(key)]

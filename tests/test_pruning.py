@@ -1,0 +1,235 @@
+"""Physical pruning: removal invariance (P1)–(P4), optimiser slicing (P5), the summary's counts,
+the last-unit case, and pruning inside training (removals, resume, the dry-run measurement)."""
+import copy
+
+import numpy as np
+import pytest
+
+from minibern import backend as B
+from minibern import layers as L
+from minibern.gate_training import GateConfig, GateTrainer
+from minibern.gates import BernoulliGate
+from minibern.losses import softmax_cross_entropy
+from minibern.models import build_model, lenet5_caffe, lenet300_100
+from minibern.optim import SGD, Adam
+from minibern.pruning import PruningError, remove_units
+from minibern.summary import summarize
+from minibern.train import TrainConfig, Trainer, device_splits, run_rngs
+
+
+def _set_theta(net, rng, off_share=0.4):
+    """θ ∈ {0, 1} on every gate (deterministic masks), about ``off_share`` of them 0."""
+    for name, layer in net:
+        if isinstance(layer, BernoulliGate):
+            layer.theta[:] = (rng.random(layer.n_units) >= off_share).astype(float)
+            layer.theta[0] = 1.0  # never the whole layer
+
+
+def _prune_all_zero(net, optimizer=None):
+    removed = {}
+    for name, layer in list(net):
+        if isinstance(layer, BernoulliGate):
+            removed[name] = remove_units(net, name, layer.theta > 0, optimizer)
+    return removed
+
+
+def _net(model, rng, dtype="float64"):
+    build = lenet300_100 if model == "lenet300" else lenet5_caffe
+    net = build(0.1, seed=int(rng.integers(1 << 30)), gates=True, dtype=dtype)
+    for name, value in net.named_parameters().items():  # non-zero biases exercise (P1)
+        if name.endswith(".b"):
+            net.set_parameter(name, B.asarray(rng.standard_normal(value.shape).astype(value.dtype)))
+    return net
+
+
+def _inputs(model, rng, n=6):
+    shape = (n, 784) if model == "lenet300" else (n, 1, 28, 28)
+    return B.asarray(rng.random(shape))
+
+
+@pytest.mark.parametrize("model,gate", [
+    ("lenet300", "gate_in"),      # input features: SelectFeatures keeps the raw inputs working
+    ("lenet300", "gate1"),        # dense -> dense
+    ("lenet5", "gate_conv1"),     # conv -> conv
+    ("lenet5", "gate_conv2"),     # conv -> flatten -> dense
+    ("lenet5", "gate_fc1"),       # dense -> dense (output layer)
+])
+def test_removing_units_at_zero_leaves_outputs_unchanged(model, gate):
+    rng = np.random.default_rng(len(gate))
+    net = _net(model, rng)
+    for name, layer in net:
+        if isinstance(layer, BernoulliGate):
+            layer.theta[:] = 1.0
+    net[gate].theta[:] = (rng.random(net[gate].n_units) >= 0.4).astype(float)
+    net[gate].theta[0] = 1.0
+    x = _inputs(model, rng)
+    before = B.to_numpy(net.eval().forward(x))
+    params_before, off = net.num_parameters(), int((net[gate].theta == 0).sum())
+    removed = remove_units(net, gate, net[gate].theta > 0)
+    after = B.to_numpy(net.eval().forward(x))
+    assert removed == off > 0 and net[gate].n_units == net[gate].n_original - off
+    assert net.num_parameters() < params_before
+    np.testing.assert_allclose(after, before, rtol=1e-12, atol=1e-12)
+    if gate == "gate_in":
+        assert isinstance(net[0], L.SelectFeatures) and net[0].index.size == 784 - removed
+
+
+@pytest.mark.parametrize("model", ["lenet300", "lenet5"])
+def test_pruning_every_layer_twice_keeps_outputs_and_input_map(model):
+    rng = np.random.default_rng(3)
+    net = _net(model, rng)
+    x = _inputs(model, rng)
+    _set_theta(net, rng)
+    before = B.to_numpy(net.eval().forward(x))
+    _prune_all_zero(net)
+    _set_theta(net, rng, off_share=0.3)  # a second round removes more of what is left
+    before2 = B.to_numpy(net.eval().forward(x))
+    _prune_all_zero(net)
+    np.testing.assert_allclose(B.to_numpy(net.eval().forward(x)), before2, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(before, before2)  # the second θ really changed the function
+    if model == "lenet300":
+        assert sum(isinstance(layer, L.SelectFeatures) for _, layer in net) == 1
+
+
+@pytest.mark.parametrize("model", ["lenet300", "lenet5"])
+@pytest.mark.parametrize("optimizer_class", [Adam, SGD])
+def test_a_step_after_removal_equals_the_masked_step(model, optimizer_class):
+    rng = np.random.default_rng(7)
+    masked = _net(model, rng)
+    x, labels = _inputs(model, rng, n=8), B.asarray(rng.integers(0, 10, size=8))
+    optimizer = optimizer_class(lr=1e-2, weight_decay=1e-3)
+
+    def step(net, opt):
+        _, dlogits = softmax_cross_entropy(net.forward(x), labels)
+        net.backward(dlogits)
+        opt.step(net)
+
+    for _ in range(2):  # non-zero momentum / Adam moments
+        step(masked, optimizer)
+    _set_theta(masked, rng)
+    pruned, pruned_optimizer = copy.deepcopy(masked), copy.deepcopy(optimizer)
+    _prune_all_zero(pruned, pruned_optimizer)
+    step(masked, optimizer)
+    step(pruned, pruned_optimizer)
+    np.testing.assert_allclose(B.to_numpy(pruned.eval().forward(x)),
+                               B.to_numpy(masked.eval().forward(x)), rtol=1e-10, atol=1e-12)
+    # every kept parameter and its optimiser state moved exactly as in the masked network
+    for name, value in pruned.named_parameters().items():
+        for key, buffer in pruned_optimizer.state[name].items():
+            assert buffer.shape == value.shape, (name, key)
+    first_linear = "fc1"
+    w_pruned = B.to_numpy(pruned[first_linear].params["W"])
+    w_masked = B.to_numpy(masked[first_linear].params["W"])
+    if model == "lenet300":  # rows: kept inputs, columns: kept h1 units
+        rows, cols = pruned[0].index, pruned["gate1"].unit_index
+    else:  # rows: kept conv2 filters' 16-pixel blocks, columns: kept fc1 units
+        kept = pruned["gate_conv2"].unit_index
+        rows, cols = (kept[:, None] * 16 + np.arange(16)).ravel(), pruned["gate_fc1"].unit_index
+    np.testing.assert_allclose(w_pruned, w_masked[np.ix_(rows, cols)], rtol=1e-12, atol=1e-14)
+    for key in optimizer_class.buffers:
+        state_masked = B.to_numpy(optimizer.state[f"{first_linear}.W"][key])
+        np.testing.assert_allclose(B.to_numpy(pruned_optimizer.state[f"{first_linear}.W"][key]),
+                                   state_masked[np.ix_(rows, cols)], rtol=1e-12, atol=1e-14)
+
+
+def test_removing_the_last_unit_is_refused_and_changes_nothing():
+    rng = np.random.default_rng(0)
+    net = _net("lenet300", rng)
+    shapes = {k: tuple(v.shape) for k, v in net.named_parameters().items()}
+    net["gate2"].theta[:] = 0.0
+    with pytest.raises(PruningError, match=r"every remaining unit of 'gate2' \(10\).*disconnect"):
+        remove_units(net, "gate2", net["gate2"].theta > 0)
+    assert {k: tuple(v.shape) for k, v in net.named_parameters().items()} == shapes
+    assert net["gate2"].n_units == 10
+
+
+def test_summary_counts_after_pruning_match_hand_computed_values():
+    net = lenet300_100(gates=True)
+    start = summarize(net)
+    for name, keep in (("gate_in", 500), ("gate1", 200), ("gate2", 50)):
+        net[name].theta[keep:] = 0.0
+    masked = summarize(net, start=start)
+    _prune_all_zero(net)
+    pruned = summarize(net, start=start)
+    params = (500 * 200 + 200) + (200 * 50 + 50) + (50 * 10 + 10)
+    flops = 500 * 200 + 200 * 50 + 50 * 10
+    for summary in (masked, pruned):
+        assert summary["architecture"] == [500, 200, 50]
+        assert (summary["params"], summary["flops_per_example"]) == (params, flops)
+        assert summary["compression_params"] == pytest.approx(266_610 / params)
+        assert summary["compression_flops"] == pytest.approx(266_200 / flops)
+    assert net.num_parameters() == params
+
+    net = lenet5_caffe(gates=True)
+    start = summarize(net)
+    for name, keep in (("gate_conv1", 10), ("gate_conv2", 20), ("gate_fc1", 100)):
+        net[name].theta[keep:] = 0.0
+    _prune_all_zero(net)
+    pruned = summarize(net, start=start)
+    assert pruned["architecture"] == [10, 20, 320, 100]
+    assert pruned["params"] == 10 * 26 + 20 * (10 * 25 + 1) + 100 * 321 + 10 * 101
+    assert pruned["flops_per_example"] == 10 * 25 * 24 * 24 + 20 * 10 * 25 * 8 * 8 + 320 * 100 + 1000
+    assert pruned["params"] == net.num_parameters()
+    assert pruned["architecture_start"] == [20, 50, 800, 500]
+
+
+# -- inside training ----------------------------------------------------------------------------
+def _gated_trainer(mnist, gate_config, **overrides):
+    config = TrainConfig(**{"model": "lenet300", "epochs": 2, "train_subset": 1000,
+                            "width_mult": 0.2, **overrides})
+    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0], gates=True)
+    splits = device_splits(mnist, net.input_shape, config.train_subset)
+    hook = GateTrainer(net, gate_config, splits["train"].size)
+    return Trainer(net, splits, config, hooks=[hook], log=lambda *_: None), hook
+
+
+PRUNING = GateConfig(estimator="removal", subset=8, theta_lr=50.0, kappa=3.0, snap_tol=0.02,
+                     zero_patience=2, prune_patience=3)
+
+
+def test_training_removes_units_and_reports_them(mnist):
+    trainer, hook = _gated_trainer(mnist, PRUNING)
+    metrics = trainer.fit()
+    removed = metrics["pruning"]["removed"]
+    assert sum(removed.values()) > 0
+    for gate in metrics["gates"]:
+        layer = trainer.net[gate["name"]]
+        assert gate["removed"] == removed[gate["name"]] == layer.n_original - layer.n_units
+        assert gate["at_zero"] >= gate["removed"]
+    assert metrics["params"] <= trainer.net.num_parameters() < metrics["params_start"]
+    units = trainer.history["units_gate_in"]
+    assert units[-1] < 784 and units == sorted(units, reverse=True)
+    assert trainer.history["params"][-1] < metrics["params_start"]
+    snaps = np.asarray(trainer.history["theta_snapshots"])
+    assert snaps.shape[1] == 784 + 60 + 20  # θ over the original gates, removed ones at 0
+
+
+def test_resume_of_a_pruned_run_repeats_weights_theta_and_structure(mnist, tmp_path):
+    straight, straight_hook = _gated_trainer(mnist, PRUNING)
+    straight.fit()
+    first, first_hook = _gated_trainer(mnist, PRUNING, epochs=1)
+    first.fit(tmp_path)
+    assert sum(g.n_removed for _, _, g in first_hook.gates) > 0  # it was pruned when saved
+    resumed, hook = _gated_trainer(mnist, PRUNING)
+    resumed.fit(tmp_path, resume=True)
+    assert resumed.net.names == straight.net.names
+    for (_, name, a), (_, _, b) in zip(straight_hook.gates, hook.gates):
+        np.testing.assert_array_equal(a.unit_index, b.unit_index, err_msg=name)
+        np.testing.assert_array_equal(a.theta, b.theta, err_msg=name)
+    for key, value in straight.net.named_parameters().items():
+        np.testing.assert_array_equal(B.to_numpy(value),
+                                      B.to_numpy(resumed.net.named_parameters()[key]), err_msg=key)
+    for key, value in straight.optimizer.state_dict().items():
+        np.testing.assert_array_equal(value, resumed.optimizer.state_dict()[key], err_msg=key)
+
+
+def test_without_removal_the_would_be_removals_are_counted(mnist):
+    config = GateConfig(**{**PRUNING.__dict__, "prune": False})
+    trainer, hook = _gated_trainer(mnist, config)
+    metrics = trainer.fit()
+    report = metrics["pruning"]
+    assert sum(report["removed"].values()) == 0
+    assert sum(report["marked"].values()) > 0
+    for name in report["marked"]:
+        assert report["came_back"][name] <= report["left_zero"][name] <= report["marked"][name]
+    assert trainer.net.num_parameters() == trainer.start_summary["params"]
