@@ -45,7 +45,7 @@ class FirstOrderEstimator:
 
     name = "first-order"
 
-    def estimate(self, net, labels, rng=None) -> dict:
+    def estimate(self, net, labels, rng=None, candidates=None) -> dict:
         out = {}
         for _, name, gate in gate_layers(net):
             if gate.grad_xi is None:
@@ -72,8 +72,13 @@ class RemovalEstimator:
             raise ValueError(f"subset must be a positive integer or None, got {subset!r}")
         self.subset = subset
 
-    def estimate(self, net, labels, rng=None) -> dict:
-        """Needs the batch's forward pass (``net.outputs``, gate caches) and its labels."""
+    def estimate(self, net, labels, rng=None, candidates=None) -> dict:
+        """Needs the batch's forward pass (``net.outputs``, gate caches) and its labels.
+
+        ``candidates`` (optional ``{gate name: host bool (n,)}``) restricts the visits to the
+        gates whose θ can still move (frozen ones are skipped: they cost nothing); a subsampled
+        layer then draws its ``subset`` among the candidates.
+        """
         if not net.outputs:
             raise RuntimeError("run net.forward on the batch before the removal estimator")
         base_loss = per_example_cross_entropy(net.outputs[-1], labels)
@@ -81,15 +86,17 @@ class RemovalEstimator:
         out = {}
         for position, (index, name, gate) in enumerate(gates):
             n = gate.n_units
+            pool = np.arange(n) if candidates is None else np.flatnonzero(candidates[name])
             last = position == len(gates) - 1
-            if last or self.subset is None or self.subset >= n:
-                visit = np.arange(n)
+            if last or self.subset is None or self.subset >= pool.size:
+                visit = pool
             else:
                 if rng is None:
                     raise RuntimeError("the subsampled removal estimator needs a host rng")
-                visit = np.sort(rng.choice(n, size=self.subset, replace=False))
+                visit = np.sort(rng.choice(pool, size=self.subset, replace=False))
             delta = np.zeros(n)
-            delta[visit] = self._layer_deltas(net, index, gate, visit, labels, base_loss)
+            if visit.size:
+                delta[visit] = self._layer_deltas(net, index, gate, visit, labels, base_loss)
             visited = np.zeros(n, dtype=bool)
             visited[visit] = True
             out[name] = (delta, visited)
@@ -216,7 +223,7 @@ class ExactEstimator:
     def __init__(self):
         self.x = None
 
-    def estimate(self, net, labels, rng=None, x=None) -> dict:
+    def estimate(self, net, labels, rng=None, x=None, candidates=None) -> dict:
         x = self.x if x is None else x
         if x is None:
             raise RuntimeError("the exact estimator needs the batch input (estimator.x)")

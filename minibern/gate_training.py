@@ -11,8 +11,9 @@ per-example cost (B15) is estimated as
 
 (``--no-hyperprior``: the fixed-γ KL gradient (B6) in place of κ), and θ takes a projected
 Robbins–Monro step (B20)–(B22), :math:`\theta_i \leftarrow \mathrm{clip}(\theta_i - \eta_t
-\tfrac{n}{m}\hat g_i, 0, 1)`, where a layer visited on a subset of m of its n gates scales the
-step by n/m so every gate moves by η ĝ in expectation. The clock t counts epochs
+\tfrac{n}{m}\hat g_i, 0, 1)`, where a layer visited on a subset of m of its n movable (not
+frozen) gates scales the step by n/m so every movable gate moves by η ĝ in expectation; frozen
+gates are not visited at all, so the estimator's cost falls as gates are decided. The clock t counts epochs
 (fractional), so ``--theta-decay`` is in epochs.
 
 Two practical rules are optional (both off by default, both from the prototype of method.md §6):
@@ -140,7 +141,9 @@ class GateTrainer(Hook):
     def after_backward(self, trainer) -> None:
         if isinstance(self.estimator, ExactEstimator):
             self.estimator.x = trainer.batch_images
-        estimates = self.estimator.estimate(self.net, trainer.batch_labels, rng=trainer.gate_rng)
+        candidates = {name: ~self.frozen[name] for _, name, _ in self.gates}
+        estimates = self.estimator.estimate(self.net, trainer.batch_labels, rng=trainer.gate_rng,
+                                            candidates=candidates)
         clock = self._epoch_clock(trainer)
         for _, name, gate in self.gates:
             delta, visited = estimates[name]
@@ -150,8 +153,8 @@ class GateTrainer(Hook):
             else:
                 prior_grad = obj.bernoulli_kl(theta, self.config.gamma, self.n_data, eps=1e-6)[1]  # (B6)
             grad = delta + prior_grad  # (E10)
-            scale = gate.n_units / max(int(visited.sum()), 1)
-            movable = visited & ~self.frozen[name]
+            movable = visited & candidates[name]
+            scale = int(candidates[name].sum()) / max(int(movable.sum()), 1)  # n/m over movable
             self.sgd.update(theta, scale * grad, t=clock, mask=movable)  # (B20), (B22)
             self._snap(name, gate, movable, clock)
         every = self.config.snapshot_every

@@ -69,8 +69,10 @@ def _line_panel(plt, epochs, curves, ylabel, yscale, path, ylim=None) -> Path:
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for values, label in curves:
-        ax.plot(epochs, values, marker="o", label=label)
+    for values, label, *style in curves:  # optional style: (colour, line style)
+        color, linestyle = style[0] if style else (None, "-")
+        ax.plot(epochs, values, marker="o" if linestyle == "-" else None, label=label,
+                color=color, linestyle=linestyle)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_yscale(yscale)
@@ -86,7 +88,8 @@ def _line_panel(plt, epochs, curves, ylabel, yscale, path, ylim=None) -> Path:
 
 
 def plot_gates(run_dir, out_dir=None) -> list[Path]:
-    """For a gated run: θ histograms over time, decided fraction and kept units per layer."""
+    """For a gated run: θ histograms over time, decided fraction and units per layer (kept,
+    θ ≥ ½, solid; still in the weight arrays, i.e. not yet physically removed, dashed)."""
     plt = _pyplot()
     metrics, history = load_run(run_dir)
     if "theta_snapshots" not in history:
@@ -115,7 +118,11 @@ def plot_gates(run_dir, out_dir=None) -> list[Path]:
               (("decided_1e-2", "within 0.01 of 0 or 1"), ("decided_1e-3", "within 1e-3"))]
     paths.append(_line_panel(plt, epochs, curves, "gates decided (%)", "linear",
                              out_dir / "theta_decided.png", ylim=(0, 100)))
-    curves = [(history[f"kept_{gate['name']}"], gate["name"]) for gate in metrics["gates"]]
-    paths.append(_line_panel(plt, epochs, curves, "units kept (θ ≥ ½)", "log",
-                             out_dir / "units_per_layer.png"))
+    curves = []
+    for index, gate in enumerate(metrics["gates"]):
+        color = f"C{index}"
+        curves.append((history[f"kept_{gate['name']}"], f"{gate['name']} kept (θ ≥ ½)", (color, "-")))
+        if f"units_{gate['name']}" in history:
+            curves.append((history[f"units_{gate['name']}"], "in the arrays", (color, "--")))
+    paths.append(_line_panel(plt, epochs, curves, "units", "log", out_dir / "units_per_layer.png"))
     return paths

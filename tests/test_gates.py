@@ -123,3 +123,23 @@ def test_exact_refuses_large_networks():
     with pytest.raises(ValueError, match=r"limited to G ≤ 12 gates; this network has 13"):
         ExactEstimator().estimate(net, B.asarray(np.zeros(1, np.int64)),
                                   x=B.asarray(np.zeros((1, 13), np.float32)))
+
+
+def test_removal_estimator_visits_only_candidates_and_stays_unbiased_on_them():
+    rng = np.random.default_rng(21)
+    net, x, y = _dense_net(rng)
+    exact = ExactEstimator().estimate(net, y, x=x)
+    candidates = {"g0": np.array([True, False, True]), "g1": np.array([False, True, True, True]),
+                  "g2": np.array([True, True, False])}
+    removal = RemovalEstimator(subset=1)
+    draws = {k: [] for k in exact}
+    for _ in range(1000):
+        net.forward(x)
+        for name, (delta, visited) in removal.estimate(net, y, rng=rng, candidates=candidates).items():
+            assert not np.any(visited & ~candidates[name]) and np.all(delta[~candidates[name]] == 0)
+            draws[name].append(np.where(visited, delta, np.nan))
+    for name, (truth, _) in exact.items():
+        values = np.array(draws[name])[:, candidates[name]]
+        mean = np.nanmean(values, axis=0)
+        stderr = np.nanstd(values, axis=0) / np.sqrt(np.sum(~np.isnan(values), axis=0))
+        assert np.all(np.abs(mean - truth[candidates[name]]) <= 4.5 * stderr + 1e-12), name
