@@ -16,7 +16,8 @@ frozen) gates scales the step by n/m so every movable gate moves by η ĝ in exp
 gates are not visited at all, so the estimator's cost falls as gates are decided. The clock t counts epochs
 (fractional), so ``--theta-decay`` is in epochs.
 
-Two practical rules are optional (both off by default, both from the prototype of method.md §6):
+Two practical rules (on by default with ``snap_tol = 0.01``; ``snap_tol = 0`` turns both off;
+both from the prototype of method.md §6):
 *keep* — θ ≥ 1 − ``snap_tol`` for ``keep_patience`` consecutive updates snaps θ to exactly 1,
 only from epoch ``keep_after``; *zero* — θ ≤ ``snap_tol`` for ``zero_patience`` consecutive
 updates (visits) snaps θ to exactly 0. A snapped gate is frozen: no further updates (a gate
@@ -46,21 +47,26 @@ np = B.host
 
 @dataclass
 class GateConfig:
-    """The θ-learning settings (the CLI's ``--kappa``, ``--theta-lr``, ...)."""
+    """The θ-learning settings (the CLI's ``--kappa``, ``--theta-lr``, ...).
+
+    The defaults are the setting that met the convergence bar on MNIST LeNet-300-100 (with the
+    weights' rate decayed, ``TrainConfig.lr_decay = 5``): 97.3 % of gates within 1e-3 of 0 or 1
+    after 20 epochs at 1.79 % test error (seed 0; README's "Bernoulli gates").
+    """
 
     estimator: str = "removal"
     kappa: float = 5.5
     kappa_per_param: bool = False
-    theta_lr: float = 20.0
+    theta_lr: float = 50.0
     theta_decay: float | None = 0.5
     theta_init: float = 1.0
     hyperprior: bool = True
     gamma: float = 0.5
-    subset: int | None = 32
-    snap_tol: float = 0.0
-    keep_patience: int = 100
+    subset: int | None = 64
+    snap_tol: float = 0.01
+    keep_patience: int = 50
     keep_after: float = 5.0
-    zero_patience: int = 100
+    zero_patience: int = 30
     prune: bool = True
     prune_patience: int = 100
     snapshot_every: int = 0
