@@ -1,6 +1,9 @@
 """Export of the deterministic network (X1)–(X4): the NumPy-only predictor reproduces the
 engine's evaluation-mode logits, pruned units are really dropped, and bad nets/files fail clearly."""
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,9 @@ from minibern.export import deterministic_ops, export_npz
 from minibern.gates import BernoulliGate
 from minibern.models import lenet5_caffe, lenet300_100
 from minibern.summary import summarize
+
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _set_theta(gate, rng, n_off):
     """θ of ``n_off`` units below ½ (a third of them exactly 0), the rest ≥ ½ (some exactly ½)."""
@@ -247,3 +253,17 @@ def test_standalone_predictor_imports_only_numpy():
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
     assert imported == {"numpy"}
+
+
+@pytest.mark.host_only
+def test_cli_run_writes_model_npz_with_the_same_test_error(mnist_dir, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "minibern", "train", "--model", "lenet300",
+                           "--gates", "--epochs", "1", "--train-subset", "1000", "--theta-init",
+                           "0.7", "--kappa", "2", "--theta-lr", "50", "--data", str(mnist_dir),
+                           "--quiet", "--out", str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["export_test_error"] == metrics["test_error"] < 0.9
+    assert _weight_count(tmp_path / "model.npz") == metrics["params"]
+    assert metrics["architecture"][0] < 784  # some units were pruned, and dropped
