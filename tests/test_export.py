@@ -118,6 +118,26 @@ def test_flatten_keeps_the_block_of_rows_of_each_channel(tmp_path):
     assert np.array_equal(ops[7]["W"], W[rows][:, fc1_keep])
 
 
+@pytest.mark.parametrize("build", [_gated_lenet300, _gated_lenet5])
+def test_physically_pruned_net_exports_the_same_arrays(build, tmp_path):
+    """Removing the θ = 0 units from the arrays (minibern.pruning) leaves the deterministic
+    network unchanged, so both routes must give the same exported arrays."""
+    from minibern.pruning import remove_units
+
+    masked, pruned = build(seed=4), build(seed=4)
+    for name in [n for n, layer in pruned if isinstance(layer, BernoulliGate)]:
+        remove_units(pruned, name, pruned[name].theta > 0.0)
+    assert pruned.num_parameters() < masked.num_parameters()
+    a, b = export_npz(masked, tmp_path / "a.npz"), export_npz(pruned, tmp_path / "b.npz")
+    with np.load(a) as left, np.load(b) as right:
+        arrays = [k for k in left.files if not k.endswith("/name")]
+        assert arrays == [k for k in right.files if not k.endswith("/name")]
+        for key in arrays:
+            assert np.array_equal(left[key], right[key]), key
+    x = np.random.default_rng(7).random((16,) + masked.input_shape, dtype=np.float32)
+    _assert_same_logits(pruned, b, x)
+
+
 def _select_net(gated):
     rng = np.random.default_rng(3)
     idx = np.sort(rng.choice(784, 200, replace=False))[::-1].copy()  # any order
