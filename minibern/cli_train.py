@@ -149,6 +149,12 @@ def main(argv=None) -> int:
     except (TrainingDiverged, PruningError, ValueError) as error:  # divergence, a disconnected
         # network, data or checkpoint problems
         return _fail(log, log_file, error)
+    try:  # model.npz: the deterministic network for minibern/standalone_predict.py
+        from minibern.export import export_and_score
+        metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
+                                                        data.test_labels)
+    except ValueError as error:  # e.g. a gate that kept no unit
+        log(f"model.npz not written: {error}")
     write_run_files(out, metrics)
     log(f"done: test error {100 * metrics['test_error']:.2f}%  val error "
         f"{100 * metrics['val_error']:.2f}%  architecture {metrics['architecture']}  "

@@ -1,0 +1,223 @@
+r"""Export the deterministic network to a plain ``.npz`` that NumPy alone can run.
+
+Derivation: docs/derivations/layers.md, "Exporting the deterministic network", (X1)–(X4).
+The reader is :mod:`minibern.standalone_predict` (NumPy only, meant to be copied out).
+
+Format (version 1)
+------------------
+One ``.npz`` of host arrays, read with ``numpy.load(path, allow_pickle=False)``:
+
+``format``       0-d str ``"minibern-export"``
+``version``      0-d int, :data:`FORMAT_VERSION`
+``input_shape``  int64 (d,): one example's raw input, ``(784,)`` or ``(1, 28, 28)``
+``n_ops``        0-d int K; the network is ``op0`` applied first, … ``op{K-1}`` last
+``op{k}/kind``   0-d str, one of :data:`KINDS`; ``op{k}/name`` the layer it came from
+
+and per kind (float arrays in the net's dtype, float32 by default):
+
+=========== ========================================================================
+``select``  ``index`` int64 (K,), ``in_features`` int: ``y = x[:, index]`` (L20)
+``dense``   ``W`` (D, M), ``b`` (M,): ``y = x @ W + b`` (L1)
+``conv``    ``W`` (F, C, KH, KW), ``b`` (F,), ``stride``, ``pad`` ints (L8), (L14)
+``maxpool`` ``size``, ``stride`` ints (L15)
+``relu``    ``y = max(x, 0)`` (L5)
+``flatten`` ``(N, C, H, W) -> (N, C·H·W)``, C-order (L17)
+=========== ========================================================================
+
+Gates
+-----
+There are no gate ops: every :class:`~minibern.gates.BernoulliGate` is replaced by its
+evaluation mask ξ_i = 1[θ_i ≥ ½] and *dropped*, so the exported arrays are the pruned network.
+A gate commutes with the ReLU/max-pool layers between it and the next Dense/Conv2D (X1); that
+consumer keeps only the rows (input channels; across a Flatten, the H·W-row block of each
+channel) of units with ξ_i = 1 (X2)–(X3); the producer of those units loses the matching
+columns (filters) and bias entries (X3); a gate on the raw 2-D input becomes a ``select`` op,
+composed with a ``SelectFeatures`` already in front (X4). Where units cannot be dropped (a gate
+on raw 4-D image channels, or on the flattened features of a conv) ξ multiplies the consumer's
+rows instead, (X2). An all-zero gate, and a gate after the last linear layer, raise ValueError.
+"""
+from __future__ import annotations
+
+from minibern import backend as B
+from minibern import checkpoint as ckpt
+from minibern import layers as L
+from minibern.gates import BernoulliGate
+
+np = B.host
+
+FORMAT_NAME = "minibern-export"
+FORMAT_VERSION = 1
+KINDS = ("select", "dense", "conv", "relu", "maxpool", "flatten")
+
+
+def _width(op) -> int:
+    """Number of output units (features, filters) of a linear op, as the gates count them."""
+    if op["kind"] == "select":
+        return op["index"].size
+    return op["W"].shape[1] if op["kind"] == "dense" else op["W"].shape[0]
+
+
+def _drop_outputs(op, keep) -> None:
+    """Remove the producer's output units not in ``keep`` (X3), or compose the index (X4)."""
+    if op["kind"] == "select":
+        op["index"] = op["index"][keep]  # (X4)
+    elif op["kind"] == "dense":
+        op["W"], op["b"] = op["W"][:, keep], op["b"][keep]  # (X3)
+    else:
+        op["W"], op["b"] = op["W"][keep], op["b"][keep]  # (X3)
+
+
+def _consume(op, xi, producer, ops, input_width, gate_name) -> None:
+    """Fold the pending mask ``xi`` into the consumer ``op``'s rows / input channels."""
+    conv = op["kind"] == "conv"
+    rows = op["W"].shape[1] if conv else op["W"].shape[0]
+    if rows % xi.size:
+        raise ValueError(f"layer {op['name']!r} has {rows} inputs, which cannot follow a gate over "
+                         f"{xi.size} units; fix the gate's n_units or the layer's input size")
+    group = rows // xi.size  # H·W rows per channel across a Flatten (L17), else 1
+    keep = np.flatnonzero(xi)
+    if producer is None and input_width is None:  # cannot drop: multiply rows, (X2)
+        factor = np.repeat(xi, group).astype(op["W"].dtype)
+        op["W"] = op["W"] * (factor.reshape(1, -1, 1, 1) if conv else factor[:, None])  # (X2)
+        return
+    if producer is not None:
+        _drop_outputs(producer, keep)  # (X3)
+    else:  # a gate on the raw 2-D input: select the kept features in front, (X4)
+        ops.insert(0, {"kind": "select", "name": gate_name, "index": keep.astype(np.int64),
+                       "in_features": input_width})
+    rows_kept = (keep[:, None] * group + np.arange(group)).ravel()
+    op["W"] = op["W"][:, rows_kept] if conv else op["W"][rows_kept]  # (X3)
+
+
+def deterministic_ops(net) -> list[dict]:
+    r"""The deterministic network of ``net`` as a list of op dicts of host arrays, gates folded.
+
+    Parameters
+    ----------
+    net : minibern.layers.Sequential
+        Of Dense, Conv2D, MaxPool2D, ReLU, Flatten, SelectFeatures and BernoulliGate layers,
+        with ``net.input_shape`` set. It is only read; its mode does not matter.
+
+    Returns
+    -------
+    list of dict
+        ``{"kind", "name", ...arrays/ints}`` in the order of the module docstring's table.
+
+    Notes
+    -----
+    A gate multiplies unit i by ξ_i = 1[θ_i ≥ ½]. With h the consumer's input before the gate,
+    K = {i : ξ_i = 1}, D_ξ = diag(ξ) and, for a producer, h_i = g(x W'_{:,i} + b'_i):
+
+    .. math::
+        \max(\xi_c a, 0) = \xi_c \max(a, 0), \qquad
+        \max_j \xi_c a_j = \xi_c \max_j a_j \qquad (\xi_c \ge 0)              \tag{X1}
+
+        (\xi \odot h)\, W = h\, (D_\xi W), \qquad
+        \textstyle\sum_c (\xi_c h_c) \star W_{f,c} = \sum_c h_c \star (\xi_c W_{f,c})   \tag{X2}
+
+        (\xi \odot h)\, W = h_K\, W_{K,:}, \qquad
+        h_K = g(x\, W'_{:,K} + b'_K)                                              \tag{X3}
+
+        (\xi \odot x)\, W = x[:, K]\, W_{K,:}                                       \tag{X4}
+
+    (X1) moves ξ past ReLU and max-pooling to the next Dense/Conv2D; across a Flatten ξ_c
+    covers the rows c·H·W … c·H·W + H·W − 1. (X3) drops rows and the producer's columns
+    (filters, bias entries); (X4) is the ``select`` op for gates on the raw 2-D input.
+    """
+    input_shape = tuple(getattr(net, "input_shape", ()) or ())
+    if not input_shape:
+        raise ValueError("net has no input_shape; set e.g. net.input_shape = (784,) before exporting")
+    ops: list[dict] = []
+    xi = None          # pending 0/1 mask of gates not yet folded, over the current units (X1)
+    xi_name = None     # the last gate that contributed to xi (for messages)
+    producer = None    # the linear op whose output units xi is over, if they can be dropped
+    # Raw 2-D input with nothing linear before: gates on it become a select op (X4).
+    raw_width = input_shape[0] if len(input_shape) == 1 else None
+    for name, layer in net:
+        if isinstance(layer, BernoulliGate):
+            mask = layer.deterministic_mask()
+            if xi is not None and xi.size != mask.size:  # a feature gate after a channel gate
+                xi, producer, raw_width = np.repeat(xi, mask.size // xi.size), None, None
+            xi = mask if xi is None else xi * mask  # two gates on the same units multiply (X1)
+            xi_name = name
+            if not xi.any():
+                what = (f"all {mask.size} θ are below ½" if not mask.any() else
+                        f"with the gates before it, it keeps none of its {mask.size} units")
+                raise ValueError(
+                    f"gate {name!r}: {what}, so the deterministic network's output no longer "
+                    "depends on its input and cannot be exported — keep at least one unit "
+                    "(e.g. retrain with a smaller κ)")
+            if producer is not None and _width(producer) != xi.size:
+                producer = None  # e.g. a gate on the flattened features of a conv
+            if raw_width is not None and raw_width != xi.size:
+                raw_width = None
+            continue
+        if isinstance(layer, (L.Dense, L.Conv2D)):
+            op = {"kind": "dense" if isinstance(layer, L.Dense) else "conv", "name": name,
+                  "W": B.to_numpy(layer.params["W"]), "b": B.to_numpy(layer.params["b"])}
+            if op["kind"] == "conv":
+                op.update(stride=layer.stride, pad=layer.pad)
+            if xi is not None:
+                _consume(op, xi, producer, ops, raw_width, xi_name)
+            ops.append(op)
+            xi, producer, raw_width = None, op, None
+        elif isinstance(layer, L.SelectFeatures):
+            if xi is not None:  # a gate on the raw inputs, then a select: xi[index] is pending
+                xi = xi[layer.index]
+            op = {"kind": "select", "name": name, "index": layer.index.copy(),
+                  "in_features": layer.in_features}
+            ops.append(op)
+            producer, raw_width = op, None
+        elif isinstance(layer, L.ReLU):
+            ops.append({"kind": "relu", "name": name})  # commutes with ξ (X1)
+        elif isinstance(layer, L.MaxPool2D):
+            ops.append({"kind": "maxpool", "name": name, "size": layer.size, "stride": layer.stride})
+        elif isinstance(layer, L.Flatten):
+            ops.append({"kind": "flatten", "name": name})  # ξ_c covers a block of H·W rows
+        else:
+            raise ValueError(f"layer {name!r} is a {type(layer).__name__}, which export does not "
+                             "know; supported: Dense, Conv2D, MaxPool2D, ReLU, Flatten, "
+                             "SelectFeatures, BernoulliGate")
+    if xi is not None:
+        raise ValueError(f"gate {xi_name!r} follows the last Dense/Conv2D layer, so there is no "
+                         "layer to fold it into; remove it or add a linear layer after it")
+    return ops
+
+
+def export_npz(net, path):
+    """Write the deterministic ``net`` to ``path`` (atomically) in the module's format.
+
+    Parameters
+    ----------
+    net : minibern.layers.Sequential
+        See :func:`deterministic_ops`.
+    path : str or os.PathLike
+        The ``.npz`` to write; a previous file there is replaced only once the new one is
+        complete (:func:`minibern.checkpoint.write_npz`: temp file + ``os.replace``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    ops = deterministic_ops(net)
+    arrays = {"format": np.array(FORMAT_NAME), "version": np.array(FORMAT_VERSION),
+              "input_shape": np.array(net.input_shape, dtype=np.int64),
+              "n_ops": np.array(len(ops))}
+    for k, op in enumerate(ops):
+        for key, value in op.items():
+            arrays[f"op{k}/{key}"] = np.asarray(value)
+    return ckpt.write_npz(path, arrays)
+
+
+def export_and_score(net, path, images, labels) -> float:
+    """Export ``net`` to ``path`` and return the error rate of the *file* on host ``images``.
+
+    The error is computed by :mod:`minibern.standalone_predict`, so it checks the export end to
+    end; on the test set it equals the engine's ``test_error``. ``images`` (N, ...) are scaled
+    as the MNIST loader scales them; ``labels`` int (N,).
+    """
+    from minibern.standalone_predict import predict
+
+    export_npz(net, path)
+    return float((predict(path, images) != np.asarray(labels)).mean())

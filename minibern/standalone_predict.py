@@ -1,0 +1,60 @@
+"""Run a network exported by ``minibern.export`` with NumPy alone; copy this file anywhere.
+
+``predict(model, images)`` -> int labels (N,); ``logits(model, images)`` -> float (N, classes).
+``model``: the path of an exported ``.npz`` (e.g. a run's ``model.npz``) or its dict of arrays.
+``images``: (N, 784), (N, 28, 28) or (N, 1, 28, 28), reshaped to the model's ``input_shape``.
+Scale them as minibern's MNIST loader does: float pixel / 255 in [0, 1]. uint8 images are taken
+as raw pixels and divided by 255 here; float images are used as given.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view as windows
+
+FORMAT, VERSION = "minibern-export", 1
+
+
+def _ops(m):
+    if not isinstance(m, dict):
+        try:
+            with np.load(m, allow_pickle=False) as archive:
+                m = {key: archive[key] for key in archive.files}
+        except Exception as error:
+            raise ValueError(f"{m} is not a readable .npz ({error}); export it again") from error
+    if str(m.get("format", "")) != FORMAT or str(m.get("version", "")) != str(VERSION):
+        raise ValueError(f"not a {FORMAT} model of version {VERSION} (format {m.get('format')}, "
+                         f"version {m.get('version')}); re-export it with minibern.export")
+    n_ops = int(m["n_ops"])
+    return m, [{k.split("/")[1]: m[k] for k in m if k.startswith(f"op{i}/")} for i in range(n_ops)]
+
+
+def logits(model, images, batch_size=1000):
+    m, ops = _ops(model)
+    x = np.asarray(images)
+    x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x  # as the loader
+    x = x.reshape((x.shape[0],) + tuple(int(s) for s in m["input_shape"]))
+    return np.concatenate([_run(ops, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+
+def _run(ops, x):
+    for op in ops:
+        kind = str(op["kind"])
+        if kind == "select":
+            x = x[:, op["index"]]
+        elif kind == "dense":
+            x = x @ op["W"] + op["b"]
+        elif kind == "conv":
+            p, s, kh, kw = int(op["pad"]), int(op["stride"]), *op["W"].shape[2:]
+            x = windows(np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))), (kh, kw), axis=(2, 3))
+            x = np.einsum("nchwij,fcij->nfhw", x[:, :, ::s, ::s], op["W"], optimize=True)
+            x = x + op["b"][:, None, None]
+        elif kind == "maxpool":
+            k, s = int(op["size"]), int(op["stride"])
+            x = windows(x, (k, k), axis=(2, 3))[:, :, ::s, ::s].max(axis=(4, 5))
+        elif kind in ("relu", "flatten"):
+            x = np.maximum(x, 0) if kind == "relu" else x.reshape(len(x), -1)
+        else:
+            raise ValueError(f"unknown op kind {kind!r}; re-export the model with this minibern")
+    return x
+
+
+def predict(model, images, batch_size=1000):
+    return logits(model, images, batch_size).argmax(axis=1)
