@@ -69,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--zero-patience", type=int, default=GateConfig.zero_patience,
                        help="visits θ must stay ≤ snap-tol before it snaps to 0")
     gates.add_argument("--prune-patience", type=int, default=GateConfig.prune_patience,
-                       help="steps θ must stay exactly 0 before its unit is removed from the arrays")
+                       help="visits θ must stay exactly 0 before its unit is removed from the arrays "
+                            "(a frozen gate counts one every step)")
     gates.add_argument("--no-prune", action="store_true",
                        help="keep units at θ = 0 in the arrays (masked); report which would have "
                             "been removed and whether they came back")

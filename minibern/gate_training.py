@@ -24,7 +24,8 @@ updates (visits) snaps θ to exactly 0. A snapped gate is frozen: no further upd
 at exactly 0 is one physical pruning may remove; one at exactly 1 draws no random numbers).
 
 *Physical pruning* (docs/derivations/pruning.md, (P1)–(P6)): after every weight step, a gate
-whose θ has been exactly 0 for ``prune_patience`` consecutive steps is removed from the arrays
+whose θ has been exactly 0 for ``prune_patience`` consecutive visits (a frozen gate counts one
+every step) is removed from the arrays
 by :func:`minibern.pruning.remove_units` (its unit, the consumer's inputs, the optimiser state,
 θ and this hook's counters). With ``prune=False`` nothing is removed; the hook instead marks the
 gates that would have been and counts how many of them later leave 0 (``pruning`` in
@@ -68,7 +69,7 @@ class GateConfig:
     keep_after: float = 5.0
     zero_patience: int = 30
     prune: bool = True
-    prune_patience: int = 100
+    prune_patience: int = 30
     snapshot_every: int = 0
 
     def validate(self) -> "GateConfig":
@@ -163,6 +164,9 @@ class GateTrainer(Hook):
             scale = int(candidates[name].sum()) / max(int(movable.sum()), 1)  # n/m over movable
             self.sgd.update(theta, scale * grad, t=clock, mask=movable)  # (B20), (B22)
             self._snap(name, gate, movable, clock)
+            counted = movable | self.frozen[name]  # a visit, for the pruning patience (P6)
+            run = self.zero_run[name]
+            run[counted] = np.where(theta[counted] == 0.0, run[counted] + 1, 0)
         every = self.config.snapshot_every
         if every and (trainer.global_step + 1) % every == 0:
             self.record(trainer, trainer.global_step + 1)
@@ -184,13 +188,11 @@ class GateTrainer(Hook):
 
     # -- physical pruning ----------------------------------------------------------------------
     def after_step(self, trainer) -> None:
-        """Count steps at θ = 0; remove (or, with ``prune=False``, mark) gates past the
-        patience (P6)."""
+        """Remove (or, with ``prune=False``, mark) the gates whose θ has been 0 for the patience
+        in visits (P6), counted in :meth:`after_backward`."""
         for _, name, gate in list(self.gates):
             at_zero = gate.theta == 0.0
-            run = self.zero_run[name]
-            run[:] = np.where(at_zero, run + 1, 0)
-            ready = run >= self.config.prune_patience  # (P6)
+            ready = self.zero_run[name] >= self.config.prune_patience  # (P6)
             if not self.config.prune:
                 self.marked[name] |= ready
                 self.left_zero[name] |= self.marked[name] & ~at_zero
