@@ -31,6 +31,8 @@ from minibern.losses import per_example_cross_entropy
 np = B.host
 
 ESTIMATORS = ("first-order", "removal", "exact")
+#: Largest B·m·C (elements of the flipped-logits tensor) evaluated densely by (E5′).
+DENSE_LAST_LIMIT = 1 << 22
 MAX_EXACT_GATES = 12
 
 
@@ -111,11 +113,15 @@ class RemovalEstimator:
         xi_sub = mask[:, visit_dev]
         sign = 1 - 2 * xi_sub  # +1: the flip turns the gate on; −1: off            (E4)
         change = a_sub * (sign.reshape(sign.shape + (1,) * (a.ndim - 2)) if a.ndim > 2 else sign)
+        linear = self._next_linear(net, index)
+        if (linear == len(net) - 1 and isinstance(net[linear], Dense) and a.ndim == 2
+                and batch * len(visit) * net[linear].params["W"].shape[1] <= DENSE_LAST_LIMIT):
+            return self._output_layer_deltas(net[linear], net.outputs[linear], change, sign,
+                                             visit_dev, labels, base_loss)
         active = change != 0 if a.ndim == 2 else (change != 0).any(axis=(2, 3))
         rows, cols = xp.nonzero(active)  # (example, visited gate) pairs that change anything
         if int(rows.shape[0]) == 0:
             return np.zeros(len(visit))
-        linear = self._next_linear(net, index)
         pre = net.outputs[linear][rows] + self._linear_change(
             net[linear], change, rows, cols, visit, visit_dev)  # (E5)
         h = pre
@@ -129,6 +135,26 @@ class RemovalEstimator:
         pair_delta = sign[rows, cols] * (flipped - base_loss[rows])  # (E7)
         sums = xp.bincount(cols, weights=pair_delta, minlength=len(visit))
         return B.to_numpy(sums).astype(np.float64) / batch  # (E8)
+
+    @staticmethod
+    def _output_layer_deltas(layer, logits, change, sign, visit_dev, labels, base_loss):
+        """(E5′): a gate right before the output layer, every (example, gate) pair at once.
+
+        The flipped logits are z_n + δ_{n,i} W[i, :] for all n and visited i, a (B, m, C)
+        tensor; no gathers of the pairs are needed, and pairs with δ = 0 contribute exactly 0.
+        """
+        xp = B.get_array_module(logits)
+        weight = layer.params["W"][visit_dev]  # (m, C)
+        # classes first, (C, B, m): the log-sum-exp reduces over whole (B, m) slabs
+        flipped = logits.T[:, :, None] + weight.T[:, None, :] * change[None, :, :]  # (E5′)
+        top = flipped.max(axis=0)
+        flipped -= top
+        log_norm = xp.log(xp.exp(flipped).sum(axis=0)) + top
+        rows = xp.arange(logits.shape[0])
+        label_logit = logits[rows, labels][:, None] + change * weight[:, labels].T
+        pair_delta = sign * (log_norm - label_logit - base_loss[:, None])  # (E6)–(E7)
+        pair_delta = xp.where(change != 0, pair_delta, 0)
+        return B.to_numpy(pair_delta.sum(axis=0)).astype(np.float64) / logits.shape[0]  # (E8)
 
     @staticmethod
     def _next_linear(net, index):

@@ -84,28 +84,38 @@ class BernoulliGate(Layer):
         self.training = True
         self._injected = None
         self.mask = None        # device mask of the last forward: (N, n), or (n,) in evaluation
-        self.grad_xi = None     # device (n,): Σ_n ∂ℓ/∂ξ_{n,i}, first-order estimate (E3)
-        self._x = None
+        self._x = self._backward_pair = None
+        self._identity = False
 
     # -- masks --------------------------------------------------------------------------------
     def inject_mask(self, mask) -> None:
         """Use ``mask`` (host or device array (N, n) of 0/1; None to stop) in later forwards."""
         self._injected = mask
 
-    def sample_mask(self, n_examples: int):
+    def sample_mask(self, n_examples: int, dtype=np.float32):
         """A host float mask (N, n): ξ ~ Bern(θ) for undecided gates, θ itself where θ ∈ {0, 1}.
 
-        Only the undecided gates draw random numbers (one uniform per example and gate).
+        Only the undecided gates draw random numbers (one float32 uniform per example and gate;
+        ξ = 1[u < θ], so P(ξ = 1) = θ up to float32 rounding of θ, ≤ 6e-8).
         """
-        mask = np.empty((n_examples, self.n_units))
-        mask[:] = self.theta >= 1.0
         undecided = np.flatnonzero((self.theta > 0.0) & (self.theta < 1.0))
+        if undecided.size and self.rng is None:
+            raise RuntimeError("BernoulliGate has no random generator; set gate.rng (the "
+                               "trainer does this) or inject a mask")
+        if undecided.size == self.n_units:
+            uniforms = self.rng.random((n_examples, self.n_units), dtype=np.float32)
+            return (uniforms < self.theta.astype(np.float32)).astype(dtype)
+        mask = np.empty((n_examples, self.n_units), dtype=dtype)
+        mask[:] = self.theta >= 1.0
         if undecided.size:
-            if self.rng is None:
-                raise RuntimeError("BernoulliGate has no random generator; set gate.rng (the "
-                                   "trainer does this) or inject a mask")
-            mask[:, undecided] = self.rng.random((n_examples, undecided.size)) < self.theta[undecided]
+            uniforms = self.rng.random((n_examples, undecided.size), dtype=np.float32)
+            mask[:, undecided] = uniforms < self.theta[undecided].astype(np.float32)
         return mask
+
+    @property
+    def all_on(self) -> bool:
+        """True when every θ is exactly 1: the gate is the identity and draws nothing."""
+        return bool(self.theta.min() >= 1.0) if self.n_units else True
 
     def deterministic_mask(self):
         """Host (n,) mask 1[θ ≥ ½] used in evaluation."""
@@ -137,24 +147,38 @@ class BernoulliGate(Layer):
             if tuple(mask.shape) != (x.shape[0], self.n_units):
                 raise ValueError(f"injected mask has shape {tuple(mask.shape)}, expected "
                                  f"{(x.shape[0], self.n_units)}")
+        elif self.training and self.all_on:  # the identity: no draws, no product
+            mask = xp.broadcast_to(xp.ones((1, self.n_units), dtype=x.dtype),
+                                   (x.shape[0], self.n_units))
+            self.mask, self._x, self._identity = mask, x, True
+            return x
         elif self.training:
-            mask = B.asarray(self.sample_mask(x.shape[0]), dtype=x.dtype)
+            mask = B.asarray(self.sample_mask(x.shape[0], x.dtype))
         else:
             mask = xp.broadcast_to(B.asarray(self.deterministic_mask(), dtype=x.dtype),
                                    (x.shape[0], self.n_units))
-        self.mask, self._x = mask, x
+        self.mask, self._x, self._identity = mask, x, False
         return self.apply(x, mask)
 
     def backward(self, dout):
         self._check_backward_ready(self._x)
         x = self._x
         check_dout(self, dout, x.shape)
-        mask = self._broadcast(self.mask, x)
+        self._backward_pair = (dout, x)  # for grad_xi, computed only when an estimator asks
+        if self._identity:
+            return dout  # (E2) with ξ = 1
+        return dout * self._broadcast(self.mask, x)  # (E2)
+
+    @property
+    def grad_xi(self):
+        """Σ_n ∂ℓ/∂ξ_{n,i} of the last backward pass, (n,) on the device (E2)–(E3); None before."""
+        if self._backward_pair is None:
+            return None
+        dout, x = self._backward_pair
         per_example = dout * x  # (E2)
         if x.ndim > 2:
             per_example = per_example.sum(axis=(2, 3))
-        self.grad_xi = per_example.sum(axis=0)  # (E3)
-        return dout * mask  # (E2)
+        return per_example.sum(axis=0)  # (E3)
 
     # -- pruning ------------------------------------------------------------------------------
     def keep_units(self, keep) -> None:
@@ -164,7 +188,7 @@ class BernoulliGate(Layer):
         self.theta = self.theta[keep].copy()
         self.unit_index = self.unit_index[keep].copy()
         self.n_units = int(keep.sum())
-        self._injected = self.mask = self.grad_xi = self._x = None
+        self._injected = self.mask = self._backward_pair = self._x = None
 
     @property
     def n_removed(self) -> int:

@@ -41,7 +41,7 @@ def test_decided_gates_draw_no_random_numbers():
     gate.theta[1] = 0.5
     gate.forward(B.asarray(np.ones((7, 5), np.float32)))
     reference = np.random.default_rng(3)
-    reference.random((7, 1))  # exactly one uniform per example for the one undecided gate
+    reference.random((7, 1), dtype=np.float32)  # one float32 uniform per example, one gate
     assert gate.rng.bit_generator.state == reference.bit_generator.state
 
 
