@@ -34,3 +34,5 @@ def test_tutorial_2_quick(mnist_dir, tmp_path):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [g["name"] for g in metrics["gates"]] == ["gate_in", "gate1", "gate2"]
+    assert metrics["export_test_error"] == metrics["test_error"]
+    assert (tmp_path / "model.npz").stat().st_size > 0

@@ -13,7 +13,8 @@ Read alongside
 Figures
     theta_hist.png (θ of every gate at three moments), theta_decided.png (gates within 0.01 and
     1e-3 of 0 or 1, per epoch), units_per_layer.png (kept units per layer), val_error.png,
-    loss.png, epoch_seconds.png — all in --out.
+    loss.png, epoch_seconds.png — all in --out, with model.npz (the pruned deterministic
+    network for minibern/standalone_predict.py).
 Time on a 2-core CPU
     about 5–6 s per epoch (20 epochs: ~2 min); --quick (2 epochs on 5,000 images): ~10 s.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import minibern
 from minibern.data import load_mnist
+from minibern.export import export_and_score
 from minibern.gate_training import GateConfig, GateTrainer
 from minibern.models import lenet300_100
 from minibern.plots import plot_gates, plot_training
@@ -65,15 +67,21 @@ def main(argv=None) -> int:
     out = Path(args.out)
     trainer = Trainer(net, splits, config, hooks=[gates], log=print)
     metrics = trainer.fit(out)
+    # 4. The final deterministic network as a plain .npz that NumPy alone can run
+    #    (minibern/standalone_predict.py); its test error must equal the engine's.
+    metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
+                                                    data.test_labels)
     write_run_files(out, metrics)
-    # 4. Figures, drawn from the run directory alone.
+    # 5. Figures, drawn from the run directory alone.
     paths = plot_training(out) + plot_gates(out)
     seconds = metrics["epoch_seconds"]
     print(f"tutorial 2: gated LeNet-300-100, {metrics['epochs']} epochs: architecture "
-          f"{'-'.join(map(str, metrics['architecture']))} (params ×{metrics['compression_params']:.1f} "
-          f"fewer), epoch {seconds[0]:.1f} s → {seconds[-1]:.1f} s as units were removed, test error "
-          f"{100 * metrics['test_error']:.2f}%, gates decided {100 * metrics['decided_1e-2']:.1f}% "
-          f"(within 0.01), "
+          f"{'-'.join(map(str, metrics['architecture']))} (params "
+          f"×{metrics['compression_params']:.1f} fewer), epoch {seconds[0]:.1f} s → "
+          f"{seconds[-1]:.1f} s as units were removed, test error "
+          f"{100 * metrics['test_error']:.2f}% (model.npz: "
+          f"{100 * metrics['export_test_error']:.2f}%), gates decided "
+          f"{100 * metrics['decided_1e-2']:.1f}% (within 0.01), "
           f"figures: {', '.join(p.name for p in paths)} in {out}")
     return 0
 
