@@ -13,8 +13,8 @@ per-example cost (B15) is estimated as
 Robbins–Monro step (B20)–(B22), :math:`\theta_i \leftarrow \mathrm{clip}(\theta_i - \eta_t
 \tfrac{n}{m}\hat g_i, 0, 1)`, where a layer visited on a subset of m of its n movable (not
 frozen) gates scales the step by n/m so every movable gate moves by η ĝ in expectation; frozen
-gates are not visited at all, so the estimator's cost falls as gates are decided. The clock t counts epochs
-(fractional), so ``--theta-decay`` is in epochs.
+gates are not visited at all, so the estimator's cost falls as gates are decided. The clock t
+counts epochs (fractional), so ``--theta-decay`` is in epochs.
 
 Two practical rules (on by default with ``snap_tol = 0.01``; ``snap_tol = 0`` turns both off;
 both from the prototype of method.md §6):
@@ -25,9 +25,8 @@ at exactly 0 is one physical pruning may remove; one at exactly 1 draws no rando
 
 *Physical pruning* (docs/derivations/pruning.md, (P1)–(P6)): after every weight step, a gate
 whose θ has been exactly 0 for ``prune_patience`` consecutive visits (a frozen gate counts one
-every step) is removed from the arrays
-by :func:`minibern.pruning.remove_units` (its unit, the consumer's inputs, the optimiser state,
-θ and this hook's counters). With ``prune=False`` nothing is removed; the hook instead marks the
+every step) is removed from the arrays by :func:`minibern.pruning.remove_units` (its unit, the
+consumer's inputs, the optimiser state, θ and this hook's counters). With ``prune=False`` nothing is removed; the hook instead marks the
 gates that would have been and counts how many of them later leave 0 (``pruning`` in
 :meth:`metrics`), the measurement behind the default patience.
 """
