@@ -1,0 +1,101 @@
+"""What a gated training step costs against an un-gated one, along a real run.
+
+For a finished gated LeNet-300-100 run (its ``history.npz`` holds θ of every gate at every
+epoch end), rebuild the network as it stood after epoch e — θ from the snapshot, gates already
+at exactly 0 or 1 frozen, units at 0 physically removed — and time training steps with the
+default θ estimator against steps of the *full-width* network without gates, alternating the two
+in one process. Prints seconds per 100 steps (median and min–max of the rounds) and the paired
+ratio gated / un-gated per epoch e (e = 0: the start, every θ = 1, nothing frozen)::
+
+    python benchmarks/bench_gates.py --run runs/tutorial2 --epochs-at 0 1 2 5 10 20
+
+The run is only read. MNIST is needed (``$MINIBERN_DATA`` or ``--data``). Threads: whatever
+NumPy's BLAS uses (set ``OPENBLAS_NUM_THREADS`` to pin it).
+"""
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minibern.data import load_mnist
+from minibern.gate_training import GateConfig, GateTrainer
+from minibern.models import lenet300_100
+from minibern.train import TrainConfig, Trainer, device_splits, run_rngs
+
+
+def gated_trainer(data, theta_full, gate_config, steps):
+    """A Trainer over ``steps`` batches for the gated net in the state ``theta_full`` describes
+    (None: the start)."""
+    config = TrainConfig(model="lenet300", epochs=1, train_subset=100 * steps)
+    net = lenet300_100(seed=run_rngs(0)[0], gates=True)
+    splits = device_splits(data, net.input_shape, config.train_subset)
+    hook = GateTrainer(net, gate_config, 55_000)
+    trainer = Trainer(net, splits, config, hooks=[hook], log=lambda *_: None)
+    hook.before_fit(trainer)
+    if theta_full is not None:
+        start = 0
+        for _, name, gate in list(hook.gates):
+            theta = theta_full[start:start + gate.n_units]
+            start += gate.n_units
+            gate.theta[:] = theta
+            hook.frozen[name][:] = (theta == 0.0) | (theta == 1.0)
+            if (theta == 0.0).any():
+                hook._remove(name, theta > 0.0, trainer.optimizer)  # as pruning would have
+    return trainer
+
+
+def plain_trainer(data, steps):
+    config = TrainConfig(model="lenet300", epochs=1, train_subset=100 * steps)
+    net = lenet300_100(seed=run_rngs(0)[0])
+    return Trainer(net, device_splits(data, net.input_shape, config.train_subset), config,
+                   log=lambda *_: None)
+
+
+def seconds_per_100(trainer, steps) -> float:
+    start = time.perf_counter()
+    trainer.train_epoch()
+    return (time.perf_counter() - start) * 100 / steps
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="a gated LeNet-300-100 run directory")
+    parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
+    parser.add_argument("--data", default=None)
+    args = parser.parse_args(argv)
+    run = Path(args.run)
+    metrics = json.loads((run / "metrics.json").read_text())
+    with np.load(run / "history.npz") as history:
+        snapshots = history["theta_snapshots"]
+    fields = {k: v for k, v in metrics["gate_config"].items() if k in GateConfig.__dataclass_fields__}
+    gate_config = GateConfig(**fields)
+    data = load_mnist(args.data)
+    print(f"run {run}: estimator {gate_config.estimator}, subset {gate_config.subset}; "
+          f"{args.rounds} rounds of {args.steps} steps, batch 100, gated and un-gated alternated")
+    print("| after epoch | architecture in the arrays | gated s/100 steps | un-gated s/100 steps "
+          "| ratio (paired, median, min–max) |")
+    print("|---|---|---|---|---|")
+    for epoch in args.epochs_at:
+        theta = None if epoch == 0 else snapshots[min(epoch, len(snapshots)) - 1]
+        gated, plain, ratios = [], [], []
+        for _ in range(args.rounds):
+            trainer = gated_trainer(data, theta, gate_config, args.steps)
+            gated.append(seconds_per_100(trainer, args.steps))
+            plain.append(seconds_per_100(plain_trainer(data, args.steps), args.steps))
+            ratios.append(gated[-1] / plain[-1])
+        widths = [trainer.net[name].n_units for name in ("gate_in", "gate1", "gate2")]
+        print(f"| {epoch} | {'-'.join(map(str, widths))} | {statistics.median(gated):.3f} "
+              f"({min(gated):.3f}–{max(gated):.3f}) | {statistics.median(plain):.3f} "
+              f"({min(plain):.3f}–{max(plain):.3f}) | {statistics.median(ratios):.2f} "
+              f"({min(ratios):.2f}–{max(ratios):.2f}) |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
