@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from minibern import backend as B
 from minibern.gates import BernoulliGate
-from minibern.layers import Conv2D, Dense, Flatten
+from minibern.layers import Conv2D, Dense, Flatten, ReLU
 from minibern.layers.im2col import im2col
 from minibern.losses import per_example_cross_entropy
 
@@ -128,7 +128,10 @@ class RemovalEstimator:
         for k in range(linear + 1, len(net)):  # (E6): the rest of the network on the pairs
             layer = net[k]
             if isinstance(layer, BernoulliGate):
-                h = layer.apply(h, layer.mask[rows] if layer.mask.ndim == 2 else layer.mask)
+                if not layer._identity:  # an all-on gate is the identity
+                    h = layer.apply(h, layer.mask[rows] if layer.mask.ndim == 2 else layer.mask)
+            elif isinstance(layer, ReLU):  # values only: no backward cache needed
+                h = xp.maximum(h, h.dtype.type(0))  # (L5)
             else:
                 h = layer.forward(h)
         flipped = per_example_cross_entropy(h, labels[rows])
