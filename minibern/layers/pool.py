@@ -28,8 +28,14 @@ class MaxPool2D(Layer):
           \mathrel{+}= \frac{\partial L}{\partial y[n,c,o_y,o_x]}\;\mathbb 1[j = j^*(n,c,o_y,o_x)]  \tag{L16}
 
     where :math:`j^*` is the *first* offset attaining the maximum: a tie sends the whole
-    gradient to one input (a valid subgradient). The forward pass is an elementwise maximum
-    over the k² strided views, keeping :math:`j^*` as a small integer array for backward.
+    gradient to one input (a valid subgradient).
+
+    **Cost.** Forward is an elementwise maximum over the k² strided views (never a reshape and
+    a ``max(axis=...)`` reduction, which is many times slower); :math:`j^*` is kept as a small
+    integer array (one byte per output for k² < 128): the last offset whose view was strictly
+    larger than the running maximum, updated branch-free as ``max(j*, j·1[view_j > max])``. Backward writes ``dout · 1[j* = j]`` into each of the k²
+    strided views of dx; when the windows tile the input exactly (s = k, H and W multiples of
+    k, the LeNet case) every input is written once and dx needs no zero-fill and no ``+=``.
     """
 
     def __init__(self, size: int = 2, stride: int | None = None):
@@ -39,12 +45,14 @@ class MaxPool2D(Layer):
         self._x_shape = None
         self._argmax = None
 
-    def _views(self, x, oh, ow):
+    def _views(self, oh, ow):
+        """``(j, index)`` of the k² strided views: x[index] has the output's shape."""
         k, s = self.size, self.stride
         for ky in range(k):
             for kx in range(k):
                 yield ky * k + kx, (slice(None), slice(None),
-                                    slice(ky, ky + s * oh, s), slice(kx, kx + s * ow, s))
+                                    slice(ky, ky + s * (oh - 1) + 1, s),
+                                    slice(kx, kx + s * (ow - 1) + 1, s))
 
     def forward(self, x):
         check_input(self, x, 4, "(N, C, H, W)")
@@ -52,16 +60,23 @@ class MaxPool2D(Layer):
         n, c, h, w = x.shape
         oh = conv_output_size(h, self.size, self.stride, 0, "MaxPool2D")
         ow = conv_output_size(w, self.size, self.stride, 0, "MaxPool2D")
-        out = None
-        argmax = xp.zeros((n, c, oh, ow), dtype="int8" if self.size ** 2 < 128 else "int32")
-        for j, index in self._views(x, oh, ow):
-            view = x[index]
-            if out is None:
-                out = view.copy()
-                continue
-            better = view > out  # strict: ties keep the first offset, (L16)
-            xp.maximum(out, view, out=out)  # (L15)
-            argmax[better] = j
+        views = [x[index] for _, index in self._views(oh, ow)]
+        if len(views) == 1:
+            out = views[0].copy()
+            argmax = xp.zeros((n, c, oh, ow), dtype="int8")
+        else:
+            index_type = xp.int8 if len(views) < 128 else xp.int32
+            out = xp.maximum(views[0], views[1])  # (L15)
+            better = xp.greater(views[1], views[0])  # strict: a tie keeps the first offset, (L16)
+            argmax = better.astype(index_type)
+            step = xp.empty_like(argmax)
+            for j in range(2, len(views)):
+                xp.greater(views[j], out, out=better)
+                xp.maximum(out, views[j], out=out)  # (L15)
+                # j* = the last j that beat the running maximum: j grows, so a max of j·better
+                # is that index (branch-free; a masked copyto is several times slower here)
+                xp.multiply(better, index_type(j), out=step)
+                xp.maximum(argmax, step, out=argmax)
         self._x_shape, self._argmax = x.shape, argmax
         return out
 
@@ -69,9 +84,15 @@ class MaxPool2D(Layer):
         self._check_backward_ready(self._argmax)
         check_dout(self, dout, self._argmax.shape)
         xp = B.get_array_module(dout, self._argmax)
+        n, c, h, w = self._x_shape
         oh, ow = self._argmax.shape[2:]
-        dx = xp.zeros(self._x_shape, dtype=dout.dtype)
-        zero = dout.dtype.type(0)
-        for j, index in self._views(dx, oh, ow):
-            dx[index] += xp.where(self._argmax == j, dout, zero)  # (L16)
+        k, s = self.size, self.stride
+        tiled = s == k and h == k * oh and w == k * ow
+        dx = xp.empty(self._x_shape, dtype=dout.dtype) if tiled else \
+            xp.zeros(self._x_shape, dtype=dout.dtype)
+        for j, index in self._views(oh, ow):
+            if tiled:  # every input sits in exactly one window: write, do not add
+                xp.multiply(dout, self._argmax == j, out=dx[index])  # (L16)
+            else:
+                dx[index] += dout * (self._argmax == j)  # (L16), overlapping or ragged windows
         return dx
