@@ -38,6 +38,8 @@ class MaxPool2D(Layer):
     k, the LeNet case) every input is written once and dx needs no zero-fill and no ``+=``.
     """
 
+    stateless_backward = True  # backward only returns dx
+
     def __init__(self, size: int = 2, stride: int | None = None):
         super().__init__()
         self.size = positive_int(size, "size")
