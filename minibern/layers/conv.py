@@ -41,7 +41,8 @@ class Conv2D(Layer):
     ----------
     layout : {"auto", "channels_first", "channels_last"}
         Memory layout of the im2col matrix (the arithmetic is the same): ``"channels_first"``
-        (C·KH·KW, N·OH·OW), (L7); ``"channels_last"`` (N·OH·OW, KH·KW·C), (L7b). ``"auto"``
+        (L7), kept per example as (N, C·KH·KW, OH·OW) so that the GEMMs run one per example
+        and read and write NCHW directly; ``"channels_last"`` (N·OH·OW, KH·KW·C), (L7b). ``"auto"``
         (default) takes channels-last when KW·C ≥ OW, i.e. when a kernel row over all channels
         is at least as long as an output row, so the copies run over the longer contiguous
         stretch (LeNet-5: conv1 channel-major, conv2 channels-last).
@@ -70,6 +71,13 @@ class Conv2D(Layer):
     :math:`\partial L/\partial X_r = G_2^\top W_r`, (L8b)–(L11b). The bias is added to the
     GEMM output in place (contiguous rows), which is then copied to NCHW. (A single
     ``add(..., out=y)`` doing both is slower in NumPy: its iterator walks the broadcast bias.)
+
+    In the channel-major layout the columns of example n form the block
+    :math:`X_n` (C·KH·KW, OH·OW) of :math:`X_c`, and (L8)–(L11) split by example:
+    :math:`Y_n = W_2 X_n` (written straight into y[n]), :math:`\partial L/\partial W_2 =
+    \sum_n G_n X_n^\top` with :math:`G_n` = dout[n] as (F, OH·OW) (no transposed copy of
+    dout), :math:`\partial L/\partial X_n = W_2^\top G_n`. For LeNet-5's conv1 (K = 25,
+    F = 20, OH·OW = 576) these batched GEMMs are faster than one long-and-thin GEMM.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1,
@@ -164,9 +172,9 @@ class Conv2D(Layer):
             if rows:  # (m·OH·OW, KH·KW·C), rows (n, oy, ox)
                 col = xp.empty((m * p, kh * kw * c), dtype=x.dtype)
                 col6 = col.reshape(m, oh, ow, kh, kw, c)
-            else:  # (C·KH·KW, m·OH·OW), columns (n, oy, ox)
-                col = xp.empty((c * kh * kw, m * p), dtype=x.dtype)
-                col6 = col.reshape(c, kh, kw, m, oh, ow)
+            else:  # (m, C·KH·KW, OH·OW): example n's block of (L7) is col[n]
+                col = xp.empty((m, c * kh * kw, p), dtype=x.dtype)
+                col6 = col.reshape(m, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5)
             for b0, b1 in self._blocks(start, stop, per_example):
                 i0, i1 = b0 - start, b1 - start
                 if rows:
@@ -178,9 +186,8 @@ class Conv2D(Layer):
                 else:
                     im2col(x[b0:b1], self.kernel_size, self.stride, self.pad,
                            out=col6[:, :, :, i0:i1])  # (L7)
-                    y2 = w2 @ col[:, i0 * p:i1 * p]  # (L8): (F, block·OH·OW)
-                    y2 += bias.reshape(f, 1)
-                    y3[b0:b1] = y2.reshape(f, i1 - i0, p).transpose(1, 0, 2)  # to NCHW
+                    xp.matmul(w2, col[i0:i1], out=y3[b0:b1])  # (L8), one GEMM per example: NCHW
+                    y3[b0:b1] += bias.reshape(f, 1)
             if len(chunks) == 1:
                 self._col = col
         return y
@@ -203,9 +210,12 @@ class Conv2D(Layer):
         p = oh * ow
         rows = self._rows
         w2 = self._weight_matrix(rows)
-        # G_2 (F, N·OH·OW): one copy of dout, contiguous along each filter's row
-        g2 = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(f, n * p)
-        db = g2.sum(axis=1)  # (L10)
+        if rows:  # G_2 (F, N·OH·OW): one copy of dout, contiguous along each filter's row
+            g2 = xp.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(f, n * p)
+            db = g2.sum(axis=1)  # (L10)
+        else:  # per example, G_2's block is dout[n] as it is: (F, OH·OW)
+            g3 = dout.reshape(n, f, p)
+            db = g3.sum(axis=2).sum(axis=0)  # (L10)
         dw2 = None
         dx = xp.empty_like(x) if input_grad else None
         per_example = col_bytes(1, c, kh, kw, oh, ow, x.dtype.itemsize)
@@ -215,21 +225,28 @@ class Conv2D(Layer):
             elif rows:
                 col = im2col_rows(x[start:stop], self.kernel_size, self.stride, self.pad)
             else:
-                col = im2col(x[start:stop], self.kernel_size, self.stride, self.pad)
-            g = g2[:, start * p:stop * p]
-            part = g @ col if rows else g @ col.T  # (L9b) / (L9)
-            dw2 = part if dw2 is None else dw2 + part
-            if not input_grad:
-                continue
+                col = xp.empty((stop - start, c * kh * kw, p), dtype=x.dtype)
+                im2col(x[start:stop], self.kernel_size, self.stride, self.pad,
+                       out=col.reshape(stop - start, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5))
+            if rows:
+                part = g2[:, start * p:stop * p] @ col  # (L9b)
+                dw2 = part if dw2 is None else dw2 + part
             for b0, b1 in self._blocks(start, stop, per_example):
-                gb = g2[:, b0 * p:b1 * p]
                 shape = (b1 - b0, c) + tuple(x.shape[2:])
+                if not rows:  # (L9) as a sum over the block's examples of G_n X_n^T
+                    part = xp.matmul(g3[b0:b1], col[b0 - start:b1 - start].transpose(0, 2, 1))
+                    part = part.sum(axis=0)
+                    dw2 = part if dw2 is None else dw2 + part
+                if not input_grad:
+                    continue
                 if rows:
-                    col2im_rows(gb.T @ w2, shape, self.kernel_size, self.stride, self.pad,
-                                out=dx[b0:b1])  # (L11b), (L12)
+                    col2im_rows(g2[:, b0 * p:b1 * p].T @ w2, shape, self.kernel_size,
+                                self.stride, self.pad, out=dx[b0:b1])  # (L11b), (L12)
                 else:
-                    col2im(w2.T @ gb, shape, self.kernel_size, self.stride, self.pad,
-                           out=dx[b0:b1])  # (L11), (L12)
+                    dcol = xp.matmul(w2.T, g3[b0:b1])  # (L11) per example: (block, C·KH·KW, OH·OW)
+                    dcol6 = dcol.reshape(b1 - b0, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5)
+                    col2im(dcol6, shape, self.kernel_size, self.stride, self.pad,
+                           out=dx[b0:b1])  # (L12)
         if rows:  # (F, KH·KW·C) back to (F, C, KH, KW)
             dw = xp.ascontiguousarray(dw2.reshape(f, kh, kw, c).transpose(0, 3, 1, 2))
         else:

@@ -114,18 +114,20 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0, out=None):
 def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
     """Adjoint of :func:`im2col`: fold a ``(C*KH*KW, N*OH*OW)`` matrix back to (N, C, H, W), (L12).
 
-    Overlapping patches add up. Returns a new array, or writes into ``out`` (an (N, C, H, W)
-    array or view) and returns it; ``col`` is not modified.
+    ``col`` may also be given as its 6-D view (C, KH, KW, N, OH, OW), with any strides (e.g.
+    an (N, C·KH·KW, OH·OW) array reshaped and transposed, as :class:`~minibern.layers.Conv2D`
+    keeps its columns). Overlapping patches add up. Returns a new array, or writes into ``out``
+    (an (N, C, H, W) array or view) and returns it; ``col`` is not modified.
     """
     kh, kw = kernel
     n, c, h, w = x_shape
     oh = conv_output_size(h, kh, stride, pad)
     ow = conv_output_size(w, kw, stride, pad)
-    if tuple(col.shape) != (c * kh * kw, n * oh * ow):
+    if tuple(col.shape) not in ((c * kh * kw, n * oh * ow), (c, kh, kw, n, oh, ow)):
         raise ValueError(f"col2im: col has shape {tuple(col.shape)}, expected "
                          f"{(c * kh * kw, n * oh * ow)} for x_shape {tuple(x_shape)}")
     xp = B.get_array_module(col)
-    col6 = col.reshape(c, kh, kw, n, oh, ow)
+    col6 = col.reshape(c, kh, kw, n, oh, ow) if col.ndim == 2 else col
     if pad == 0 and out is not None:  # accumulate straight into the destination
         dx_pad = _destination(out, x_shape, col.dtype, "col2im")
         dx_pad[...] = 0
