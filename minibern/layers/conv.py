@@ -42,7 +42,8 @@ class Conv2D(Layer):
     layout : {"auto", "channels_first", "channels_last"}
         Memory layout of the im2col matrix (the arithmetic is the same): ``"channels_first"``
         (L7), kept per example as (N, C·KH·KW, OH·OW) so that the GEMMs run one per example
-        and read and write NCHW directly; ``"channels_last"`` (N·OH·OW, KH·KW·C), (L7b). ``"auto"``
+        and read and write NCHW directly; ``"channels_last"`` (N·OH·OW, KH·KW·C), (L7b).
+        ``"auto"``
         (default) takes channels-last when KW·C ≥ OW, i.e. when a kernel row over all channels
         is at least as long as an output row, so the copies run over the longer contiguous
         stretch (LeNet-5: conv1 channel-major, conv2 channels-last).
@@ -136,7 +137,8 @@ class Conv2D(Layer):
 
     def _channels_last(self, channels: int, ow: int) -> bool:
         if self.layout not in LAYOUTS:
-            raise ValueError(f"Conv2D.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+            raise ValueError(f"Conv2D.layout must be one of {', '.join(LAYOUTS)}, "
+                             f"got {self.layout!r}")
         if self.layout == "auto":
             return channels * self.kernel_size[1] >= ow
         return self.layout == "channels_last"
@@ -243,7 +245,7 @@ class Conv2D(Layer):
                     col2im_rows(g2[:, b0 * p:b1 * p].T @ w2, shape, self.kernel_size,
                                 self.stride, self.pad, out=dx[b0:b1])  # (L11b), (L12)
                 else:
-                    dcol = xp.matmul(w2.T, g3[b0:b1])  # (L11) per example: (block, C·KH·KW, OH·OW)
+                    dcol = xp.matmul(w2.T, g3[b0:b1])  # (L11), per example: (block, K, OH·OW)
                     dcol6 = dcol.reshape(b1 - b0, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5)
                     col2im(dcol6, shape, self.kernel_size, self.stride, self.pad,
                            out=dx[b0:b1])  # (L12)

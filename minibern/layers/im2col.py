@@ -102,7 +102,8 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0, out=None):
     xp = B.get_array_module(x)
     x_pad = pad_input(x, pad)
     shape = (c, kh, kw, n, oh, ow)
-    col = xp.empty(shape, dtype=x.dtype) if out is None else _destination(out, shape, x.dtype, "im2col")
+    col = xp.empty(shape, dtype=x.dtype) if out is None else \
+        _destination(out, shape, x.dtype, "im2col")
     for ky in range(kh):
         y_end = ky + stride * (oh - 1) + 1
         for kx in range(kw):

@@ -31,11 +31,14 @@ class MaxPool2D(Layer):
     gradient to one input (a valid subgradient).
 
     **Cost.** Forward is an elementwise maximum over the k² strided views (never a reshape and
-    a ``max(axis=...)`` reduction, which is many times slower); :math:`j^*` is kept as a small
-    integer array (one byte per output for k² < 128): the last offset whose view was strictly
-    larger than the running maximum, updated branch-free as ``max(j*, j·1[view_j > max])``. Backward writes ``dout · 1[j* = j]`` into each of the k²
-    strided views of dx; when the windows tile the input exactly (s = k, H and W multiples of
-    k, the LeNet case) every input is written once and dx needs no zero-fill and no ``+=``.
+    a ``max(axis=...)`` reduction, which is many times slower). When the windows do not overlap
+    the views are first copied into k² contiguous planes (one pass over x, no more memory than
+    x), so every comparison runs on contiguous memory. :math:`j^*` is kept as a small integer
+    array (one byte per output for k² < 128): the last offset whose view was strictly larger
+    than the running maximum, updated branch-free as ``max(j*, j·1[view_j > max])``. Backward
+    writes ``dout · 1[j* = j]`` into each of the k² strided views of dx; when the windows tile
+    the input exactly (s = k, H and W multiples of k, the LeNet case) every input is written
+    once and dx needs no zero-fill and no ``+=``.
     """
 
     stateless_backward = True  # backward only returns dx
@@ -62,23 +65,27 @@ class MaxPool2D(Layer):
         n, c, h, w = x.shape
         oh = conv_output_size(h, self.size, self.stride, 0, "MaxPool2D")
         ow = conv_output_size(w, self.size, self.stride, 0, "MaxPool2D")
+        if self.size == 1:
+            self._x_shape = x.shape
+            self._argmax = xp.zeros((n, c, oh, ow), dtype="int8")
+            return x[next(self._views(oh, ow))[1]].copy()
         views = [x[index] for _, index in self._views(oh, ow)]
-        if len(views) == 1:
-            out = views[0].copy()
-            argmax = xp.zeros((n, c, oh, ow), dtype="int8")
-        else:
-            index_type = xp.int8 if len(views) < 128 else xp.int32
-            out = xp.maximum(views[0], views[1])  # (L15)
-            better = xp.greater(views[1], views[0])  # strict: a tie keeps the first offset, (L16)
-            argmax = better.astype(index_type)
-            step = xp.empty_like(argmax)
-            for j in range(2, len(views)):
-                xp.greater(views[j], out, out=better)
-                xp.maximum(out, views[j], out=out)  # (L15)
-                # j* = the last j that beat the running maximum: j grows, so a max of j·better
-                # is that index (branch-free; a masked copyto is several times slower here)
-                xp.multiply(better, index_type(j), out=step)
-                xp.maximum(argmax, step, out=argmax)
+        if self.stride >= self.size:
+            # windows do not overlap: copy the k² strided views once into contiguous planes (no
+            # more memory than x itself); every comparison then runs on contiguous memory
+            views = xp.stack(views)
+        index_type = xp.int8 if len(views) < 128 else xp.int32
+        out = xp.maximum(views[0], views[1])  # (L15)
+        better = xp.greater(views[1], views[0])  # strict: a tie keeps the first offset, (L16)
+        argmax = better.astype(index_type)
+        step = xp.empty_like(argmax)
+        for j in range(2, len(views)):
+            xp.greater(views[j], out, out=better)
+            xp.maximum(out, views[j], out=out)  # (L15)
+            # j* = the last j that beat the running maximum: j grows, so a max of j·better is
+            # that index (branch-free; a masked copyto is several times slower here)
+            xp.multiply(better, index_type(j), out=step)
+            xp.maximum(argmax, step, out=argmax)
         self._x_shape, self._argmax = x.shape, argmax
         return out
 
