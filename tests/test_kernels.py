@@ -212,3 +212,20 @@ def test_training_step_never_computes_in_float64(name, gates, backend_name, monk
     assert loss.dtype == np.float32 and dlogits.dtype == np.float32
     assert all(g.dtype == np.float32 for g in net.named_gradients().values())
     assert seen == []
+
+
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 3), (2, 3)])
+def test_maxpool_in_blocks_of_examples_matches_one_block(size, stride, monkeypatch):
+    from minibern.layers import pool
+
+    rng = np.random.default_rng(size + stride)
+    x = _float64(rng.integers(0, 3, size=(5, 2, 9, 8)).astype(np.float64))  # many ties
+    whole = L.MaxPool2D(size, stride)
+    y = whole.forward(x)
+    dout = _float64(rng.standard_normal(y.shape))
+    dx = B.to_numpy(whole.backward(dout))
+    monkeypatch.setattr(pool, "PLANES_BYTES", 1)  # one example per block
+    blocked = L.MaxPool2D(size, stride)
+    np.testing.assert_array_equal(B.to_numpy(blocked.forward(x)), B.to_numpy(y))
+    np.testing.assert_array_equal(B.to_numpy(blocked.backward(dout)), dx)
+    np.testing.assert_array_equal(B.to_numpy(blocked._argmax), B.to_numpy(whole._argmax))

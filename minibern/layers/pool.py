@@ -6,6 +6,11 @@ from minibern.layers.base import Layer, check_dout, check_input, positive_int
 from minibern.layers.im2col import conv_output_size
 
 
+#: Scratch for the contiguous copies of the window views: examples are pooled in blocks whose
+#: k² planes take at most this many bytes (always at least one example).
+PLANES_BYTES = 4 << 20
+
+
 class MaxPool2D(Layer):
     r"""Max over size×size windows of an (N, C, H, W) input, moved by ``stride``.
 
@@ -32,8 +37,9 @@ class MaxPool2D(Layer):
 
     **Cost.** Forward is an elementwise maximum over the k² strided views (never a reshape and
     a ``max(axis=...)`` reduction, which is many times slower). When the windows do not overlap
-    the views are first copied into k² contiguous planes (one pass over x, no more memory than
-    x), so every comparison runs on contiguous memory. :math:`j^*` is kept as a small integer
+    the views are first copied into k² contiguous planes, block by block of examples (one pass
+    over x, at most :data:`PLANES_BYTES` of scratch), so every comparison runs on contiguous
+    memory. :math:`j^*` is kept as a small integer
     array (one byte per output for k² < 128): the last offset whose view was strictly larger
     than the running maximum, updated branch-free as ``max(j*, j·1[view_j > max])``. Backward
     writes ``dout · 1[j* = j]`` into each of the k² strided views of dx; when the windows tile
@@ -69,25 +75,40 @@ class MaxPool2D(Layer):
             self._x_shape = x.shape
             self._argmax = xp.zeros((n, c, oh, ow), dtype="int8")
             return x[next(self._views(oh, ow))[1]].copy()
-        views = [x[index] for _, index in self._views(oh, ow)]
+        k2 = self.size ** 2
+        index_type = xp.int8 if k2 < 128 else xp.int32
+        out = xp.empty((n, c, oh, ow), dtype=x.dtype)
+        argmax = xp.empty((n, c, oh, ow), dtype=index_type)
         if self.stride >= self.size:
-            # windows do not overlap: copy the k² strided views once into contiguous planes (no
-            # more memory than x itself); every comparison then runs on contiguous memory
-            views = xp.stack(views)
-        index_type = xp.int8 if len(views) < 128 else xp.int32
-        out = xp.maximum(views[0], views[1])  # (L15)
-        better = xp.greater(views[1], views[0])  # strict: a tie keeps the first offset, (L16)
-        argmax = better.astype(index_type)
+            # windows do not overlap: copy the k² strided views of a block of examples into
+            # contiguous planes (one pass over x; at most PLANES_BYTES of scratch) so every
+            # comparison runs on contiguous memory
+            step = max(1, PLANES_BYTES // (k2 * c * oh * ow * x.dtype.itemsize))
+        else:
+            step = n
+        for b0 in range(0, n, step):
+            b1 = min(b0 + step, n)
+            views = [x[b0:b1][index] for _, index in self._views(oh, ow)]
+            if self.stride >= self.size:
+                views = xp.stack(views)
+            self._running_max(xp, views, out[b0:b1], argmax[b0:b1])
+        self._x_shape, self._argmax = x.shape, argmax
+        return out
+
+    @staticmethod
+    def _running_max(xp, views, out, argmax) -> None:
+        """out = max_j views[j] (L15) and argmax = the first j attaining it (L16)."""
+        better = xp.greater(views[1], views[0])  # strict: a tie keeps the first offset
+        xp.maximum(views[0], views[1], out=out)  # (L15)
+        argmax[...] = better
         step = xp.empty_like(argmax)
         for j in range(2, len(views)):
             xp.greater(views[j], out, out=better)
             xp.maximum(out, views[j], out=out)  # (L15)
             # j* = the last j that beat the running maximum: j grows, so a max of j·better is
             # that index (branch-free; a masked copyto is several times slower here)
-            xp.multiply(better, index_type(j), out=step)
+            xp.multiply(better, argmax.dtype.type(j), out=step)
             xp.maximum(argmax, step, out=argmax)
-        self._x_shape, self._argmax = x.shape, argmax
-        return out
 
     def backward(self, dout):
         self._check_backward_ready(self._argmax)
