@@ -34,8 +34,11 @@ Usage::
 
     python benchmarks/bench_step.py                     # both nets, gates off/on, 5 rounds
     python benchmarks/bench_step.py --quick             # smoke run: 20 steps, 3 rounds
+    python benchmarks/bench_step.py --threads 1 --nets lenet5 --no-gates
     python benchmarks/bench_step.py --pruned-lenet300 295-157-93 --pruned-lenet5 8-17-272-41
-    python benchmarks/bench_step.py --markdown > docs/BENCHMARKS.md   # regenerate the docs page
+    # the docs page, one table per thread count (about 3 minutes on a quiet 2-core machine):
+    python benchmarks/bench_step.py --markdown --threads 2,1 \
+        --pruned-lenet300 295-157-93 --pruned-lenet5 8-17-272-41 > docs/BENCHMARKS.md
 """
 from __future__ import annotations
 
@@ -452,7 +455,7 @@ class Row:
         return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def measure(rows, gated_base, data, args, use_torch: bool) -> None:
+def measure(rows, gated_base, data, args, use_torch: bool, memory: bool = True) -> None:
     scale = 100.0 / args.steps
     kinds = {}
     for row in rows:
@@ -475,7 +478,7 @@ def measure(rows, gated_base, data, args, use_torch: bool) -> None:
             f"{row.spec.label}: " + "/".join(f"{row.times[k][-1]:.3f}" for k in kinds[row.spec.label])
             for row in rows))
     for row in rows:
-        if not args.no_memory:
+        if memory and not args.no_memory:
             row.peak_bytes = peak_step_bytes(row.spec, data)
     for row in rows:
         if row.spec.gates:
@@ -532,9 +535,9 @@ def machine_lines(args, blas, data, meter, use_torch) -> list[str]:
     lines = [
         f"CPU: {cpu_model()}, nproc = {os.cpu_count()}",
         f"Python {platform.python_version()}, NumPy {np.__version__}, BLAS {blas['name']} "
-        f"({blas['config'] or 'config unknown'}), {blas['threads']} BLAS threads",
-        (f"PyTorch {torch.__version__} (CPU), torch.get_num_threads() = {torch.get_num_threads()}"
-         if use_torch else "PyTorch: not installed (or --no-torch): minibern only"),
+        f"({blas['config'] or 'config unknown'}), {blas['default_threads']} BLAS threads by default",
+        (f"PyTorch {torch.__version__} (CPU); torch.set_num_threads = the BLAS thread count of "
+         "each table" if use_torch else "PyTorch: not installed (or --no-torch): minibern only"),
         f"data: {data.source}; {args.steps} steps × batch {BATCH} per run, {args.rounds} rounds",
         f"other processes on the machine while measuring: "
         + (f"{others:.2f} cores busy on average" if others is not None else "unknown")
@@ -546,6 +549,24 @@ def machine_lines(args, blas, data, meter, use_torch) -> list[str]:
                      "are inflated and noisy; the paired ratios (same round, alternating order) "
                      "are the more reliable numbers.")
     return lines
+
+
+def build_rows(args, nets, full: bool) -> tuple[list, dict]:
+    """The table's rows: the plain networks, and with ``full`` the gated and pruned ones."""
+    names = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
+    rows, gated_base = [], {}
+    for net in nets:
+        row = Row(Spec(names[net], net))
+        rows.append(row)
+        gated_base[net] = row
+    if not full:
+        return rows, gated_base
+    if not args.no_gates:
+        rows += [Row(Spec(f"{names[net]} gates on", net, gates=True)) for net in nets]
+    pick_rng = np.random.default_rng(0)  # which pixels a pruned LeNet-300-100 keeps
+    rows += [Row(parse_pruned(text, "lenet300", pick_rng)) for text in args.pruned_lenet300]
+    rows += [Row(parse_pruned(text, "lenet5", pick_rng)) for text in args.pruned_lenet5]
+    return rows, gated_base
 
 
 def main(argv=None) -> int:
@@ -564,8 +585,10 @@ def main(argv=None) -> int:
                         help="also time a pruned LeNet-300-100, e.g. 295-157-93 (repeatable)")
     parser.add_argument("--pruned-lenet5", action="append", default=[], metavar="C1-C2-IN-H",
                         help="also time a pruned LeNet-5-Caffe, e.g. 8-17-272-41 (repeatable)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS and PyTorch threads (default: NumPy's BLAS setting)")
+    parser.add_argument("--threads", default=None, metavar="N[,N...]",
+                        help="BLAS and PyTorch threads (default: NumPy's BLAS setting); a list "
+                             "such as 2,1 gives one table per count (gated and pruned rows "
+                             "only in the first)")
     parser.add_argument("--data", default=None, help="MNIST folder (default: the usual places)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -577,30 +600,33 @@ def main(argv=None) -> int:
         parser.error(f"--nets: unknown network in {args.nets!r}; use lenet300 and/or lenet5")
 
     B.set_backend("numpy")
-    if args.threads is not None:
-        set_blas_threads(args.threads)
     blas = blas_info()
+    blas["default_threads"] = blas["threads"]
+    try:
+        counts = ([int(t) for t in args.threads.split(",")] if args.threads
+                  else [blas["threads"] or 1])
+    except ValueError:
+        parser.error(f"--threads: expected counts such as 2 or 2,1, got {args.threads!r}")
+    if min(counts) < 1:
+        parser.error("--threads: counts must be positive")
     use_torch = torch is not None and not args.no_torch
     if torch is None and not args.no_torch:
         log("PyTorch is not installed: measuring minibern only (pip install torch for the reference)")
-    if use_torch:
-        torch.set_num_threads(args.threads or blas["threads"] or 1)
 
-    pick_rng = np.random.default_rng(0)
-    rows, gated_base = [], {}
-    names = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
-    for net in nets:
-        row = Row(Spec(names[net], net))
-        rows.append(row)
-        gated_base[net] = row
-    if not args.no_gates:
-        rows += [Row(Spec(f"{names[net]} gates on", net, gates=True)) for net in nets]
-    rows += [Row(parse_pruned(text, "lenet300", pick_rng)) for text in args.pruned_lenet300]
-    rows += [Row(parse_pruned(text, "lenet5", pick_rng)) for text in args.pruned_lenet5]
-
+    build_rows(args, nets, full=True)  # refuse bad --pruned-* before loading anything
     data = Data(args.steps, args.data)
     args.meter = LoadMeter()
-    measure(rows, gated_base, data, args, use_torch)
+    tables = []
+    for position, count in enumerate(counts):
+        if args.threads is not None:
+            set_blas_threads(count)
+        if use_torch:
+            torch.set_num_threads(count)
+        log(f"{count} thread(s): NumPy's BLAS {blas_info()['threads']}"
+            + (f", torch {torch.get_num_threads()}" if use_torch else ""))
+        rows, gated_base = build_rows(args, nets, full=position == 0)
+        measure(rows, gated_base, data, args, use_torch, memory=position == 0)
+        tables.append((count, rows))
     lines = machine_lines(args, blas, data, args.meter, use_torch)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     command = "python benchmarks/bench_step.py " + " ".join(
@@ -609,36 +635,46 @@ def main(argv=None) -> int:
         print(MARKDOWN_HEAD)
         print("\n".join(f"- {line}" for line in lines))
         print(f"- process peak resident set: {peak_rss:.0f} MiB")
-        print(f"- command: `{command.strip()}`\n")
-        print(table(rows, markdown=True))
+        print(f"- command: `{command.strip()}`")
+        for count, rows in tables:
+            print(f"\n## {count} thread{'s' if count > 1 else ''} (NumPy's BLAS and PyTorch)\n")
+            print(table(rows, markdown=True))
         print(MARKDOWN_TAIL)
     else:
         print("\n".join(lines))
         print(f"process peak resident set: {peak_rss:.0f} MiB")
-        print(table(rows, markdown=False))
+        for count, rows in tables:
+            print(f"\n{count} thread(s):")
+            print(table(rows, markdown=False))
     return 0
 
 
 MARKDOWN_HEAD = """# Benchmarks: seconds per 100 training steps
 
-Generated by `benchmarks/bench_step.py` (regenerate this page with one command:
-`python benchmarks/bench_step.py --markdown --pruned-lenet300 295-157-93 --pruned-lenet5 8-17-272-41 > docs/BENCHMARKS.md`;
-see `benchmarks/README.md` for what is measured and the history of the kernels).
+Generated by `benchmarks/bench_step.py`; regenerate this page with one command (about 3 minutes
+on a quiet 2-core machine):
 
-One step: batch of 100, forward, softmax cross-entropy, backward, momentum-SGD update, float32.
-Times are medians over the rounds with min–max in parentheses; ratios are medians of per-round
-ratios (each round runs minibern and PyTorch back to back in the same process, alternating
-which goes first). The GEMM floor is minibern's matrix products alone (forward, weight and input
-gradients, not the first layer's input gradient) on the same shapes. "gated / ungated" compares
-the gated step (Bernoulli gates, default `GateConfig()`, removal estimator) with the plain one.
-Peak MiB/step: NumPy allocations traced during one step (`tracemalloc`).
+    python benchmarks/bench_step.py --markdown --threads 2,1 --pruned-lenet300 295-157-93 --pruned-lenet5 8-17-272-41 > docs/BENCHMARKS.md
+
+See `benchmarks/README.md` for what is measured and for the kernels' before/after history.
+
+One step: a batch of 100 MNIST images, forward, softmax cross-entropy, backward, momentum-SGD
+update, float32. Times are medians over the rounds with min–max in parentheses; ratios are
+medians of per-round ratios (each round runs minibern and PyTorch back to back in the same
+process, alternating which goes first). The GEMM floor is minibern's matrix products alone
+(forward, weight and input gradients — not the first layer's input gradient, which no step
+needs) on the same shapes. "gated / ungated" compares the gated step (Bernoulli gates, default
+`GateConfig()`: removal estimator, θ updates) with the plain one of the same run. Peak MiB/step:
+NumPy allocations traced during one step (`tracemalloc`), activations kept for backward
+included. Pruned rows are built directly as the smaller networks (LeNet-300-100 `D-H1-H2`:
+D kept input pixels, a `SelectFeatures` in front; LeNet-5 `C1-C2-IN-H`).
 
 ## Machine
 """
 
 MARKDOWN_TAIL = """
-Rows with "—" have no such measurement (PyTorch has no Bernoulli gates; the floor is given for
-the plain networks).
+"—": no such measurement (PyTorch has no Bernoulli gates; the floor is given for the plain
+networks; peak memory only in the first table).
 """
 
 
