@@ -669,6 +669,11 @@ NumPy allocations traced during one step (`tracemalloc`), activations kept for b
 included. Pruned rows are built directly as the smaller networks (LeNet-300-100 `D-H1-H2`:
 D kept input pixels, a `SelectFeatures` in front; LeNet-5 `C1-C2-IN-H`).
 
+Read the 1-thread table first. With 2 threads the rounds vary far more, even on a quiet host:
+NumPy's element-wise kernels (im2col, col2im, pooling, ReLU) run on one core whatever the BLAS
+thread count, PyTorch spreads everything over both, and the two libraries' worker threads, which
+spin between calls, share the same two cores in one process.
+
 ## Machine
 """
 
