@@ -215,7 +215,7 @@ class Trainer:
                     f"good checkpoint (end of epoch {self.epoch}) is kept — lower the learning "
                     f"rate (now {self.optimizer.lr}) or check the data for NaN"
                 )
-            self.net.backward(dlogits)
+            self.net.backward(dlogits, input_grad=False)  # no one needs ∂L/∂images
             for hook in self.hooks:
                 hook.after_backward(self)
             self.optimizer.step(self.net)

@@ -47,6 +47,20 @@ def maxpool2d(x, size, stride):
     return y
 
 
+def maxpool2d_backward(x, dout, size, stride):
+    """The gradient of max pooling: each window's dout goes to its *first* maximal entry."""
+    n, c, oh, ow = dout.shape
+    dx = np.zeros(x.shape)
+    for i in range(n):
+        for ci in range(c):
+            for oy in range(oh):
+                for ox in range(ow):
+                    window = x[i, ci, oy * stride:oy * stride + size, ox * stride:ox * stride + size]
+                    j = int(np.argmax(window.ravel()))  # argmax returns the first maximum
+                    dx[i, ci, oy * stride + j // size, ox * stride + j % size] += dout[i, ci, oy, ox]
+    return dx
+
+
 def relu(x):
     return np.array([v if v > 0 else 0.0 for v in x.ravel()]).reshape(x.shape)
 

@@ -80,6 +80,21 @@ def test_maxpool_tie_sends_gradient_to_one_input():
     np.testing.assert_array_equal(dx, [[[[3.0, 0.0], [0.0, 0.0]]]])
 
 
+@pytest.mark.parametrize("size,stride,shape", [(2, 2, (2, 3, 8, 6)), (2, 2, (2, 3, 7, 5)),
+                                               (2, 1, (1, 2, 5, 5)), (3, 2, (2, 2, 7, 6)),
+                                               (3, 3, (1, 2, 9, 9)), (1, 1, (1, 2, 3, 3))])
+def test_maxpool_backward_with_many_ties_matches_loop(size, stride, shape):
+    """Small integers tie often: every window's gradient must reach its first maximum only,
+    whether the windows tile the input (dx written once) or overlap / leave a ragged edge."""
+    rng = np.random.default_rng(size * 100 + stride * 10 + shape[2])
+    x = rng.integers(0, 3, size=shape).astype(np.float64)
+    layer = L.MaxPool2D(size, stride)
+    y = layer.forward(_float64(x))
+    dout = rng.standard_normal(y.shape)
+    dx = B.to_numpy(layer.backward(_float64(dout)))
+    np.testing.assert_array_equal(dx, naive.maxpool2d_backward(x, dout, size, stride))
+
+
 def test_relu_and_flatten_match_loops():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 3, 2, 2))

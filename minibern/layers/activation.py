@@ -18,6 +18,8 @@ class ReLU(Layer):
     The kink at 0 takes the subgradient 0.
     """
 
+    stateless_backward = True  # backward only returns dx
+
     def __init__(self):
         super().__init__()
         self._mask = None

@@ -3,7 +3,8 @@
 A layer holds ``params`` and ``grads``, two dicts with the same keys (``"W"``, ``"b"``);
 ``forward(x)`` keeps what ``backward`` needs; ``backward(dout)`` returns ``dx`` and
 *overwrites* ``grads`` (gradients never accumulate across calls). Neither method writes into
-its argument.
+its argument. ``param_backward(dout)`` is backward for a layer whose input gradient nobody
+needs (the first layer of a network reads the data): it fills ``grads`` and returns None.
 """
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ class Layer:
     #: False in evaluation mode (only layers with randomness, such as gates, look at it).
     training = True
 
+    #: True for layers whose backward does nothing but return dx (no parameter gradients, no
+    #: statistics): a Sequential asked for no input gradient skips such leading layers.
+    stateless_backward = False
+
     def __init__(self):
         self.params: dict = {}
         self.grads: dict = {}
@@ -25,6 +30,12 @@ class Layer:
 
     def backward(self, dout):
         raise NotImplementedError
+
+    def param_backward(self, dout) -> None:
+        """Backward when nobody needs ∂L/∂x (the layer reads the data): fill ``grads`` (and any
+        statistics a layer keeps) and return None. The default runs :meth:`backward` and drops
+        dx; Dense and Conv2D skip computing it."""
+        self.backward(dout)
 
     def __call__(self, x):
         return self.forward(x)

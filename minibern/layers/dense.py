@@ -55,12 +55,21 @@ class Dense(Layer):
                 f"{tuple(x.shape)}; check the previous layer's output size"
             )
         self._x = x
-        return x @ self.params["W"] + self.params["b"]  # (L1)
+        y = x @ self.params["W"]  # (L1)
+        y += self.params["b"]  # in place: no second (N, M) array
+        return y
 
     def backward(self, dout):
+        return self._backward(dout, input_grad=True)
+
+    def param_backward(self, dout) -> None:
+        """(L2)–(L3) only: the first layer's input gradient (L4) is one GEMM nobody needs."""
+        self._backward(dout, input_grad=False)
+
+    def _backward(self, dout, input_grad: bool):
         self._check_backward_ready(self._x)
         x = self._x
         check_dout(self, dout, (x.shape[0], self.params["W"].shape[1]))
         self.grads["W"] = x.T @ dout  # (L2)
         self.grads["b"] = dout.sum(axis=0)  # (L3)
-        return dout @ self.params["W"].T  # (L4)
+        return dout @ self.params["W"].T if input_grad else None  # (L4)

@@ -1,4 +1,5 @@
-r"""im2col and its adjoint col2im. Derivation: docs/derivations/layers.md, (L7), (L12)–(L14).
+r"""im2col and its adjoint col2im, in two memory layouts. Derivation: docs/derivations/layers.md,
+(L7), (L7b), (L12)–(L14).
 
 Notation: N examples, C channels, H×W input, KH×KW kernel, stride s, zero padding p,
 output OH×OW with
@@ -6,23 +7,38 @@ output OH×OW with
 .. math:: OH = \left\lfloor \frac{H + 2p - KH}{s} \right\rfloor + 1,\quad
           OW = \left\lfloor \frac{W + 2p - KW}{s} \right\rfloor + 1.        \tag{L14}
 
-**Layout.** The column matrix has shape ``(C*KH*KW, N*OH*OW)``, rows in (c, ky, kx) order and
-columns in (n, oy, ox) order:
+**Channel-major layout** (:func:`im2col`, :func:`col2im`). The column matrix has shape
+``(C*KH*KW, N*OH*OW)``, rows in (c, ky, kx) order and columns in (n, oy, ox) order:
 
 .. math:: \text{col}[(c,k_y,k_x),\,(n,o_y,o_x)] = x^{pad}[n,\,c,\,o_y s + k_y,\,o_x s + k_x]   \tag{L7}
 
 so that a convolution is one GEMM ``W.reshape(F, C*KH*KW) @ col``. It is built by a loop over
 the KH·KW kernel offsets, each copying one strided slice of the padded input (the same source
-runs on NumPy and CuPy; no scatter-add).
+runs on NumPy and CuPy; no scatter-add); every copy runs along an output row (OW numbers).
 
-**Memory.** The column buffer takes ``N·OH·OW·C·KH·KW·itemsize`` bytes — for LeNet-5's second
+**Channels-last layout** (:func:`im2col_rows`, :func:`col2im_rows`). The transpose, with the
+channel index last: shape ``(N*OH*OW, KH*KW*C)``, rows (n, oy, ox), columns (ky, kx, c),
+
+.. math:: \text{col}_r[(n,o_y,o_x),\,(k_y,k_x,c)] = x^{pad}[n,\,c,\,o_y s + k_y,\,o_x s + k_x]  \tag{L7b}
+
+built from the input transposed once to (N, H, W, C): one row of a window over all channels,
+``x_nhwc[n, oy*s + ky, ox*s : ox*s + KW, :]``, is then KW·C contiguous numbers, and the whole
+matrix is *one* strided copy of a sliding-window view. This is the faster layout whenever
+KW·C ≥ OW (LeNet-5's conv2: 100 numbers per run instead of 8); the channel-major one wins
+when C is small (conv1, C = 1: runs of 24 instead of 5). :class:`~minibern.layers.Conv2D`
+picks per layer; the arithmetic is the same matrix product either way.
+
+**Memory.** Either buffer takes ``N·OH·OW·C·KH·KW·itemsize`` bytes — for LeNet-5's second
 conv (C=20, 5×5, 8×8 output) 128 KB per float32 example, 12.8 MB for a batch of 100. Callers
 that might exceed a budget split the batch (see :class:`minibern.layers.Conv2D`).
 
 **col2im** is the adjoint (transpose) of the linear map im2col: every column entry is added back
-to the input pixel it was copied from, one ``+=`` of a strided slice per kernel offset,
+to the input pixel it was copied from, one ``+=`` of a strided slice at a time,
 
 .. math:: \langle \text{im2col}(x), Y\rangle = \langle x, \text{col2im}(Y)\rangle.   \tag{L13}
+
+(channel-major: one slice per kernel offset (ky, kx); channels-last: one per (ky, ox), each
+adding (N, OH, KW·C) blocks whose rows are contiguous on both sides).
 """
 from __future__ import annotations
 
@@ -53,7 +69,15 @@ def pad_input(x, pad: int):
     return xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
 
 
-def im2col(x, kernel, stride: int = 1, pad: int = 0):
+def _destination(out, shape, dtype, what: str):
+    """``out`` checked against the expected 6-D shape and dtype (any strides: a block view)."""
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise ValueError(f"{what}: out has shape {tuple(out.shape)} and dtype {out.dtype}, "
+                         f"expected {tuple(shape)} and {dtype}")
+    return out
+
+
+def im2col(x, kernel, stride: int = 1, pad: int = 0, out=None):
     """Unfold (N, C, H, W) patches into a ``(C*KH*KW, N*OH*OW)`` matrix, (L7).
 
     Parameters
@@ -61,10 +85,15 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0):
     x : array (N, C, H, W)
     kernel : (KH, KW)
     stride, pad : int
+    out : array (C, KH, KW, N, OH, OW), optional
+        Where to write the columns instead of a new array — any view with that shape, e.g.
+        ``big.reshape(C, KH, KW, N_total, OH, OW)[:, :, :, n0:n1]``, the block of examples
+        n0..n1 of a larger column matrix (:class:`~minibern.layers.Conv2D` fills its buffer
+        block by block).
 
     Returns
     -------
-    col : array (C*KH*KW, N*OH*OW), a new C-contiguous array of x's dtype.
+    col : array (C*KH*KW, N*OH*OW), a new C-contiguous array of x's dtype; or ``out``.
     """
     kh, kw = kernel
     n, c, h, w = x.shape
@@ -72,35 +101,133 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0):
     ow = conv_output_size(w, kw, stride, pad)
     xp = B.get_array_module(x)
     x_pad = pad_input(x, pad)
-    col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
+    shape = (c, kh, kw, n, oh, ow)
+    col = xp.empty(shape, dtype=x.dtype) if out is None else \
+        _destination(out, shape, x.dtype, "im2col")
     for ky in range(kh):
-        y_end = ky + stride * oh
+        y_end = ky + stride * (oh - 1) + 1
         for kx in range(kw):
-            x_end = kx + stride * ow
+            x_end = kx + stride * (ow - 1) + 1
             col[:, ky, kx] = x_pad[:, :, ky:y_end:stride, kx:x_end:stride].transpose(1, 0, 2, 3)  # (L7)
-    return col.reshape(c * kh * kw, n * oh * ow)
+    return col.reshape(c * kh * kw, n * oh * ow) if out is None else out
 
 
-def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0):
+def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
     """Adjoint of :func:`im2col`: fold a ``(C*KH*KW, N*OH*OW)`` matrix back to (N, C, H, W), (L12).
 
-    Overlapping patches add up. Returns a new array; ``col`` is not modified.
+    ``col`` may also be given as its 6-D view (C, KH, KW, N, OH, OW), with any strides (e.g.
+    an (N, C·KH·KW, OH·OW) array reshaped and transposed, as :class:`~minibern.layers.Conv2D`
+    keeps its columns). Overlapping patches add up. Returns a new array, or writes into ``out``
+    (an (N, C, H, W) array or view) and returns it; ``col`` is not modified.
     """
     kh, kw = kernel
     n, c, h, w = x_shape
     oh = conv_output_size(h, kh, stride, pad)
     ow = conv_output_size(w, kw, stride, pad)
-    if tuple(col.shape) != (c * kh * kw, n * oh * ow):
+    if tuple(col.shape) not in ((c * kh * kw, n * oh * ow), (c, kh, kw, n, oh, ow)):
         raise ValueError(f"col2im: col has shape {tuple(col.shape)}, expected "
                          f"{(c * kh * kw, n * oh * ow)} for x_shape {tuple(x_shape)}")
     xp = B.get_array_module(col)
-    col6 = col.reshape(c, kh, kw, n, oh, ow)
-    dx_pad = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
+    col6 = col.reshape(c, kh, kw, n, oh, ow) if col.ndim == 2 else col
+    if pad == 0 and out is not None:  # accumulate straight into the destination
+        dx_pad = _destination(out, x_shape, col.dtype, "col2im")
+        dx_pad[...] = 0
+    else:
+        dx_pad = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
     for ky in range(kh):
-        y_end = ky + stride * oh
+        y_end = ky + stride * (oh - 1) + 1
         for kx in range(kw):
-            x_end = kx + stride * ow
+            x_end = kx + stride * (ow - 1) + 1
             dx_pad[:, :, ky:y_end:stride, kx:x_end:stride] += col6[:, ky, kx].transpose(1, 0, 2, 3)  # (L12)
+    dx = dx_pad if pad == 0 else dx_pad[:, :, pad:pad + h, pad:pad + w]
+    if out is None or dx is out:
+        return dx
+    _destination(out, x_shape, col.dtype, "col2im")[...] = dx
+    return out
+
+
+def _nhwc_padded(x, pad: int):
+    """(N, H+2p, W+2p, C): x transposed to channels-last and zero-padded, in one copy."""
+    xp = B.get_array_module(x)
+    n, c, h, w = x.shape
     if pad == 0:
-        return dx_pad
-    return dx_pad[:, :, pad:pad + h, pad:pad + w]
+        return xp.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    x_h = xp.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=x.dtype)
+    x_h[:, pad:pad + h, pad:pad + w, :] = x.transpose(0, 2, 3, 1)
+    return x_h
+
+
+def _sliding_windows(x_h, kh: int, kw: int):
+    """Read-only view (N, H', W', C, KH, KW) of all KH×KW windows of an NHWC array, or None
+    where the array module has no ``sliding_window_view`` (older CuPy)."""
+    xp = B.get_array_module(x_h)
+    tricks = getattr(getattr(xp, "lib", None), "stride_tricks", None)
+    windows = getattr(tricks, "sliding_window_view", None)
+    return None if windows is None else windows(x_h, (kh, kw), axis=(1, 2))
+
+
+def im2col_rows(x, kernel, stride: int = 1, pad: int = 0, out=None):
+    """Unfold (N, C, H, W) patches into the channels-last ``(N*OH*OW, KH*KW*C)`` matrix, (L7b).
+
+    Parameters
+    ----------
+    x : array (N, C, H, W)
+    kernel : (KH, KW)
+    stride, pad : int
+    out : array (N, OH, OW, KH, KW, C), optional
+        Where to write the columns instead of a new array (any view with that shape, e.g. the
+        rows of examples n0..n1 of a larger buffer).
+
+    Returns
+    -------
+    col : array (N*OH*OW, KH*KW*C), a new C-contiguous array of x's dtype, rows (n, oy, ox),
+        columns (ky, kx, c); or ``out``.
+    """
+    kh, kw = kernel
+    n, c, h, w = x.shape
+    oh = conv_output_size(h, kh, stride, pad)
+    ow = conv_output_size(w, kw, stride, pad)
+    xp = B.get_array_module(x)
+    shape = (n, oh, ow, kh, kw, c)
+    col = xp.empty(shape, dtype=x.dtype) if out is None else \
+        _destination(out, shape, x.dtype, "im2col_rows")
+    x_h = _nhwc_padded(x, pad)
+    windows = _sliding_windows(x_h, kh, kw)
+    if windows is not None:  # one strided copy of the whole matrix (L7b)
+        view = windows[:, :stride * (oh - 1) + 1:stride, :stride * (ow - 1) + 1:stride]
+        col[...] = view.transpose(0, 1, 2, 4, 5, 3)
+    else:
+        for ky in range(kh):
+            rows = slice(ky, ky + stride * (oh - 1) + 1, stride)
+            for ox in range(ow):
+                col[:, :, ox, ky] = x_h[:, rows, ox * stride:ox * stride + kw]  # (L7b)
+    return col.reshape(n * oh * ow, kh * kw * c) if out is None else out
+
+
+def col2im_rows(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
+    """Adjoint of :func:`im2col_rows`: fold an ``(N*OH*OW, KH*KW*C)`` matrix back to
+    (N, C, H, W), (L12) in the channels-last layout.
+
+    Overlapping patches add up. Returns a new C-contiguous array, or writes into ``out`` (an
+    (N, C, H, W) array or view) and returns it; ``col`` is not modified.
+    """
+    kh, kw = kernel
+    n, c, h, w = x_shape
+    oh = conv_output_size(h, kh, stride, pad)
+    ow = conv_output_size(w, kw, stride, pad)
+    if tuple(col.shape) != (n * oh * ow, kh * kw * c):
+        raise ValueError(f"col2im_rows: col has shape {tuple(col.shape)}, expected "
+                         f"{(n * oh * ow, kh * kw * c)} for x_shape {tuple(x_shape)}")
+    xp = B.get_array_module(col)
+    col6 = col.reshape(n, oh, ow, kh, kw, c)
+    dx_h = xp.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=col.dtype)
+    for ky in range(kh):
+        rows = slice(ky, ky + stride * (oh - 1) + 1, stride)
+        for ox in range(ow):
+            # the KW·C numbers of window row ky at output column ox, for every (n, oy)  (L12)
+            dx_h[:, rows, ox * stride:ox * stride + kw] += col6[:, :, ox, ky]
+    dx = dx_h[:, pad:pad + h, pad:pad + w].transpose(0, 3, 1, 2)
+    if out is None:
+        return xp.ascontiguousarray(dx)
+    _destination(out, x_shape, col.dtype, "col2im_rows")[...] = dx
+    return out

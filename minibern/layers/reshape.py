@@ -17,6 +17,8 @@ class Flatten(Layer):
               \tag{L17}
     """
 
+    stateless_backward = True  # backward only returns dx
+
     def __init__(self):
         super().__init__()
         self._shape = None

@@ -38,6 +38,8 @@ class SelectFeatures(Layer):
     i.e. a scatter of ``dout`` into zeros; features not kept get gradient 0.
     """
 
+    stateless_backward = True  # backward only returns dx
+
     def __init__(self, index, in_features: int):
         super().__init__()
         self.in_features = positive_int(in_features, "in_features")

@@ -73,10 +73,29 @@ class Sequential(Layer):
         """Evaluation mode: gates use the deterministic mask 1[θ ≥ ½]."""
         return self.train(False)
 
-    def backward(self, dout):
-        for layer in reversed(self.layers):
+    def backward(self, dout, *, input_grad: bool = True):
+        """Backpropagate ``dout`` through every layer; return ∂L/∂x.
+
+        With ``input_grad=False`` (the training step: nobody needs the gradient of the data)
+        the leading layers whose backward only computes dx are skipped, the first layer that
+        keeps gradients or statistics runs :meth:`~Layer.param_backward` (Dense and Conv2D then
+        skip their input-gradient GEMM), and None is returned.
+        """
+        if input_grad:
+            for layer in reversed(self.layers):
+                dout = layer.backward(dout)  # (L0)
+            return dout
+        first = next((k for k, layer in enumerate(self.layers) if not layer.stateless_backward),
+                     None)
+        if first is None:
+            return None
+        for layer in reversed(self.layers[first + 1:]):
             dout = layer.backward(dout)  # (L0)
-        return dout
+        self.layers[first].param_backward(dout)
+        return None
+
+    def param_backward(self, dout) -> None:
+        self.backward(dout, input_grad=False)
 
     def named_parameters(self) -> dict:
         """``{"<layer>.<param>": array}`` in layer order (the arrays themselves, not copies)."""

@@ -1,0 +1,687 @@
+"""Seconds per 100 training steps: minibern against PyTorch (CPU) and against its own GEMM floor.
+
+One training step = gather a batch of 100, forward, softmax cross-entropy, backward, momentum-SGD
+update (lr 0.01, momentum 0.9), float32 — the step :meth:`minibern.train.Trainer.train_epoch`
+runs. For every network the script times, in the same process and alternating which goes first
+in each round:
+
+* **minibern**: ``Trainer.train_epoch`` on a ``train_subset`` of 100·steps MNIST images (a
+  fresh network and trainer each round, built outside the timer);
+* **minibern, gates on**: the same with ``build_model(..., gates=True)`` and a
+  :class:`minibern.gate_training.GateTrainer` with the default ``GateConfig()``, wired as
+  ``Trainer.fit`` wires it (``before_fit``, then the trainer's hooks);
+* **PyTorch**: the same network (the same initial weights, copied), ``torch.optim.SGD`` with
+  momentum, the same batch size and number of steps;
+* **GEMM floor**: only the matrix products of forward and backward, on the real shapes, in
+  float32, with preallocated contiguous operands — the forward product, the weight gradient and
+  the input gradient of every Dense/Conv2D layer (a conv layer as its im2col product
+  (N·OH·OW, C·KH·KW) @ (C·KH·KW, F)), except the input gradient of the first layer, which no
+  step needs (neither framework computes it).
+
+Each number is the median over ``--rounds`` rounds, with the min–max; ratios are medians of
+per-round (paired) ratios. Peak memory per step is the peak of NumPy allocations traced by
+``tracemalloc`` during one step (activations kept for backward plus temporaries), measured in a
+separate untimed step; the process's peak resident set is printed too.
+
+PyTorch is optional: without it the script says so and prints minibern's numbers.
+Threads: NumPy's BLAS thread count is read (and with ``--threads`` set) through the OpenBLAS
+library NumPy loaded; PyTorch gets ``torch.set_num_threads`` of the same count. On a host shared
+with other jobs, multi-threaded BLAS and PyTorch stall whenever one of their threads is
+descheduled (times then vary 10× between rounds); ``--threads 1`` gives stable numbers there.
+The script measures how many cores other processes kept busy and says so in its report.
+
+Usage::
+
+    python benchmarks/bench_step.py                     # both nets, gates off/on, 5 rounds
+    python benchmarks/bench_step.py --quick             # smoke run: 20 steps, 3 rounds
+    python benchmarks/bench_step.py --threads 1 --nets lenet5 --no-gates
+    python benchmarks/bench_step.py --pruned-lenet300 295-157-93 --pruned-lenet5 8-17-272-41
+    # the docs page, one table per thread count (about 3 minutes on a quiet 2-core machine):
+    python benchmarks/bench_step.py --markdown --threads 2,1 \
+        --pruned-lenet300 295-157-93 --pruned-lenet5 8-17-272-41 > docs/BENCHMARKS.md
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import io
+import os
+import platform
+import resource
+import shlex
+import statistics
+import sys
+import time
+import tracemalloc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from minibern import backend as B
+from minibern import layers as L
+from minibern.gate_training import GateConfig, GateTrainer
+from minibern.models import build_model
+from minibern.train import TrainConfig, Trainer, device_splits
+
+try:
+    import torch
+    import torch.nn.functional as TF
+except ImportError:  # the script still measures minibern
+    torch = None
+
+BATCH = 100
+LR, MOMENTUM = 0.01, 0.9
+REPO = Path(__file__).resolve().parents[1]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Threads: NumPy's OpenBLAS, read and set through the library NumPy loaded.
+# ---------------------------------------------------------------------------------------------
+def _openblas():
+    """(ctypes library, symbol prefix/suffix pair) of the OpenBLAS NumPy loaded, or None."""
+    with open("/proc/self/maps", encoding="utf-8") as maps:
+        paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
+    for path in sorted(paths):
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""),
+                               ("openblas_", "64_"), ("openblas_", "")):
+            if hasattr(lib, f"{prefix}get_num_threads{suffix}"):
+                return lib, prefix, suffix, path
+    return None
+
+
+def blas_info() -> dict:
+    """NumPy's BLAS: name, version/config string, threads."""
+    info = {"name": "unknown", "config": "", "threads": None, "set": None}
+    found = _openblas()
+    if found is None:
+        return info
+    lib, prefix, suffix, path = found
+    get = getattr(lib, f"{prefix}get_num_threads{suffix}")
+    get.restype = ctypes.c_int
+    config = getattr(lib, f"{prefix}get_config{suffix}", None)
+    if config is not None:
+        config.restype = ctypes.c_char_p
+        info["config"] = config().decode()
+    info.update(name=Path(path).name, threads=int(get()),
+                set=getattr(lib, f"{prefix}set_num_threads{suffix}", None))
+    return info
+
+
+def set_blas_threads(count: int) -> None:
+    setter = blas_info()["set"]
+    if setter is None:
+        raise SystemExit("--threads: cannot find NumPy's OpenBLAS to set its thread count; "
+                         "set OPENBLAS_NUM_THREADS in the environment instead")
+    setter.argtypes = [ctypes.c_int]
+    setter(count)
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine and how busy it was.
+# ---------------------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _busy_jiffies():
+    """(busy, total) CPU jiffies of the whole machine from /proc/stat, or None."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values[:8]) - idle, sum(values[:8])
+
+
+class LoadMeter:
+    """CPU time the *other* processes used while we measured (machine busy − our own)."""
+
+    def __init__(self):
+        self.start = _busy_jiffies()
+        self.own = self._own()
+        self.wall = time.perf_counter()
+        self.loadavg = []
+
+    @staticmethod
+    def _own() -> float:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+
+    def sample(self) -> None:
+        try:
+            self.loadavg.append(os.getloadavg()[0])
+        except OSError:
+            pass
+
+    def others_cores(self):
+        """Average number of cores busy with other processes, or None."""
+        end = _busy_jiffies()
+        if end is None or self.start is None:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        wall = time.perf_counter() - self.wall
+        busy = (end[0] - self.start[0]) / hz
+        return max(0.0, (busy - (self._own() - self.own)) / wall)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks.
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Spec:
+    """One row of the table: how to build the minibern and the PyTorch network."""
+
+    label: str
+    model: str                 # "lenet300" or "lenet5" (input shape, TrainConfig.model)
+    gates: bool = False
+    pruned: tuple | None = None  # widths for the pruned architectures
+    select: object = None        # host index array of kept input pixels (pruned LeNet-300-100)
+
+    def build(self):
+        if self.pruned is None:
+            return build_model(self.model, seed=0, gates=self.gates)
+        rng = B.make_rng(0)
+        if self.model == "lenet300":
+            d, h1, h2 = self.pruned
+            layers = [("select", L.SelectFeatures(self.select, 784))] if d < 784 else []
+            net = L.Sequential(*layers, ("fc1", L.Dense(d, h1, rng=rng)), ("relu1", L.ReLU()),
+                               ("fc2", L.Dense(h1, h2, rng=rng)), ("relu2", L.ReLU()),
+                               ("fc3", L.Dense(h2, 10, rng=rng)))
+            net.input_shape = (784,)
+            return net
+        c1, c2, fin, h = self.pruned
+        net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, rng=rng)), ("relu1", L.ReLU()),
+                           ("pool1", L.MaxPool2D(2)),
+                           ("conv2", L.Conv2D(c1, c2, 5, rng=rng)), ("relu2", L.ReLU()),
+                           ("pool2", L.MaxPool2D(2)), ("flatten", L.Flatten()),
+                           ("fc1", L.Dense(fin, h, rng=rng)), ("relu3", L.ReLU()),
+                           ("fc2", L.Dense(h, 10, rng=rng)))
+        net.input_shape = (1, 28, 28)
+        return net
+
+
+def parse_pruned(text: str, model: str, rng) -> Spec:
+    try:
+        widths = tuple(int(v) for v in text.split("-"))
+    except ValueError:
+        widths = ()
+    if model == "lenet300":
+        if len(widths) != 3 or not 1 <= widths[0] <= 784 or min(widths) < 1:
+            raise SystemExit(f"--pruned-lenet300 {text!r}: expected INPUTS-H1-H2 such as "
+                             "295-157-93 (inputs ≤ 784)")
+        select = np.sort(rng.choice(784, size=widths[0], replace=False))
+        return Spec(f"LeNet-300-100 pruned {text}", model, pruned=widths, select=select)
+    if len(widths) != 4 or min(widths) < 1 or widths[2] != widths[1] * 16:
+        raise SystemExit(f"--pruned-lenet5 {text!r}: expected CONV1-CONV2-FC1IN-FC1 such as "
+                         "8-17-272-41, with FC1IN = CONV2·16 (the flattened 4×4 maps)")
+    return Spec(f"LeNet-5-Caffe pruned {text}", model, pruned=widths)
+
+
+def torch_twin(net):
+    """A torch.nn.Sequential with the same layers and the same (copied) weights as ``net``."""
+    modules = []
+    for name, layer in net:
+        if isinstance(layer, L.Dense):
+            module = torch.nn.Linear(*layer.params["W"].shape)
+            module.weight.data = torch.from_numpy(B.to_numpy(layer.params["W"]).T.copy())
+            module.bias.data = torch.from_numpy(B.to_numpy(layer.params["b"]).copy())
+        elif isinstance(layer, L.Conv2D):
+            f, c, kh, kw = layer.params["W"].shape
+            module = torch.nn.Conv2d(c, f, (kh, kw), stride=layer.stride, padding=layer.pad)
+            module.weight.data = torch.from_numpy(B.to_numpy(layer.params["W"]).copy())
+            module.bias.data = torch.from_numpy(B.to_numpy(layer.params["b"]).copy())
+        elif isinstance(layer, L.ReLU):
+            module = torch.nn.ReLU()
+        elif isinstance(layer, L.MaxPool2D):
+            module = torch.nn.MaxPool2d(layer.size, layer.stride)
+        elif isinstance(layer, L.Flatten):
+            module = torch.nn.Flatten()
+        elif isinstance(layer, L.SelectFeatures):
+            module = _TorchSelect(layer.index)
+        else:
+            raise TypeError(f"no PyTorch twin for layer {name!r} ({type(layer).__name__})")
+        modules.append(module)
+    return torch.nn.Sequential(*modules)
+
+
+if torch is not None:
+    class _TorchSelect(torch.nn.Module):
+        def __init__(self, index):
+            super().__init__()
+            self.register_buffer("index", torch.from_numpy(np.asarray(index, np.int64)))
+
+        def forward(self, x):
+            return x.index_select(1, self.index)
+
+
+# ---------------------------------------------------------------------------------------------
+# The timed runs.
+# ---------------------------------------------------------------------------------------------
+class Data:
+    """The first 100·steps MNIST training images (or random stand-ins), host float32."""
+
+    def __init__(self, steps: int, data_dir):
+        self.n = steps * BATCH
+        self.source = None
+        images = labels = None
+        for candidate in [data_dir, os.environ.get("MINIBERN_DATA"), REPO / "data" / "mnist",
+                          REPO.parent / "shared" / "data" / "mnist"]:
+            if not candidate or not Path(candidate).is_dir():
+                continue
+            try:
+                from minibern.data import load_mnist
+                mnist = load_mnist(candidate, download=False)
+            except Exception:  # noqa: BLE001 - try the next folder
+                continue
+            images, labels = mnist.train_images[:self.n], mnist.train_labels[:self.n]
+            self.source = f"MNIST from {candidate}"
+            break
+        if images is None:
+            rng = np.random.default_rng(0)
+            images = rng.random((self.n, 1, 28, 28), dtype=np.float32)
+            labels = rng.integers(0, 10, self.n).astype(np.int64)
+            self.source = "random images (MNIST not found; timings do not depend on the values)"
+        self.images, self.labels = images, labels
+        self.mnist_like = _Splits(images, labels)
+
+
+@dataclass
+class _Splits:
+    """What ``device_splits`` needs: train/val/test host arrays (val and test are tiny)."""
+
+    train_images: object
+    train_labels: object
+    val_images: object = None
+    val_labels: object = None
+    test_images: object = None
+    test_labels: object = None
+
+    def __post_init__(self):
+        self.val_images, self.val_labels = self.train_images[:BATCH], self.train_labels[:BATCH]
+        self.test_images, self.test_labels = self.val_images, self.val_labels
+
+
+def minibern_runner(spec: Spec, data: Data, steps: int):
+    """Build a fresh network and trainer; return the timed callable (one epoch = ``steps``)."""
+    net = spec.build()
+    config = TrainConfig(model=spec.model, epochs=1, batch_size=BATCH, seed=0, optimizer="sgd",
+                         lr=LR, momentum=MOMENTUM, train_subset=steps * BATCH)
+    splits = device_splits(data.mnist_like, net.input_shape, config.train_subset)
+    trainer = Trainer(net, splits, config, log=lambda message: None,
+                      progress_stream=io.StringIO())
+    if spec.gates:
+        hook = GateTrainer(net, GateConfig(), splits["train"].size)
+        trainer.hooks = [hook]
+        hook.before_fit(trainer)
+
+    def run():
+        trainer.train_epoch()
+        B.synchronize()
+    return run
+
+
+def torch_runner(spec: Spec, data: Data, steps: int):
+    net = spec.build()
+    model = torch_twin(net)
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    shape = (data.n,) + tuple(net.input_shape)
+    images = torch.from_numpy(np.ascontiguousarray(data.images.reshape(shape)))
+    labels = torch.from_numpy(data.labels)
+    order_rng = np.random.default_rng(1)
+
+    def run():
+        order = torch.from_numpy(order_rng.permutation(data.n))
+        for step in range(steps):
+            index = order[step * BATCH:(step + 1) * BATCH]
+            x, y = images[index], labels[index]
+            optimizer.zero_grad(set_to_none=True)
+            loss = TF.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            loss.item()  # minibern reads every step's loss on the host too
+    return run
+
+
+def gemm_operands(net, rng):
+    """The float32 GEMM operand pairs of one training step (see the module docstring)."""
+    pairs, x_shape, first = [], (BATCH,) + tuple(net.input_shape), True
+
+    def rand(*shape):
+        return rng.random(shape, dtype=np.float32)
+
+    for _, layer in net:
+        if isinstance(layer, L.Conv2D):
+            n, f, oh, ow = layer.output_shape(x_shape)
+            _, c, kh, kw = layer.params["W"].shape
+            rows, k = n * oh * ow, c * kh * kw
+            pairs.append((rand(rows, k), rand(k, f)))            # forward  (L8)
+            pairs.append((rand(f, rows), rand(rows, k)))         # weights  (L9)
+            if not first:
+                pairs.append((rand(rows, f), rand(f, k)))        # input    (L11)
+            first = False
+        elif isinstance(layer, L.Dense):
+            d, m = layer.params["W"].shape
+            n = x_shape[0]
+            pairs.append((rand(n, d), rand(d, m)))               # forward  (L1)
+            pairs.append((rand(d, n), rand(n, m)))               # weights  (L2)
+            if not first:
+                pairs.append((rand(n, m), rand(m, d)))           # input    (L4)
+            first = False
+        x_shape = _next_shape(layer, x_shape)
+    return [(a, b, np.empty((a.shape[0], b.shape[1]), np.float32)) for a, b in pairs]
+
+
+def _next_shape(layer, shape):
+    if isinstance(layer, L.Conv2D):
+        return layer.output_shape(shape)
+    if isinstance(layer, L.MaxPool2D):
+        n, c, h, w = shape
+        return n, c, (h - layer.size) // layer.stride + 1, (w - layer.size) // layer.stride + 1
+    if isinstance(layer, L.Flatten):
+        return shape[0], int(np.prod(shape[1:]))
+    if isinstance(layer, L.Dense):
+        return shape[0], layer.params["W"].shape[1]
+    if isinstance(layer, L.SelectFeatures):
+        return shape[0], layer.index.size
+    return shape
+
+
+def floor_runner(spec: Spec, steps: int):
+    operands = gemm_operands(spec.build(), np.random.default_rng(0))
+
+    def run():
+        for _ in range(steps):
+            for a, b, out in operands:
+                np.matmul(a, b, out=out)
+    return run
+
+
+def peak_step_bytes(spec: Spec, data: Data) -> int:
+    """Peak NumPy bytes traced during one minibern step (after a warm-up step)."""
+    run = minibern_runner(spec, data, 1)
+    run()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        run()
+        return tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def timed(make_run) -> float:
+    run = make_run()
+    gc.collect()
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement and report.
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    spec: Spec
+    times: dict = field(default_factory=dict)   # kind -> [seconds per 100 steps, per round]
+    peak_bytes: int | None = None
+
+    def median(self, kind):
+        values = self.times.get(kind)
+        return statistics.median(values) if values else None
+
+    def ratio(self, a, b):
+        """Median and min–max of the per-round ratios times[a] / times[b]."""
+        if not self.times.get(a) or not self.times.get(b):
+            return None
+        ratios = [x / y for x, y in zip(self.times[a], self.times[b])]
+        return statistics.median(ratios), min(ratios), max(ratios)
+
+
+def measure(rows, gated_base, data, args, use_torch: bool, memory: bool = True) -> None:
+    scale = 100.0 / args.steps
+    kinds = {}
+    for row in rows:
+        kinds[row.spec.label] = ["minibern"] + (["torch"] if use_torch and not row.spec.gates else []) \
+            + (["floor"] if not row.spec.gates else [])
+    log(f"warm-up ({min(args.steps, 10)} steps per run)")
+    for row in rows:
+        for kind in kinds[row.spec.label]:
+            make = _maker(kind, row.spec, data, min(args.steps, 10))
+            timed(make)
+    meter = args.meter
+    for r in range(args.rounds):
+        for row in rows:
+            order = kinds[row.spec.label] if r % 2 == 0 else list(reversed(kinds[row.spec.label]))
+            for kind in order:
+                seconds = timed(_maker(kind, row.spec, data, args.steps)) * scale
+                row.times.setdefault(kind, []).append(seconds)
+            meter.sample()
+        log(f"round {r + 1}/{args.rounds}: " + "  ".join(
+            f"{row.spec.label}: " + "/".join(f"{row.times[k][-1]:.3f}" for k in kinds[row.spec.label])
+            for row in rows))
+    for row in rows:
+        if memory and not args.no_memory:
+            row.peak_bytes = peak_step_bytes(row.spec, data)
+    for row in rows:
+        if row.spec.gates:
+            base = gated_base.get(row.spec.model)
+            if base is not None:
+                row.times["ungated"] = base.times["minibern"]
+
+
+def _maker(kind, spec, data, steps):
+    if kind == "minibern":
+        return lambda: minibern_runner(spec, data, steps)
+    if kind == "torch":
+        return lambda: torch_runner(spec, data, steps)
+    return lambda: floor_runner(spec, steps)
+
+
+def _fmt_time(row, kind):
+    values = row.times.get(kind)
+    if not values:
+        return "—"
+    return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f})"
+
+
+def _fmt_ratio(row, a, b):
+    ratio = row.ratio(a, b)
+    if ratio is None:
+        return "—"
+    return f"{ratio[0]:.2f}× ({ratio[1]:.2f}–{ratio[2]:.2f})"
+
+
+def table(rows, markdown: bool) -> str:
+    head = ["network", "minibern s/100 steps", "PyTorch s/100 steps", "minibern / PyTorch",
+            "GEMM floor s/100 steps", "minibern / floor", "gated / ungated", "peak MiB/step"]
+    body = []
+    for row in rows:
+        peak = "—" if row.peak_bytes is None else f"{row.peak_bytes / 2 ** 20:.1f}"
+        body.append([row.spec.label, _fmt_time(row, "minibern"), _fmt_time(row, "torch"),
+                     _fmt_ratio(row, "minibern", "torch"), _fmt_time(row, "floor"),
+                     _fmt_ratio(row, "minibern", "floor"), _fmt_ratio(row, "minibern", "ungated"),
+                     peak])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(cells, widths))
+                     for cells in [head] + body)
+
+
+def machine_lines(args, blas, data, meter, use_torch) -> list[str]:
+    others = meter.others_cores()
+    load = (f"{statistics.median(meter.loadavg):.1f} (median of {len(meter.loadavg)} samples)"
+            if meter.loadavg else "unknown")
+    lines = [
+        f"CPU: {cpu_model()}, nproc = {os.cpu_count()}",
+        f"Python {platform.python_version()}, NumPy {np.__version__}, BLAS {blas['name']} "
+        f"({blas['config'] or 'config unknown'}), {blas['default_threads']} BLAS threads by default",
+        (f"PyTorch {torch.__version__} (CPU); torch.set_num_threads = the BLAS thread count of "
+         "each table" if use_torch else "PyTorch: not installed (or --no-torch): minibern only"),
+        f"data: {data.source}; {args.steps} steps × batch {BATCH} per run, {args.rounds} rounds",
+        f"other processes on the machine while measuring: "
+        + (f"{others:.2f} cores busy on average" if others is not None else "unknown")
+        + f", 1-min load average {load}",
+    ]
+    if others is not None and others > 0.2:
+        lines.append("**The host was shared while measuring**: other processes used "
+                     f"{others:.2f} of the {os.cpu_count()} cores on average, so absolute times "
+                     "are inflated and noisy; the paired ratios (same round, alternating order) "
+                     "are the more reliable numbers.")
+    return lines
+
+
+def build_rows(args, nets, full: bool) -> tuple[list, dict]:
+    """The table's rows: the plain networks, and with ``full`` the gated and pruned ones."""
+    names = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
+    rows, gated_base = [], {}
+    for net in nets:
+        row = Row(Spec(names[net], net))
+        rows.append(row)
+        gated_base[net] = row
+    if not full:
+        return rows, gated_base
+    if not args.no_gates:
+        rows += [Row(Spec(f"{names[net]} gates on", net, gates=True)) for net in nets]
+    pick_rng = np.random.default_rng(0)  # which pixels a pruned LeNet-300-100 keeps
+    rows += [Row(parse_pruned(text, "lenet300", pick_rng)) for text in args.pruned_lenet300]
+    rows += [Row(parse_pruned(text, "lenet5", pick_rng)) for text in args.pruned_lenet5]
+    return rows, gated_base
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (medians; default 5)")
+    parser.add_argument("--steps", type=int, default=100, help="training steps per run (default 100)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20 steps, 3 rounds")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the Markdown page (docs/BENCHMARKS.md) instead of a text table")
+    parser.add_argument("--nets", default="lenet300,lenet5",
+                        help="comma-separated subset of lenet300,lenet5 (default both)")
+    parser.add_argument("--no-gates", action="store_true", help="skip the gates-on rows")
+    parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
+    parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc step")
+    parser.add_argument("--pruned-lenet300", action="append", default=[], metavar="D-H1-H2",
+                        help="also time a pruned LeNet-300-100, e.g. 295-157-93 (repeatable)")
+    parser.add_argument("--pruned-lenet5", action="append", default=[], metavar="C1-C2-IN-H",
+                        help="also time a pruned LeNet-5-Caffe, e.g. 8-17-272-41 (repeatable)")
+    parser.add_argument("--threads", default=None, metavar="N[,N...]",
+                        help="BLAS and PyTorch threads (default: NumPy's BLAS setting); a list "
+                             "such as 2,1 gives one table per count (gated and pruned rows "
+                             "only in the first)")
+    parser.add_argument("--data", default=None, help="MNIST folder (default: the usual places)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.rounds = 20, 3
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be positive")
+    nets = [n.strip() for n in args.nets.split(",") if n.strip()]
+    if not set(nets) <= {"lenet300", "lenet5"}:
+        parser.error(f"--nets: unknown network in {args.nets!r}; use lenet300 and/or lenet5")
+
+    B.set_backend("numpy")
+    blas = blas_info()
+    blas["default_threads"] = blas["threads"]
+    try:
+        counts = ([int(t) for t in args.threads.split(",")] if args.threads
+                  else [blas["threads"] or 1])
+    except ValueError:
+        parser.error(f"--threads: expected counts such as 2 or 2,1, got {args.threads!r}")
+    if min(counts) < 1:
+        parser.error("--threads: counts must be positive")
+    use_torch = torch is not None and not args.no_torch
+    if torch is None and not args.no_torch:
+        log("PyTorch is not installed: measuring minibern only (pip install torch for the reference)")
+
+    build_rows(args, nets, full=True)  # refuse bad --pruned-* before loading anything
+    data = Data(args.steps, args.data)
+    args.meter = LoadMeter()
+    tables = []
+    for position, count in enumerate(counts):
+        if args.threads is not None:
+            set_blas_threads(count)
+        if use_torch:
+            torch.set_num_threads(count)
+        log(f"{count} thread(s): NumPy's BLAS {blas_info()['threads']}"
+            + (f", torch {torch.get_num_threads()}" if use_torch else ""))
+        rows, gated_base = build_rows(args, nets, full=position == 0)
+        measure(rows, gated_base, data, args, use_torch, memory=position == 0)
+        tables.append((count, rows))
+    lines = machine_lines(args, blas, data, args.meter, use_torch)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    command = "python benchmarks/bench_step.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    if args.markdown:
+        print(MARKDOWN_HEAD)
+        print("\n".join(f"- {line}" for line in lines))
+        print(f"- process peak resident set: {peak_rss:.0f} MiB")
+        print(f"- command: `{command.strip()}`")
+        for count, rows in tables:
+            print(f"\n## {count} thread{'s' if count > 1 else ''} (NumPy's BLAS and PyTorch)\n")
+            print(table(rows, markdown=True))
+        print(MARKDOWN_TAIL)
+    else:
+        print("\n".join(lines))
+        print(f"process peak resident set: {peak_rss:.0f} MiB")
+        for count, rows in tables:
+            print(f"\n{count} thread(s):")
+            print(table(rows, markdown=False))
+    return 0
+
+
+MARKDOWN_HEAD = """# Benchmarks: seconds per 100 training steps
+
+Generated by `benchmarks/bench_step.py`; regenerate this page with one command (about 3 minutes
+on a quiet 2-core machine):
+
+    python benchmarks/bench_step.py --markdown --threads 2,1 --pruned-lenet300 295-157-93 --pruned-lenet5 8-17-272-41 > docs/BENCHMARKS.md
+
+See `benchmarks/README.md` for what is measured and for the kernels' before/after history.
+
+One step: a batch of 100 MNIST images, forward, softmax cross-entropy, backward, momentum-SGD
+update, float32. Times are medians over the rounds with min–max in parentheses; ratios are
+medians of per-round ratios (each round runs minibern and PyTorch back to back in the same
+process, alternating which goes first). The GEMM floor is minibern's matrix products alone
+(forward, weight and input gradients — not the first layer's input gradient, which no step
+needs) on the same shapes. "gated / ungated" compares the gated step (Bernoulli gates, default
+`GateConfig()`: removal estimator, θ updates) with the plain one of the same run. Peak MiB/step:
+NumPy allocations traced during one step (`tracemalloc`), activations kept for backward
+included. Pruned rows are built directly as the smaller networks (LeNet-300-100 `D-H1-H2`:
+D kept input pixels, a `SelectFeatures` in front; LeNet-5 `C1-C2-IN-H`).
+
+Read the 1-thread table first. With 2 threads the rounds vary far more, even on a quiet host:
+NumPy's element-wise kernels (im2col, col2im, pooling, ReLU) run on one core whatever the BLAS
+thread count, PyTorch spreads everything over both, and the two libraries' worker threads, which
+spin between calls, share the same two cores in one process.
+
+## Machine
+"""
+
+MARKDOWN_TAIL = """
+"—": no such measurement (PyTorch has no Bernoulli gates; the floor is given for the plain
+networks; peak memory only in the first table).
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
