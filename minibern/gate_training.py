@@ -122,6 +122,8 @@ class GateTrainer(Hook):
         if not self.gates:
             raise ValueError("GateTrainer needs a network with gates (build it with gates=True)")
         self.estimator = make_estimator(config.estimator, config.subset)
+        for _, _, gate in self.gates:  # only the first-order estimator reads ∂ℓ/∂ξ (E3)
+            gate.needs_grad_xi = config.estimator == "first-order"
         bounds = (0.0, 1.0) if config.hyperprior else (1e-6, 1 - 1e-6)
         self.sgd = ProjectedSGD(config.theta_lr, config.theta_decay, bounds=bounds)
         self.kappa = {name: obj.kappa_per_unit(config.kappa, _unit_params(net, index),

@@ -73,6 +73,15 @@ class BernoulliGate(Layer):
     Δ_i (E3) that ``backward`` leaves in :attr:`grad_xi` (shape (n,), on the device).
     """
 
+    #: Whether backward must keep what :attr:`grad_xi` needs (the first-order estimator); when
+    #: False the gate's backward only returns dx, so a training step may skip a leading gate
+    #: (the input gates) and the first layer's input-gradient GEMM.
+    needs_grad_xi = True
+
+    @property
+    def stateless_backward(self) -> bool:
+        return not self.needs_grad_xi
+
     def __init__(self, n_units: int, *, theta_init=1.0, rng=None):
         super().__init__()
         self.n_units = positive_int(n_units, "n_units")
