@@ -16,7 +16,8 @@ Figures
     loss.png, epoch_seconds.png — all in --out, with model.npz (the pruned deterministic
     network for minibern/standalone_predict.py).
 Time on a 2-core CPU
-    about 5–6 s per epoch (20 epochs: ~2 min); --quick (2 epochs on 5,000 images): ~10 s.
+    about 3 s per epoch falling to 1 s as units are removed (20 epochs: ~45 s); --quick (2
+    epochs on 5,000 images): ~5 s.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
     python tutorials/02_bernoulli_gates_lenet300.py --out runs/tutorial2
