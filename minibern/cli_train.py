@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--theta-init", type=float, default=GateConfig.theta_init, help="θ₀ in [0, 1]")
     gates.add_argument("--no-hyperprior", action="store_true",
                        help="ablation: fixed γ = 0.5 (KL term) instead of the flattening hyper-prior")
+    gates.add_argument("--first-subset", type=int, default=GateConfig.first_subset,
+                       help="gates visited per step in the first gate layer (default: --subset)")
     gates.add_argument("--subset", type=int, default=GateConfig.subset,
                        help="gates visited per step in the earlier gate layers (removal estimator)")
     gates.add_argument("--snap-tol", type=float, default=GateConfig.snap_tol,
@@ -96,7 +98,7 @@ def gate_config_from_args(args) -> GateConfig:
     return GateConfig(estimator=args.estimator, kappa=args.kappa,
                       kappa_per_param=args.kappa_per_param, theta_lr=args.theta_lr,
                       theta_decay=args.theta_decay, theta_init=args.theta_init,
-                      hyperprior=not args.no_hyperprior, subset=args.subset,
+                      hyperprior=not args.no_hyperprior, subset=args.subset, first_subset=args.first_subset,
                       snap_tol=args.snap_tol, keep_patience=args.keep_patience,
                       keep_after=args.keep_after, zero_patience=args.zero_patience,
                       prune=not args.no_prune, prune_patience=args.prune_patience)

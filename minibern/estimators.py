@@ -65,14 +65,20 @@ class RemovalEstimator:
     ----------
     subset : int or None
         Gates visited per step in every gate layer but the last (None: all).
+    first_subset : int or None
+        The same for the first gate layer (the input gates, whose partial forwards are the
+        dearest); None: ``subset``.
     """
 
     name = "removal"
 
-    def __init__(self, subset: int | None = 32):
-        if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
-            raise ValueError(f"subset must be a positive integer or None, got {subset!r}")
+    def __init__(self, subset: int | None = 32, first_subset: int | None = None):
+        for name, value in (("subset", subset), ("first_subset", first_subset)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
         self.subset = subset
+        self.first_subset = subset if first_subset is None else first_subset
 
     def estimate(self, net, labels, rng=None, candidates=None) -> dict:
         """Needs the batch's forward pass (``net.outputs``, gate caches) and its labels.
@@ -90,12 +96,13 @@ class RemovalEstimator:
             n = gate.n_units
             pool = np.arange(n) if candidates is None else np.flatnonzero(candidates[name])
             last = position == len(gates) - 1
-            if last or self.subset is None or self.subset >= pool.size:
+            size = self.first_subset if position == 0 else self.subset
+            if last or size is None or size >= pool.size:
                 visit = pool
             else:
                 if rng is None:
                     raise RuntimeError("the subsampled removal estimator needs a host rng")
-                visit = np.sort(rng.choice(pool, size=self.subset, replace=False))
+                visit = np.sort(rng.choice(pool, size=size, replace=False))
             delta = np.zeros(n)
             if visit.size:
                 delta[visit] = self._layer_deltas(net, index, gate, visit, labels, base_loss)
@@ -272,12 +279,12 @@ class ExactEstimator:
         return out
 
 
-def make_estimator(name: str, subset: int | None = 32):
+def make_estimator(name: str, subset: int | None = 32, first_subset: int | None = None):
     """An estimator by name: ``"first-order"``, ``"removal"`` or ``"exact"``."""
     if name == "first-order":
         return FirstOrderEstimator()
     if name == "removal":
-        return RemovalEstimator(subset)
+        return RemovalEstimator(subset, first_subset)
     if name == "exact":
         return ExactEstimator()
     raise ValueError(f"unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}")

@@ -143,3 +143,14 @@ def test_removal_estimator_visits_only_candidates_and_stays_unbiased_on_them():
         mean = np.nanmean(values, axis=0)
         stderr = np.nanstd(values, axis=0) / np.sqrt(np.sum(~np.isnan(values), axis=0))
         assert np.all(np.abs(mean - truth[candidates[name]]) <= 4.5 * stderr + 1e-12), name
+
+
+def test_first_subset_limits_the_first_gate_layer_only():
+    rng = np.random.default_rng(22)
+    net, x, y = _dense_net(rng)
+    net.forward(x)
+    visited = {name: v for name, (_, v) in RemovalEstimator(subset=2, first_subset=1)
+               .estimate(net, y, rng=rng).items()}
+    assert (visited["g0"].sum(), visited["g1"].sum(), visited["g2"].sum()) == (1, 2, 3)
+    with pytest.raises(ValueError, match="first_subset must be a positive integer or None, got 0"):
+        RemovalEstimator(subset=2, first_subset=0)
