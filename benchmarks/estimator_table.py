@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 
 ROWS = {
-    "removal (default, subset 32)": ["--gates"],
-    "removal, subset 16": ["--gates", "--subset", "16"],
-    "removal, subset 64": ["--gates", "--subset", "64"],
+    "removal (default: 16 input, 32 hidden gates per step)": ["--gates"],
+    "removal, 32 input gates per step": ["--gates", "--first-subset", "32"],
+    "removal, 16 gates per step": ["--gates", "--subset", "16"],
+    "removal, 64 gates per step": ["--gates", "--subset", "64", "--first-subset", "64"],
     "first-order": ["--gates", "--estimator", "first-order"],
     "removal, no snap rules": ["--gates", "--snap-tol", "0"],
     "no gates": [],

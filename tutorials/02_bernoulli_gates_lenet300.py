@@ -54,13 +54,13 @@ def main(argv=None) -> int:
                          seed=args.seed, train_subset=5000 if args.quick else None, lr_decay=5.0)
     net = lenet300_100(seed=run_rngs(config.seed)[0], gates=True, theta_init=1.0)
     splits = device_splits(data, net.input_shape, config.train_subset)
-    # 2. θ learning with the defaults of GateConfig: removal estimator (32 gates visited per
-    #    step in the earlier layers), κ = 5.5 per unit, θ step 50/(1 + epoch/0.5); gates that
+    # 2. θ learning with the defaults of GateConfig: removal estimator (16 input and 32 h1
+    #    gates visited per step, h2 all), κ = 5.5 per unit, θ step 50/(1 + epoch/0.5); gates that
     #    sit within 0.01 of 0 or 1 long enough are snapped there (docs/derivations/
     #    estimators.md), and a unit at θ = 0 for 30 visits leaves the weight arrays
     #    (docs/derivations/pruning.md), so epochs get cheaper as it prunes. With the weights'
-    #    rate decayed as 1e-3/(1 + epoch/5) this measured 97.7–98.2 % of gates within 1e-3 of
-    #    0/1 after 20 epochs at 1.73–1.87 % test error, ≈ 290-165-90 (seeds 0, 1, 2).
+    #    rate decayed as 1e-3/(1 + epoch/5) this measured 97.6–98.7 % of gates within 1e-3 of
+    #    0/1 after 20 epochs at 1.77–1.83 % test error, ≈ 310-160-92 (seeds 0, 1, 2).
     gates = GateTrainer(net, GateConfig(kappa=args.kappa), n_data=splits["train"].size)
     # 3. Train weights (Adam) and θ (projected SGD) together; checkpoint every epoch.
     out = Path(args.out)
