@@ -233,3 +233,12 @@ def test_without_removal_the_would_be_removals_are_counted(mnist):
     for name in report["marked"]:
         assert report["came_back"][name] <= report["left_zero"][name] <= report["marked"][name]
     assert trainer.net.num_parameters() == trainer.start_summary["params"]
+
+
+def test_training_that_would_remove_a_whole_layer_stops_with_a_clear_message(mnist, tmp_path):
+    config = GateConfig(estimator="removal", subset=8, theta_lr=100.0, kappa=60.0, snap_tol=0.02,
+                        zero_patience=2, prune_patience=3)
+    trainer, hook = _gated_trainer(mnist, config, epochs=3)
+    with pytest.raises(PruningError, match=r"every remaining unit of 'gate\d' .*disconnect.*--kappa"):
+        trainer.fit(tmp_path)
+    assert all(gate.n_units >= 1 for _, _, gate in hook.gates)  # the refused removal did nothing
