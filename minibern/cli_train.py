@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     except (TrainingDiverged, PruningError, ValueError) as error:  # divergence, a disconnected
         # network, data or checkpoint problems
         return _fail(log, log_file, error)
-    try:  # model.npz: the deterministic network for minibern/standalone_predict.py
+    try:  # model.npz: the deterministic network (tutorial 3 runs it)
         from minibern.export import export_and_score
         metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
                                                         data.test_labels)

@@ -1,7 +1,8 @@
 r"""Export the deterministic network to a plain ``.npz`` that NumPy alone can run.
 
 Derivation: docs/derivations/layers.md, "Exporting the deterministic network", (X1)–(X4).
-The reader is :mod:`minibern.standalone_predict` (NumPy only, meant to be copied out).
+:func:`load_network` reads it back into engine layers; ``tutorials/03_predict_with_numpy_only.py``
+runs it with NumPy alone (a file meant to be copied out of the project).
 
 Format (version 1)
 ------------------
@@ -210,14 +211,56 @@ def export_npz(net, path):
     return ckpt.write_npz(path, arrays)
 
 
-def export_and_score(net, path, images, labels) -> float:
+def load_network(path) -> L.Sequential:
+    """The network of an exported ``.npz`` as engine layers on the current backend (evaluation
+    only: its deterministic ops need no gates). Raises ValueError for a file that is not one."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} is not a readable .npz ({error}); export it again") from error
+    if (str(arrays.get("format", "")) != FORMAT_NAME
+            or int(arrays.get("version", -1)) != FORMAT_VERSION):
+        raise ValueError(f"{path} is not a {FORMAT_NAME} model of version {FORMAT_VERSION}; "
+                         "re-export it with minibern.export.export_npz")
+    layers = []
+    for k in range(int(arrays["n_ops"])):
+        op = {key.split("/", 1)[1]: value for key, value in arrays.items()
+              if key.startswith(f"op{k}/")}
+        kind, name = str(op["kind"]), str(op["name"])
+        if kind == "select":
+            layer = L.SelectFeatures(op["index"], int(op["in_features"]))
+        elif kind in ("dense", "conv"):
+            weight = op["W"]
+            layer = (L.Dense(weight.shape[0], weight.shape[1], dtype=weight.dtype) if kind == "dense"
+                     else L.Conv2D(weight.shape[1], weight.shape[0], weight.shape[2:],
+                                   stride=int(op["stride"]), pad=int(op["pad"]), dtype=weight.dtype))
+            layer.params = {"W": B.asarray(weight), "b": B.asarray(op["b"])}
+        elif kind == "maxpool":
+            layer = L.MaxPool2D(int(op["size"]), int(op["stride"]))
+        elif kind in ("relu", "flatten"):
+            layer = L.ReLU() if kind == "relu" else L.Flatten()
+        else:
+            raise ValueError(f"{path}: unknown op kind {kind!r}; re-export it with this minibern")
+        layers.append((f"op{k}_{name}", layer))
+    net = L.Sequential(*layers)
+    net.input_shape = tuple(int(s) for s in arrays["input_shape"])
+    return net.eval()
+
+
+def export_and_score(net, path, images, labels, batch_size: int = 1000) -> float:
     """Export ``net`` to ``path`` and return the error rate of the *file* on host ``images``.
 
-    The error is computed by :mod:`minibern.standalone_predict`, so it checks the export end to
-    end; on the test set it equals the engine's ``test_error``. ``images`` (N, ...) are scaled
-    as the MNIST loader scales them; ``labels`` int (N,).
+    The file is read back by :func:`load_network` and evaluated by the engine, so this checks
+    the export end to end; on the test set it equals the engine's ``test_error``. ``images``
+    (N, ...) are scaled as the MNIST loader scales them; ``labels`` int (N,).
     """
-    from minibern.standalone_predict import predict
-
     export_npz(net, path)
-    return float((predict(path, images) != np.asarray(labels)).mean())
+    exported = load_network(path)
+    images = np.asarray(images).reshape((len(images),) + exported.input_shape)
+    wrong = 0
+    for start in range(0, len(images), batch_size):
+        logits = exported.forward(B.asarray(images[start:start + batch_size]))
+        wrong += int((B.to_numpy(logits).argmax(axis=1)
+                      != np.asarray(labels)[start:start + batch_size]).sum())
+    return wrong / len(images)

@@ -17,7 +17,6 @@ PACKAGE_DIR = Path(minibern.__file__).resolve().parent
 #: Modules allowed to import numpy, with the reason.
 NUMPY_IMPORTERS = {
     "backend.py": "the backend itself",
-    "standalone_predict.py": "meant to be copied out of the package and run with NumPy alone",
 }
 
 

@@ -1,6 +1,8 @@
-"""Export of the deterministic network (X1)–(X4): the NumPy-only predictor reproduces the
-engine's evaluation-mode logits, pruned units are really dropped, and bad nets/files fail clearly."""
+"""Export of the deterministic network (X1)–(X4): the NumPy-only predictor (tutorial 3) and the
+engine's reader reproduce the engine's evaluation-mode logits, pruned units are really dropped,
+and bad nets/files fail clearly."""
 import ast
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,13 +13,16 @@ import pytest
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern import standalone_predict as sp
-from minibern.export import deterministic_ops, export_npz
+from minibern.export import deterministic_ops, export_and_score, export_npz, load_network
 from minibern.gates import BernoulliGate
 from minibern.models import lenet5_caffe, lenet300_100
 from minibern.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]
+PREDICTOR = REPO / "tutorials" / "03_predict_with_numpy_only.py"
+_spec = importlib.util.spec_from_file_location("predict_with_numpy_only", PREDICTOR)
+sp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sp)
 
 
 def _set_theta(gate, rng, n_off):
@@ -266,13 +271,40 @@ def test_image_layouts_and_uint8_scaling(mnist, tmp_path):
 
 
 @pytest.mark.host_only
-def test_standalone_predictor_imports_only_numpy():
-    tree = ast.parse(Path(sp.__file__).read_text())
+def test_standalone_predictor_imports_only_numpy_and_the_standard_library():
+    tree = ast.parse(PREDICTOR.read_text())
     imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                 for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree)
                  if isinstance(node, ast.ImportFrom)}
-    assert imported == {"numpy"}
+    assert imported - {"numpy"} <= set(sys.stdlib_module_names) and "numpy" in imported
+
+
+@pytest.mark.host_only
+def test_tutorial_3_reads_the_idx_files_and_reports_the_export_error(mnist, mnist_dir, tmp_path):
+    net = _gated_lenet300()
+    path = export_npz(net, tmp_path / "model.npz")
+    done = subprocess.run([sys.executable, str(PREDICTOR), str(path), "--data", str(mnist_dir)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    error = float(np.mean(sp.predict(path, mnist.test_images) != mnist.test_labels))
+    assert f"test error {100 * error:.2f}% on 10000 images" in done.stdout
+
+
+@pytest.mark.parametrize("build", [lambda: _gated_lenet300(), lambda: _gated_lenet5()],
+                         ids=["lenet300", "lenet5"])
+def test_load_network_reads_the_export_back_into_engine_layers(build, mnist, tmp_path):
+    net = build()
+    path = export_npz(net, tmp_path / "model.npz")
+    images = mnist.test_images[:200].reshape((200,) + tuple(net.input_shape))
+    want = B.to_numpy(net.eval().forward(B.asarray(images)))
+    np.testing.assert_allclose(B.to_numpy(load_network(path).forward(B.asarray(images))), want,
+                               rtol=1e-5, atol=1e-5)
+    engine_error = float(np.mean(want.argmax(axis=1) != mnist.test_labels[:200]))
+    assert export_and_score(net, path, images, mnist.test_labels[:200]) == engine_error
+    np.savez(tmp_path / "other.npz", W=np.zeros(3))
+    with pytest.raises(ValueError, match=r"not a minibern-export model of version 1"):
+        load_network(tmp_path / "other.npz")
 
 
 @pytest.mark.host_only

@@ -154,3 +154,18 @@ def test_first_subset_limits_the_first_gate_layer_only():
     assert (visited["g0"].sum(), visited["g1"].sum(), visited["g2"].sum()) == (1, 2, 3)
     with pytest.raises(ValueError, match="first_subset must be a positive integer or None, got 0"):
         RemovalEstimator(subset=2, first_subset=0)
+
+
+def test_an_all_on_gate_is_the_identity_and_still_gives_its_xi_gradient():
+    rng = np.random.default_rng(23)
+    gate = BernoulliGate(4, theta_init=1.0, rng=np.random.default_rng(5))
+    x, dout = rng.standard_normal((3, 4, 2, 2)), rng.standard_normal((3, 4, 2, 2))
+    before = gate.rng.bit_generator.state
+    y = gate.forward(B.asarray(x))
+    dx = gate.backward(B.asarray(dout))
+    assert gate.rng.bit_generator.state == before  # θ = 1 everywhere: no draws
+    np.testing.assert_array_equal(B.to_numpy(y), x)
+    np.testing.assert_array_equal(B.to_numpy(dx), dout)
+    np.testing.assert_allclose(B.to_numpy(gate.grad_xi), (dout * x).sum(axis=(0, 2, 3)), rtol=1e-12)
+    gate.theta[2] = 0.0  # no longer all on: the product is taken again
+    np.testing.assert_array_equal(B.to_numpy(gate.forward(B.asarray(x)))[:, 2], 0.0)

@@ -14,7 +14,7 @@ Figures
     theta_hist.png (θ of every gate at three moments), theta_decided.png (gates within 0.01 and
     1e-3 of 0 or 1, per epoch), units_per_layer.png (kept units per layer), val_error.png,
     loss.png, epoch_seconds.png — all in --out, with model.npz (the pruned deterministic
-    network for minibern/standalone_predict.py).
+    network; tutorial 3 runs it with NumPy alone).
 Time on a 2-core CPU
     about 3 s per epoch falling to 1 s as units are removed (20 epochs: ~45 s); --quick (2
     epochs on 5,000 images): ~5 s.
@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     trainer = Trainer(net, splits, config, hooks=[gates], log=print)
     metrics = trainer.fit(out)
     # 4. The final deterministic network as a plain .npz that NumPy alone can run
-    #    (minibern/standalone_predict.py); its test error must equal the engine's.
+    #    (tutorials/03_predict_with_numpy_only.py), read back here by the engine: its test error
+    #    must equal the network's.
     metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
                                                     data.test_labels)
     write_run_files(out, metrics)
