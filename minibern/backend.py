@@ -351,6 +351,31 @@ def zeros(shape, dtype=None):
     return get_backend().xp.zeros(shape, dtype=dtype_of(dtype))
 
 
+_shared_zero_buffers: dict = {}
+
+
+def shared_zeros_like(x):
+    """A zero array of ``x``'s shape, dtype and backend, to be read and never written.
+
+    It is a view of one cached flat zero buffer per (array module, dtype), grown when a larger
+    shape is asked for, so the hot path allocates nothing. It exists for ``maximum(x, 0)``:
+    NumPy 2's ``maximum`` against a scalar (or any 0-stride operand) runs a loop about 2× slower
+    than against a contiguous array of the same shape (measured on a (100, 20, 24, 24) float32
+    activation: 0.43 ms against 0.19 ms; ``benchmarks/bench_kernels.py``). On NumPy the buffer
+    is flagged read-only, so a stray write raises instead of corrupting every later ReLU.
+    """
+    xp = get_array_module(x)
+    key = (getattr(xp, "__name__", repr(xp)), str(getattr(x, "device", "")), numpy.dtype(x.dtype).str)
+    size = int(numpy.prod(x.shape, dtype=numpy.int64))
+    buffer = _shared_zero_buffers.get(key)
+    if buffer is None or buffer.size < size:
+        buffer = xp.zeros(max(size, 1), dtype=x.dtype)
+        if isinstance(buffer, numpy.ndarray):
+            buffer.flags.writeable = False
+        _shared_zero_buffers[key] = buffer
+    return buffer[:size].reshape(x.shape)
+
+
 def synchronize() -> None:
     """Wait for the device to finish queued work (a no-op on the CPU backends)."""
     if get_backend().name == "cupy":

@@ -126,19 +126,26 @@ class RemovalEstimator:
             return self._output_layer_deltas(net[linear], net.outputs[linear], change, sign,
                                              visit_dev, labels, base_loss)
         active = change != 0 if a.ndim == 2 else (change != 0).any(axis=(2, 3))
-        rows, cols = xp.nonzero(active)  # (example, visited gate) pairs that change anything
+        # (example, visited gate) pairs that change anything (flatnonzero: NumPy's 2-D nonzero
+        # is several times slower)
+        rows, cols = xp.divmod(xp.flatnonzero(active), active.shape[1])
         if int(rows.shape[0]) == 0:
             return np.zeros(len(visit))
-        pre = net.outputs[linear][rows] + self._linear_change(
-            net[linear], change, rows, cols, visit, visit_dev)  # (E5)
-        h = pre
-        for k in range(linear + 1, len(net)):  # (E6): the rest of the network on the pairs
+        h = xp.take(net.outputs[linear], rows, axis=0)  # a fresh (P, ...) array
+        h += self._linear_change(net[linear], change, rows, cols, visit, visit_dev)  # (E5)
+        # (E6): the rest of the network on the pairs. h is always a temporary of this loop
+        # (a gather or a layer's fresh output), so ReLU and the gates work on it in place.
+        for k in range(linear + 1, len(net)):
             layer = net[k]
             if isinstance(layer, BernoulliGate):
-                if not layer._identity:  # an all-on gate is the identity
+                if layer._identity:  # an all-on gate is the identity
+                    continue
+                if layer.mask.ndim == 2 and h.ndim == 2:
+                    h *= xp.take(layer.mask, rows, axis=0)  # (E1)
+                else:
                     h = layer.apply(h, layer.mask[rows] if layer.mask.ndim == 2 else layer.mask)
             elif isinstance(layer, ReLU):  # values only: no backward cache needed
-                h = xp.maximum(h, h.dtype.type(0))  # (L5)
+                xp.maximum(h, B.shared_zeros_like(h), out=h)  # (L5)
             else:
                 h = layer.forward(h)
         flipped = per_example_cross_entropy(h, labels[rows])
@@ -187,7 +194,9 @@ class RemovalEstimator:
         xp = B.get_array_module(change)
         weight = layer.params["W"]
         if isinstance(layer, Dense) and change.ndim == 2:
-            return change[rows, cols][:, None] * weight[visit_dev[cols]]  # (E5) dense
+            rows_of_w = xp.take(weight[visit_dev], cols, axis=0)  # W[i, :] of every pair's gate
+            rows_of_w *= change[rows, cols][:, None]
+            return rows_of_w  # (E5) dense
         if isinstance(layer, Dense):  # gate on conv filters, through Flatten: a block of H·W rows
             height, width = change.shape[2:]
             blocks = weight.reshape(-1, height * width, weight.shape[1])  # (n, H·W, M)

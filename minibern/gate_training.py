@@ -139,6 +139,7 @@ class GateTrainer(Hook):
         self.marked = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
         self.left_zero = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
         self.came_back = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
+        self._penalty_grads = {}
 
     # -- per step ------------------------------------------------------------------------------
     def _epoch_clock(self, trainer) -> float:
@@ -160,7 +161,7 @@ class GateTrainer(Hook):
             delta, visited = estimates[name]
             theta = gate.theta
             if self.config.hyperprior:
-                prior_grad = obj.flattened_penalty(theta, self.kappa[name], self.n_data)[1]  # (B15)
+                prior_grad = self._penalty_grad(name, theta)  # (B15)
             else:
                 prior_grad = obj.bernoulli_kl(theta, self.config.gamma, self.n_data, eps=1e-6)[1]  # (B6)
             grad = delta + prior_grad  # (E10)
@@ -174,6 +175,14 @@ class GateTrainer(Hook):
         every = self.config.snapshot_every
         if every and (trainer.global_step + 1) % every == 0:
             self.record(trainer, trainer.global_step + 1)
+
+    def _penalty_grad(self, name, theta):
+        """(B15)'s gradient κ_l/N, which does not depend on θ: computed once per layer width."""
+        cached = self._penalty_grads.get(name)
+        if cached is None or cached.shape != theta.shape:
+            cached = self._penalty_grads[name] = obj.flattened_penalty(
+                theta, self.kappa[name], self.n_data)[1]
+        return cached
 
     def _snap(self, name, gate, visited, clock) -> None:
         tol = self.config.snap_tol

@@ -1,7 +1,7 @@
 r"""Bernoulli gates: unit i of the input is multiplied by ξ_i ~ Bern(θ_i), per example.
 
 Derivation: docs/derivations/bernoulli_objective.md (the gated model) and
-docs/derivations/estimators.md, (E1)–(E3).
+docs/derivations/estimators.md, (E0)–(E3) (E0: how masks are drawn).
 
 A gate sits after a layer's activation: on a dense layer's units (input (N, n)), on a conv
 layer's filters (input (N, n, H, W), one ξ per example and filter, broadcast over H, W), or on the
@@ -43,6 +43,22 @@ def check_theta(theta, name: str = "theta"):
             "probability (e.g. --theta-init 1.0)"
         )
     return theta
+
+
+def bernoulli_bytes(rng, theta, n_examples: int, dtype=np.float32):
+    """Host (N, k) 0/1 array of ξ ~ Bern(θ_j) per column j by (E0), θ (k,) in (0, 1)."""
+    k = theta.size
+    raw = rng.bit_generator.random_raw(-(-n_examples * k // 8))
+    random_bytes = raw.astype("<u8", copy=False).view(np.uint8)[:n_examples * k]
+    scaled = theta * 256.0
+    cut = np.floor(scaled)
+    cut_byte = cut.astype(np.uint8)
+    random_bytes = random_bytes.reshape(n_examples, k)
+    mask = (random_bytes < cut_byte).astype(dtype)  # (E0), b ≠ c
+    ties = np.flatnonzero(random_bytes == cut_byte)
+    if ties.size:
+        mask.ravel()[ties] = rng.random(ties.size) < (scaled - cut)[ties % k]  # (E0), b = c
+    return mask
 
 
 class BernoulliGate(Layer):
@@ -102,23 +118,34 @@ class BernoulliGate(Layer):
         self._injected = mask
 
     def sample_mask(self, n_examples: int, dtype=np.float32):
-        """A host float mask (N, n): ξ ~ Bern(θ) for undecided gates, θ itself where θ ∈ {0, 1}.
+        r"""A host float mask (N, n): ξ ~ Bern(θ) for undecided gates, θ itself where θ ∈ {0, 1}.
 
-        Only the undecided gates draw random numbers (one float32 uniform per example and gate;
-        ξ = 1[u < θ], so P(ξ = 1) = θ up to float32 rounding of θ, ≤ 6e-8).
+        Only the undecided gates draw random numbers, and mostly one random *byte* b per example
+        and gate (a quarter of a float32 uniform's bits: the draw is 2.5× faster):
+
+        .. math::
+            \xi = \begin{cases} 1[b < c] & b \ne c \\ 1[u < 256\theta - c] & b = c
+                   \end{cases},\qquad c = \lfloor 256\theta \rfloor,               \tag{E0}
+
+        with b uniform on 0..255 (bytes of the generator's raw 64-bit output) and, only on a tie
+        b = c (probability 1/256), a float64 uniform u. Then
+        :math:`P(\xi = 1) = c/256 + (256\theta - c)/256 = \theta` exactly (to float64).
         """
         undecided = np.flatnonzero((self.theta > 0.0) & (self.theta < 1.0))
         if undecided.size and self.rng is None:
             raise RuntimeError("BernoulliGate has no random generator; set gate.rng (the "
                                "trainer does this) or inject a mask")
-        if undecided.size == self.n_units:
-            uniforms = self.rng.random((n_examples, self.n_units), dtype=np.float32)
-            return (uniforms < self.theta.astype(np.float32)).astype(dtype)
-        mask = np.empty((n_examples, self.n_units), dtype=dtype)
-        mask[:] = self.theta >= 1.0
+        all_undecided = undecided.size == self.n_units
+        if all_undecided:
+            mask = None
+        else:
+            mask = np.empty((n_examples, self.n_units), dtype=dtype)
+            mask[:] = self.theta >= 1.0
         if undecided.size:
-            uniforms = self.rng.random((n_examples, undecided.size), dtype=np.float32)
-            mask[:, undecided] = uniforms < self.theta[undecided].astype(np.float32)
+            drawn = bernoulli_bytes(self.rng, self.theta[undecided], n_examples, dtype)
+            if all_undecided:
+                return drawn
+            mask[:, undecided] = drawn
         return mask
 
     @property

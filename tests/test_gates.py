@@ -8,7 +8,7 @@ from minibern import gradcheck as G
 from minibern import layers as L
 from minibern.estimators import (MAX_EXACT_GATES, ExactEstimator, FirstOrderEstimator,
                                  RemovalEstimator, exact_expected_loss, make_estimator)
-from minibern.gates import BernoulliGate
+from minibern.gates import BernoulliGate, bernoulli_bytes
 from minibern.losses import per_example_cross_entropy, softmax_cross_entropy
 
 
@@ -39,10 +39,40 @@ def test_decided_gates_draw_no_random_numbers():
     assert gate.rng.bit_generator.state == before
     np.testing.assert_array_equal(y, np.tile([1, 0, 1, 1, 0], (7, 1)))
     gate.theta[1] = 0.5
-    gate.forward(B.asarray(np.ones((7, 5), np.float32)))
+    y = B.to_numpy(gate.forward(B.asarray(np.ones((7, 5), np.float32))))
     reference = np.random.default_rng(3)
-    reference.random((7, 1), dtype=np.float32)  # one float32 uniform per example, one gate
-    assert gate.rng.bit_generator.state == reference.bit_generator.state
+    random_bytes = reference.bit_generator.random_raw(1).astype("<u8").view(np.uint8)[:7]
+    if (random_bytes == 128).any():  # (E0)'s tie: one float64 uniform per tied byte
+        reference.random(int((random_bytes == 128).sum()))
+    assert gate.rng.bit_generator.state == reference.bit_generator.state  # 7 bytes, 1 gate
+    np.testing.assert_array_equal(y[:, 1], random_bytes < 128)
+
+
+def test_byte_sampler_matches_its_equation_draw_by_draw():
+    """(E0) written out independently, one draw at a time, against the vectorised sampler."""
+    theta = np.array([0.3, 0.5 + 0.4 / 256, 1 / 512, 0.999, 7 / 256])
+    drawn = bernoulli_bytes(np.random.default_rng(8), theta, 300)
+    reference = np.random.default_rng(8)
+    stream = reference.bit_generator.random_raw(-(-300 * 5 // 8)).astype("<u8").tobytes()
+    expected, ties = np.empty((300, 5)), []
+    for flat in range(300 * 5):
+        b, c = stream[flat], int(np.floor(256 * theta[flat % 5]))
+        if b == c:
+            ties.append(flat)
+        expected.flat[flat] = b < c
+    for flat, u in zip(ties, reference.random(len(ties))):  # tied draws in row-major order
+        expected.flat[flat] = u < 256 * theta[flat % 5] - np.floor(256 * theta[flat % 5])
+    assert ties, "this seed should give ties (about 6 expected in 1500 draws)"
+    np.testing.assert_array_equal(drawn, expected)
+
+
+def test_byte_sampler_is_exact_where_theta_sits_between_byte_levels():
+    """P(ξ = 1) = θ also for θ strictly inside one 1/256 step (the tie branch carries it)."""
+    theta = np.array([0.5 / 256, 0.5 + 0.5 / 256, 255.5 / 256])
+    rates = bernoulli_bytes(np.random.default_rng(9), theta, 400_000).mean(axis=0)
+    assert np.all(np.abs(rates - theta) < 5 * np.sqrt(theta * (1 - theta) / 400_000))
+    # the byte alone would give ⌊256θ⌋/256: 0, 0.5, 255/256 — rejected at this sample size
+    assert abs(rates[0] - 0.0) > 5 * np.sqrt(theta[0] / 400_000)
 
 
 def test_masks_follow_theta_and_evaluation_is_deterministic():
