@@ -17,7 +17,7 @@ class ReLU(Layer):
 
     The kink at 0 takes the subgradient 0. The maximum is taken against a shared zero array
     of x's shape (:func:`minibern.backend.shared_zeros_like`), not the scalar 0: NumPy's
-    scalar loop is 2.5–4× slower.
+    scalar loop is about 2× slower (``benchmarks/bench_kernels.py``).
     """
 
     stateless_backward = True  # backward only returns dx
