@@ -31,8 +31,6 @@ from minibern.losses import per_example_cross_entropy
 np = B.host
 
 ESTIMATORS = ("first-order", "removal", "exact")
-#: Largest B·m·C (elements of the flipped-logits tensor) evaluated densely by (E5′).
-DENSE_LAST_LIMIT = 1 << 22
 MAX_EXACT_GATES = 12
 
 
@@ -116,21 +114,33 @@ class RemovalEstimator:
         xp = B.get_array_module(a)
         batch = a.shape[0]
         visit_dev = B.asarray(visit)
-        a_sub = a[:, visit_dev]
-        xi_sub = mask[:, visit_dev]
+        if len(visit) == gate.n_units:  # the whole layer: no gather needed
+            a_sub, xi_sub = a, mask
+        else:
+            a_sub, xi_sub = a[:, visit_dev], mask[:, visit_dev]
         sign = 1 - 2 * xi_sub  # +1: the flip turns the gate on; −1: off            (E4)
         change = a_sub * (sign.reshape(sign.shape + (1,) * (a.ndim - 2)) if a.ndim > 2 else sign)
         linear = self._next_linear(net, index)
-        if (linear == len(net) - 1 and isinstance(net[linear], Dense) and a.ndim == 2
-                and batch * len(visit) * net[linear].params["W"].shape[1] <= DENSE_LAST_LIMIT):
-            return self._output_layer_deltas(net[linear], net.outputs[linear], change, sign,
-                                             visit_dev, labels, base_loss)
         active = change != 0 if a.ndim == 2 else (change != 0).any(axis=(2, 3))
-        # (example, visited gate) pairs that change anything (flatnonzero: NumPy's 2-D nonzero
-        # is several times slower)
-        rows, cols = xp.divmod(xp.flatnonzero(active), active.shape[1])
+        # (example, visited gate) pairs that change anything, example-major (flatnonzero:
+        # NumPy's 2-D nonzero is several times slower)
+        pairs = xp.flatnonzero(active)
+        rows, cols = xp.divmod(pairs, active.shape[1])
         if int(rows.shape[0]) == 0:
             return np.zeros(len(visit))
+        if linear == len(net) - 1 and isinstance(net[linear], Dense) and a.ndim == 2:
+            flipped = self._output_layer_losses(net[linear], net.outputs[linear], change, pairs,
+                                                rows, cols, visit_dev, labels)  # (E5′)
+        else:
+            flipped = self._partial_forward_losses(net, linear, change, rows, cols, visit,
+                                                   visit_dev, labels)  # (E5)–(E6)
+        pair_delta = sign.ravel()[pairs] * (flipped - base_loss[rows])  # (E7)
+        sums = xp.bincount(cols, weights=pair_delta, minlength=len(visit))
+        return B.to_numpy(sums).astype(np.float64) / batch  # (E8)
+
+    def _partial_forward_losses(self, net, linear, change, rows, cols, visit, visit_dev, labels):
+        """ℓ_n with gate i flipped, per pair: (E5) into the next linear layer, then (E6)."""
+        xp = B.get_array_module(change)
         h = xp.take(net.outputs[linear], rows, axis=0)  # a fresh (P, ...) array
         h += self._linear_change(net[linear], change, rows, cols, visit, visit_dev)  # (E5)
         # (E6): the rest of the network on the pairs. h is always a temporary of this loop
@@ -148,30 +158,19 @@ class RemovalEstimator:
                 xp.maximum(h, B.shared_zeros_like(h), out=h)  # (L5)
             else:
                 h = layer.forward(h)
-        flipped = per_example_cross_entropy(h, labels[rows])
-        pair_delta = sign[rows, cols] * (flipped - base_loss[rows])  # (E7)
-        sums = xp.bincount(cols, weights=pair_delta, minlength=len(visit))
-        return B.to_numpy(sums).astype(np.float64) / batch  # (E8)
+        return per_example_cross_entropy(h, labels[rows])
 
     @staticmethod
-    def _output_layer_deltas(layer, logits, change, sign, visit_dev, labels, base_loss):
-        """(E5′): a gate right before the output layer, every (example, gate) pair at once.
-
-        The flipped logits are z_n + δ_{n,i} W[i, :] for all n and visited i, a (B, m, C)
-        tensor; no gathers of the pairs are needed, and pairs with δ = 0 contribute exactly 0.
-        """
+    def _output_layer_losses(layer, logits, change, pairs, rows, cols, visit_dev, labels):
+        """(E5′): a gate right before the output layer: the flipped logits of every pair are
+        z_n + δ_{n,i} W[i, :], built classes-first, (C, P), so nothing but the loss is re-run."""
         xp = B.get_array_module(logits)
-        weight = layer.params["W"][visit_dev]  # (m, C)
-        # classes first, (C, B, m): the log-sum-exp reduces over whole (B, m) slabs
-        flipped = logits.T[:, :, None] + weight.T[:, None, :] * change[None, :, :]  # (E5′)
-        top = flipped.max(axis=0)
-        flipped -= top
-        log_norm = xp.log(xp.exp(flipped).sum(axis=0)) + top
-        rows = xp.arange(logits.shape[0])
-        label_logit = logits[rows, labels][:, None] + change * weight[:, labels].T
-        pair_delta = sign * (log_norm - label_logit - base_loss[:, None])  # (E6)–(E7)
-        pair_delta = xp.where(change != 0, pair_delta, 0)
-        return B.to_numpy(pair_delta.sum(axis=0)).astype(np.float64) / logits.shape[0]  # (E8)
+        logits_t = xp.ascontiguousarray(logits.T)  # (C, B)
+        weight_t = xp.ascontiguousarray(layer.params["W"][visit_dev].T)  # (C, m)
+        flipped = xp.take(weight_t, cols, axis=1)  # W[i, :] of every pair's gate, (C, P)
+        flipped *= change.ravel()[pairs]
+        flipped += xp.take(logits_t, rows, axis=1)  # (E5′)
+        return per_example_cross_entropy(flipped, labels[rows], classes_first=True)
 
     @staticmethod
     def _next_linear(net, index):
