@@ -12,9 +12,11 @@ DEFAULT_MAX_COL_BYTES = 1 << 30
 
 #: Examples are processed in blocks whose im2col columns take about this many bytes, so a
 #: block's columns are still in cache when its GEMM (forward) or col2im (backward) reads them.
-#: 1 MiB matches the per-core L2 of the 2-core EPYC the benchmarks ran on; measured there, it
-#: saves ~15 % of LeNet-5 conv2's forward and of its input gradient against whole-batch passes.
-DEFAULT_BLOCK_BYTES = 1 << 20
+#: 4 MiB (32 examples of LeNet-5's conv2, 72 of conv1): on the 2-core EPYC of the benchmarks
+#: (1 MiB L2 per core) a whole LeNet-5 step is 4–7 % faster than with 1 MiB blocks at 1 and 2
+#: BLAS threads (fewer, larger GEMMs), and conv2's backward 25 % faster than with one
+#: whole-batch pass (whose 12.8 MB of column gradients col2im reads from memory).
+DEFAULT_BLOCK_BYTES = 4 << 20
 
 #: Column layouts of :attr:`Conv2D.layout` (see :mod:`minibern.layers.im2col`).
 LAYOUTS = ("auto", "channels_first", "channels_last")
