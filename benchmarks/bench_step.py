@@ -205,10 +205,10 @@ class Spec:
             net.input_shape = (784,)
             return net
         c1, c2, fin, h = self.pruned
-        net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, rng=rng)), ("relu1", L.ReLU()),
-                           ("pool1", L.MaxPool2D(2)),
-                           ("conv2", L.Conv2D(c1, c2, 5, rng=rng)), ("relu2", L.ReLU()),
-                           ("pool2", L.MaxPool2D(2)), ("flatten", L.Flatten()),
+        net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, rng=rng)), ("pool1", L.MaxPool2D(2)),
+                           ("relu1", L.ReLU()),
+                           ("conv2", L.Conv2D(c1, c2, 5, rng=rng)), ("pool2", L.MaxPool2D(2)),
+                           ("relu2", L.ReLU()), ("flatten", L.Flatten()),
                            ("fc1", L.Dense(fin, h, rng=rng)), ("relu3", L.ReLU()),
                            ("fc2", L.Dense(h, 10, rng=rng)))
         net.input_shape = (1, 28, 28)

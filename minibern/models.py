@@ -9,6 +9,12 @@
 
 Caffe's original prototxt has no ReLU after the convolutions; we follow the structured-pruning
 literature we compare with (e.g. the L0 and Bayesian-compression LeNet-5 models), which do.
+The layers run as conv → maxpool → ReLU: max-pooling and ReLU commute, max_j max(x_j, 0) =
+max(max_j x_j, 0), and so do their gradients ((L15)–(L16) with (L6): both send dout to the
+first maximal input of a window if that maximum is positive, and nothing otherwise;
+docs/derivations/layers.md). The outputs and gradients are bitwise those of
+conv → ReLU → maxpool (tests/test_models.py), and the ReLU runs on a 4× smaller tensor: a
+LeNet-5 step ~1 ms (4 %) faster.
 ``width_mult`` scales every hidden width (conv filters and hidden units; inputs and the 10
 outputs stay) for the robustness-to-width experiments. Initial weights are drawn from a seeded
 host generator (He normal by default; see :mod:`minibern.layers.init`).
@@ -64,10 +70,10 @@ def lenet5_caffe(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scal
     c1, c2 = _width(20, width_mult, "conv1"), _width(50, width_mult, "conv2")
     h = _width(500, width_mult, "fc1")
     kw = dict(rng=rng, init=init, init_scale=init_scale, dtype=dtype)
-    net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, **kw)), ("relu1", L.ReLU()),
-                       ("pool1", L.MaxPool2D(2)), *_gate("gate_conv1", c1, gates, theta_init),
-                       ("conv2", L.Conv2D(c1, c2, 5, **kw)), ("relu2", L.ReLU()),
-                       ("pool2", L.MaxPool2D(2)), *_gate("gate_conv2", c2, gates, theta_init),
+    net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, **kw)), ("pool1", L.MaxPool2D(2)),
+                       ("relu1", L.ReLU()), *_gate("gate_conv1", c1, gates, theta_init),
+                       ("conv2", L.Conv2D(c1, c2, 5, **kw)), ("pool2", L.MaxPool2D(2)),
+                       ("relu2", L.ReLU()), *_gate("gate_conv2", c2, gates, theta_init),
                        ("flatten", L.Flatten()), ("fc1", L.Dense(c2 * 4 * 4, h, **kw)),
                        ("relu3", L.ReLU()), *_gate("gate_fc1", h, gates, theta_init),
                        ("fc2", L.Dense(h, 10, **kw)))

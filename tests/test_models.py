@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from minibern import backend as B
+from minibern import layers as L
 from minibern.models import build_model, lenet300_100, lenet5_caffe
 from minibern.summary import summarize
 
@@ -57,3 +58,33 @@ def test_gated_counts_follow_the_deterministic_mask():
     conv = lenet5_caffe(gates=True)
     conv["gate_conv2"].theta[:10] = 0.0
     assert summarize(conv)["architecture"] == [20, 40, 640, 500]
+
+
+def test_lenet5_pool_then_relu_is_bitwise_the_textbook_relu_then_pool():
+    """lenet5_caffe runs conv → pool → ReLU; outputs and every gradient equal conv → ReLU → pool
+    (layers.md: the two commute), including windows whose maximum is tied or ≤ 0."""
+    net = lenet5_caffe(seed=2)
+    order = [name for name, _ in net]
+    assert order.index("pool1") < order.index("relu1") and order.index("pool2") < order.index("relu2")
+    textbook = L.Sequential(*[(name, layer) for name, layer in (
+        ("conv1", net["conv1"]), ("relu1", L.ReLU()), ("pool1", L.MaxPool2D(2)),
+        ("conv2", net["conv2"]), ("relu2", L.ReLU()), ("pool2", L.MaxPool2D(2)),
+        ("flatten", L.Flatten()), ("fc1", net["fc1"]), ("relu3", L.ReLU()), ("fc2", net["fc2"]))])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
+    x[:, :, :8] = 0.0  # all-zero image rows: windows whose conv outputs all equal the bias,
+    bias = np.where(np.arange(20) % 2 == 0, 0.1, -0.1).astype(np.float32)  # tied > 0 and < 0
+    net["conv1"].params["b"][...] = B.asarray(bias)
+    dout = rng.standard_normal((4, 10)).astype(np.float32)
+    results = []
+    for model in (net, textbook):
+        logits = B.to_numpy(model.forward(B.asarray(x)))
+        dx = B.to_numpy(model.backward(B.asarray(dout)))
+        grads = {k: B.to_numpy(v).copy() for k, v in model.named_gradients().items()}
+        results.append((logits, dx, grads))
+    (la, dxa, ga), (lb, dxb, gb) = results
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(dxa, dxb)
+    assert ga.keys() == gb.keys()
+    for key in ga:
+        np.testing.assert_array_equal(ga[key], gb[key], err_msg=key)
