@@ -9,6 +9,13 @@ ratio gated / un-gated per epoch e (e = 0: the start, every θ = 1, nothing froz
 
     python benchmarks/bench_gates.py --run runs/tutorial2 --epochs-at 0 1 2 5 10 20
 
+With ``--compare`` instead of ``--run`` it times the full-width start (every θ = 1, nothing
+frozen) of every gated setting of ``benchmarks/estimator_table.py`` (the same CLI flags), all
+settings and the un-gated step alternated within each round — the cost column of the estimator
+table::
+
+    python benchmarks/bench_gates.py --compare --rounds 9
+
 The run is only read. MNIST is needed (``$MINIBERN_DATA`` or ``--data``). Threads: whatever
 NumPy's BLAS uses (set ``OPENBLAS_NUM_THREADS`` to pin it).
 """
@@ -21,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from estimator_table import ROWS
+from minibern.cli_train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
 from minibern.gate_training import GateConfig, GateTrainer
 from minibern.models import lenet300_100
@@ -61,14 +70,42 @@ def seconds_per_100(trainer, steps) -> float:
     return (time.perf_counter() - start) * 100 / steps
 
 
+def compare_settings(data, rounds: int, steps: int) -> None:
+    """Full-width gated step of every estimator-table setting against the un-gated step."""
+    settings = {row: gate_config_from_args(build_parser().parse_args(
+        ["--model", "lenet300", "--out", "unused", *flags])) for row, flags in ROWS.items() if "--gates" in flags}
+    print(f"full-width start, {rounds} rounds of {steps} steps, batch 100, all settings and the "
+          "un-gated step alternated in each round")
+    print("| setting | gated s/100 steps | gated / un-gated (paired, median, min–max) |")
+    print("|---|---|---|")
+    gated = {row: [] for row in settings}
+    plain = []
+    for r in range(rounds):
+        order = list(settings) if r % 2 == 0 else list(reversed(settings))
+        plain.append(seconds_per_100(plain_trainer(data, steps), steps))
+        for row in order:
+            gated[row].append(seconds_per_100(gated_trainer(data, None, settings[row], steps), steps))
+    for row, times in gated.items():
+        ratios = [t / p for t, p in zip(times, plain)]
+        print(f"| {row} | {statistics.median(times):.3f} ({min(times):.3f}–{max(times):.3f}) | "
+              f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f}) |")
+    print(f"| no gates | {statistics.median(plain):.3f} ({min(plain):.3f}–{max(plain):.3f}) | 1 |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", required=True, help="a gated LeNet-300-100 run directory")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--run", help="a gated LeNet-300-100 run directory")
+    target.add_argument("--compare", action="store_true",
+                        help="compare the estimator table's settings at full width")
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
+    if args.compare:
+        compare_settings(load_mnist(args.data), args.rounds, args.steps)
+        return 0
     run = Path(args.run)
     metrics = json.loads((run / "metrics.json").read_text())
     with np.load(run / "history.npz") as history:

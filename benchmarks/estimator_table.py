@@ -17,12 +17,15 @@ import sys
 from pathlib import Path
 
 ROWS = {
-    "removal (default: 16 input, 32 hidden gates per step)": ["--gates"],
-    "removal, 32 input gates per step": ["--gates", "--first-subset", "32"],
-    "removal, 16 gates per step": ["--gates", "--subset", "16"],
+    "removal (default: 16 input, 16 hidden gates per step)": ["--gates"],
+    "removal, 16 input, 32 hidden gates per step": ["--gates", "--subset", "32"],
+    "removal, 32 input, 32 hidden gates per step": ["--gates", "--subset", "32",
+                                                    "--first-subset", "32"],
+    "removal, 8 input, 16 hidden gates per step": ["--gates", "--first-subset", "8"],
+    "removal, 8 gates per step": ["--gates", "--subset", "8", "--first-subset", "8"],
     "removal, 64 gates per step": ["--gates", "--subset", "64", "--first-subset", "64"],
     "first-order": ["--gates", "--estimator", "first-order"],
-    "removal, no snap rules": ["--gates", "--snap-tol", "0"],
+    "removal 16/32, no snap rules": ["--gates", "--subset", "32", "--snap-tol", "0"],
     "no gates": [],
 }
 COMMON = ["--model", "lenet300", "--lr-decay", "5", "--quiet"]

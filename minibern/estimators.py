@@ -70,7 +70,7 @@ class RemovalEstimator:
 
     name = "removal"
 
-    def __init__(self, subset: int | None = 32, first_subset: int | None = None):
+    def __init__(self, subset: int | None = 16, first_subset: int | None = None):
         for name, value in (("subset", subset), ("first_subset", first_subset)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
@@ -287,7 +287,7 @@ class ExactEstimator:
         return out
 
 
-def make_estimator(name: str, subset: int | None = 32, first_subset: int | None = None):
+def make_estimator(name: str, subset: int | None = 16, first_subset: int | None = None):
     """An estimator by name: ``"first-order"``, ``"removal"`` or ``"exact"``."""
     if name == "first-order":
         return FirstOrderEstimator()

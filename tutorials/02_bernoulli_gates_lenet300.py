@@ -16,8 +16,8 @@ Figures
     loss.png, epoch_seconds.png — all in --out, with model.npz (the pruned deterministic
     network; tutorial 3 runs it with NumPy alone).
 Time on a 2-core CPU
-    about 3 s per epoch falling to 1 s as units are removed (20 epochs: ~45 s); --quick (2
-    epochs on 5,000 images): ~5 s.
+    about 2.3 s per epoch falling to 0.9 s as units are removed (20 epochs: ~35 s); --quick
+    (2 epochs on 5,000 images): ~5 s.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
     python tutorials/02_bernoulli_gates_lenet300.py --out runs/tutorial2
@@ -54,13 +54,13 @@ def main(argv=None) -> int:
                          seed=args.seed, train_subset=5000 if args.quick else None, lr_decay=5.0)
     net = lenet300_100(seed=run_rngs(config.seed)[0], gates=True, theta_init=1.0)
     splits = device_splits(data, net.input_shape, config.train_subset)
-    # 2. θ learning with the defaults of GateConfig: removal estimator (16 input and 32 h1
+    # 2. θ learning with the defaults of GateConfig: removal estimator (16 input and 16 h1
     #    gates visited per step, h2 all), κ = 5.5 per unit, θ step 50/(1 + epoch/0.5); gates that
     #    sit within 0.01 of 0 or 1 long enough are snapped there (docs/derivations/
     #    estimators.md), and a unit at θ = 0 for 30 visits leaves the weight arrays
     #    (docs/derivations/pruning.md), so epochs get cheaper as it prunes. With the weights'
-    #    rate decayed as 1e-3/(1 + epoch/5) this measured 97.6–98.7 % of gates within 1e-3 of
-    #    0/1 after 20 epochs at 1.77–1.83 % test error, ≈ 310-160-92 (seeds 0, 1, 2).
+    #    rate decayed as 1e-3/(1 + epoch/5) this measured 98.3–98.5 % of gates within 1e-3 of
+    #    0/1 after 20 epochs at 1.86–1.93 % test error, ≈ 313-170-91 (seeds 0, 1, 2).
     gates = GateTrainer(net, GateConfig(kappa=args.kappa), n_data=splits["train"].size)
     # 3. Train weights (Adam) and θ (projected SGD) together; checkpoint every epoch.
     out = Path(args.out)
