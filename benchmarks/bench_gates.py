@@ -72,8 +72,10 @@ def seconds_per_100(trainer, steps) -> float:
 
 def compare_settings(data, rounds: int, steps: int) -> None:
     """Full-width gated step of every estimator-table setting against the un-gated step."""
-    settings = {row: gate_config_from_args(build_parser().parse_args(
-        ["--model", "lenet300", "--out", "unused", *flags])) for row, flags in ROWS.items() if "--gates" in flags}
+    parser = build_parser()
+    settings = {row: gate_config_from_args(parser.parse_args(
+                    ["--model", "lenet300", "--out", "unused", *flags]))
+                for row, flags in ROWS.items() if "--gates" in flags}
     print(f"full-width start, {rounds} rounds of {steps} steps, batch 100, all settings and the "
           "un-gated step alternated in each round")
     print("| setting | gated s/100 steps | gated / un-gated (paired, median, min–max) |")
