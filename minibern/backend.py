@@ -35,6 +35,7 @@ numbers are drawn on the host and then moved to the device (:func:`random_normal
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from types import SimpleNamespace
 
@@ -365,8 +366,8 @@ def shared_zeros_like(x):
     is flagged read-only, so a stray write raises instead of corrupting every later ReLU.
     """
     xp = get_array_module(x)
-    key = (getattr(xp, "__name__", repr(xp)), str(getattr(x, "device", "")), numpy.dtype(x.dtype).str)
-    size = int(numpy.prod(x.shape, dtype=numpy.int64))
+    key = (id(xp), str(getattr(x, "device", "")), x.dtype)  # modules live as long as the process
+    size = math.prod(x.shape)
     buffer = _shared_zero_buffers.get(key)
     if buffer is None or buffer.size < size:
         buffer = xp.zeros(max(size, 1), dtype=x.dtype)
