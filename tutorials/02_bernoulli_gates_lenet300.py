@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     #    sit within 0.01 of 0 or 1 long enough are snapped there (docs/derivations/
     #    estimators.md), and a unit at θ = 0 for 30 visits leaves the weight arrays
     #    (docs/derivations/pruning.md), so epochs get cheaper as it prunes. With the weights'
-    #    rate decayed as 1e-3/(1 + epoch/5) this measured 98.3–98.5 % of gates within 1e-3 of
-    #    0/1 after 20 epochs at 1.86–1.93 % test error, ≈ 313-170-91 (seeds 0, 1, 2).
+    #    rate decayed as 1e-3/(1 + epoch/5) this measured 98.3–98.8 % of gates within 1e-3 of
+    #    0/1 after 20 epochs at 1.76–1.93 % test error, ≈ 313-170-91 (seeds 0–4).
     gates = GateTrainer(net, GateConfig(kappa=args.kappa), n_data=splits["train"].size)
     # 3. Train weights (Adam) and θ (projected SGD) together; checkpoint every epoch.
     out = Path(args.out)
