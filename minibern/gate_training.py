@@ -54,8 +54,7 @@ class GateConfig:
     gates within 1e-3 of 0 or 1 after 20 epochs at 1.76–1.93 % test error over seeds 0–4,
     a full-width step 1.86× an un-gated one (docs/derivations/estimators.md, "Measured").
     Visiting 32 hidden gates per step decided no more (97.2–98.6 %, 1.80–2.02 % error) at no
-    lower cost; fewer
-    visits than 16 cost less per step but prune less within 20 epochs.
+    lower cost; fewer visits than 16 cost less per step but prune less within 20 epochs.
     """
 
     estimator: str = "removal"
