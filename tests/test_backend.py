@@ -127,3 +127,16 @@ def test_require_float_array_names_the_fix():
         B.require_float_array([1.0, 2.0], "x")
     with pytest.raises(TypeError, match="not a floating type"):
         B.dtype_of("int32")
+
+
+def test_shared_zeros_match_shape_dtype_and_backend_and_refuse_writes(backend_name):
+    small = B.asarray(np.ones((2, 3), dtype=np.float32))
+    big = B.asarray(np.ones((4, 5, 6), dtype=np.float64))
+    for x in (small, big, B.asarray(np.ones((7, 9), dtype=np.float32))):
+        zeros = B.shared_zeros_like(x)
+        assert zeros.shape == x.shape and zeros.dtype == x.dtype
+        assert B.get_array_module(zeros) is B.get_array_module(x)  # no backend mixing
+        assert not B.to_numpy(zeros).any()
+    if backend_name == "numpy":
+        with pytest.raises(ValueError, match="read-only"):
+            B.shared_zeros_like(small)[0, 0] = 1.0
