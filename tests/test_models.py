@@ -66,10 +66,10 @@ def test_lenet5_pool_then_relu_is_bitwise_the_textbook_relu_then_pool():
     net = lenet5_caffe(seed=2)
     order = [name for name, _ in net]
     assert order.index("pool1") < order.index("relu1") and order.index("pool2") < order.index("relu2")
-    textbook = L.Sequential(*[(name, layer) for name, layer in (
+    textbook = L.Sequential(
         ("conv1", net["conv1"]), ("relu1", L.ReLU()), ("pool1", L.MaxPool2D(2)),
         ("conv2", net["conv2"]), ("relu2", L.ReLU()), ("pool2", L.MaxPool2D(2)),
-        ("flatten", L.Flatten()), ("fc1", net["fc1"]), ("relu3", L.ReLU()), ("fc2", net["fc2"]))])
+        ("flatten", L.Flatten()), ("fc1", net["fc1"]), ("relu3", L.ReLU()), ("fc2", net["fc2"]))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 1, 28, 28)).astype(np.float32)
     x[:, :, :8] = 0.0  # all-zero image rows: windows whose conv outputs all equal the bias,
