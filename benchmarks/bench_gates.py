@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from estimator_table import ROWS
-from minibern.cli_train import build_parser, gate_config_from_args
+from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
-from minibern.gate_training import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.models import lenet300_100
-from minibern.train import TrainConfig, Trainer, device_splits, run_rngs
+from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
 
 
 def gated_trainer(data, theta_full, gate_config, steps):

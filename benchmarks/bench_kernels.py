@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from minibern import backend as B
-from minibern.gates import bernoulli_bytes
+from minibern.bernoulli.gate import bernoulli_bytes
 from minibern.losses import per_example_cross_entropy
 
 

@@ -1,14 +1,14 @@
 """Seconds per 100 training steps: minibern against PyTorch (CPU) and against its own GEMM floor.
 
 One training step = gather a batch of 100, forward, softmax cross-entropy, backward, momentum-SGD
-update (lr 0.01, momentum 0.9), float32 — the step :meth:`minibern.train.Trainer.train_epoch`
+update (lr 0.01, momentum 0.9), float32 — the step :meth:`minibern.training.Trainer.train_epoch`
 runs. For every network the script times, in the same process and alternating which goes first
 in each round:
 
 * **minibern**: ``Trainer.train_epoch`` on a ``train_subset`` of 100·steps MNIST images (a
   fresh network and trainer each round, built outside the timer);
 * **minibern, gates on**: the same with ``build_model(..., gates=True)`` and a
-  :class:`minibern.gate_training.GateTrainer` with the default ``GateConfig()``, wired as
+  :class:`minibern.bernoulli.hook.GateTrainer` with the default ``GateConfig()``, wired as
   ``Trainer.fit`` wires it (``before_fit``, then the trainer's hooks);
 * **PyTorch**: the same network (the same initial weights, copied), ``torch.optim.SGD`` with
   momentum, the same batch size and number of steps;
@@ -61,9 +61,9 @@ import numpy as np
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.gate_training import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.models import build_model
-from minibern.train import TrainConfig, Trainer, device_splits
+from minibern.training.trainer import TrainConfig, Trainer, device_splits
 
 try:
     import torch

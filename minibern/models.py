@@ -19,7 +19,7 @@ LeNet-5 step ~1 ms (4 %) faster.
 outputs stay) for the robustness-to-width experiments. Initial weights are drawn from a seeded
 host generator (He normal by default; see :mod:`minibern.layers.init`).
 
-With ``gates=True`` Bernoulli gates (:mod:`minibern.gates`) are inserted: LeNet-300-100 gates
+With ``gates=True`` Bernoulli gates (:mod:`minibern.bernoulli.gate`) are inserted: LeNet-300-100 gates
 its 784 inputs and both hidden layers' units; LeNet-5-Caffe gates both conv layers' filters
 (after pooling: a per-filter 0/1 factor commutes with max-pooling, and the pooled tensor is 4×
 smaller) and fc1's 500 units. The output layer is never gated.
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.gates import BernoulliGate
+from minibern.bernoulli.gate import BernoulliGate
 
 MODEL_NAMES = ("lenet300", "lenet5")
 

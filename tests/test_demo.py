@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from minibern.demo import run_demo
+from minibern.cli.demo import run_demo
 
 
 def test_demo_learns_and_repeats_exactly(backend_name):

@@ -13,10 +13,10 @@ import pytest
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.export import deterministic_ops, export_and_score, export_npz, load_network
-from minibern.gates import BernoulliGate
+from minibern.bernoulli.export import deterministic_ops, export_and_score, export_npz, load_network
+from minibern.bernoulli.gate import BernoulliGate
 from minibern.models import lenet5_caffe, lenet300_100
-from minibern.summary import summarize
+from minibern.training.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]
 PREDICTOR = REPO / "tutorials" / "03_predict_with_numpy_only.py"
@@ -125,9 +125,9 @@ def test_flatten_keeps_the_block_of_rows_of_each_channel(tmp_path):
 
 @pytest.mark.parametrize("build", [_gated_lenet300, _gated_lenet5])
 def test_physically_pruned_net_exports_the_same_arrays(build, tmp_path):
-    """Removing the θ = 0 units from the arrays (minibern.pruning) leaves the deterministic
+    """Removing the θ = 0 units from the arrays (minibern.bernoulli.pruning) leaves the deterministic
     network unchanged, so both routes must give the same exported arrays."""
-    from minibern.pruning import remove_units
+    from minibern.bernoulli.pruning import remove_units
 
     masked, pruned = build(seed=4), build(seed=4)
     for name in [n for n, layer in pruned if isinstance(layer, BernoulliGate)]:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from minibern import backend as B
-from minibern.gate_training import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.models import build_model
-from minibern.train import TrainConfig, Trainer, device_splits, run_rngs
+from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
 
 REPO = Path(__file__).resolve().parents[1]
 

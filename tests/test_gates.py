@@ -6,9 +6,9 @@ import pytest
 from minibern import backend as B
 from minibern import gradcheck as G
 from minibern import layers as L
-from minibern.estimators import (MAX_EXACT_GATES, ExactEstimator, FirstOrderEstimator,
+from minibern.bernoulli.estimators import (MAX_EXACT_GATES, ExactEstimator, FirstOrderEstimator,
                                  RemovalEstimator, exact_expected_loss, make_estimator)
-from minibern.gates import BernoulliGate, bernoulli_bytes
+from minibern.bernoulli.gate import BernoulliGate, bernoulli_bytes
 from minibern.losses import per_example_cross_entropy, softmax_cross_entropy
 
 

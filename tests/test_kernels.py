@@ -10,7 +10,7 @@ import pytest
 from minibern import backend as B
 from minibern import gradcheck as G
 from minibern import layers as L
-from minibern.gates import BernoulliGate
+from minibern.bernoulli.gate import BernoulliGate
 from minibern.layers.im2col import col2im, col2im_rows, im2col, im2col_rows
 from minibern.losses import softmax_cross_entropy
 from minibern.models import build_model

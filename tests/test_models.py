@@ -5,7 +5,7 @@ import pytest
 from minibern import backend as B
 from minibern import layers as L
 from minibern.models import build_model, lenet300_100, lenet5_caffe
-from minibern.summary import summarize
+from minibern.training.summary import summarize
 
 
 def test_lenet300_counts_by_hand():

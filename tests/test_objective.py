@@ -8,7 +8,7 @@ import pytest
 
 from minibern import backend as B
 from minibern import gradcheck as G
-from minibern import objective as O
+from minibern.bernoulli import objective as O
 
 host_only = pytest.mark.host_only
 TOL = 1e-6

@@ -6,7 +6,7 @@ What you learn
     history.npz, checkpoint.npz, train.log) so every figure can be redrawn later.
 Read alongside
     docs/derivations/layers.md — (L1)–(L4) dense, (L5)–(L6) ReLU, (L18)–(L19) the loss,
-    (O2) Adam; then minibern/layers/dense.py and minibern/train.py.
+    (O2) Adam; then minibern/layers/dense.py and minibern/training/trainer.py.
 Figures
     loss.png, val_error.png, epoch_seconds.png in --out.
 Time on a 2-core CPU
@@ -23,7 +23,7 @@ import minibern
 from minibern.data import load_mnist
 from minibern.models import lenet300_100
 from minibern.plots import plot_training
-from minibern.train import TrainConfig, Trainer, device_splits, run_rngs, write_run_files
+from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs, write_run_files
 
 
 def main(argv=None) -> int:

@@ -8,8 +8,8 @@ What you learn
 Read alongside
     docs/derivations/bernoulli_objective.md — (B10) γ*, (B11) the flattened KL = κθ + const,
     (B16)–(B17) why the solutions are deterministic; docs/derivations/estimators.md — (E4)–(E8)
-    the removal estimator, (E10) the θ step; then minibern/gates.py and
-    minibern/gate_training.py.
+    the removal estimator, (E10) the θ step; then minibern/bernoulli/gate.py and
+    minibern/bernoulli/hook.py.
 Figures
     theta_hist.png (θ of every gate at three moments), theta_decided.png (gates within 0.01 and
     1e-3 of 0 or 1, per epoch), units_per_layer.png (kept units per layer), val_error.png,
@@ -28,11 +28,11 @@ from pathlib import Path
 
 import minibern
 from minibern.data import load_mnist
-from minibern.export import export_and_score
-from minibern.gate_training import GateConfig, GateTrainer
+from minibern.bernoulli.export import export_and_score
+from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.models import lenet300_100
 from minibern.plots import plot_gates, plot_training
-from minibern.train import TrainConfig, Trainer, device_splits, run_rngs, write_run_files
+from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs, write_run_files
 
 
 def main(argv=None) -> int:

@@ -8,7 +8,7 @@ What you learn
     standard library), so it can be copied anywhere.
 Read alongside
     docs/derivations/layers.md, (X1)–(X4) (why folding the gates changes no output), and
-    minibern/export.py (the format).
+    minibern/bernoulli/export.py (the format).
 Output
     the test error of ``model.npz`` on MNIST's 10,000 test images; it equals the
     ``test_error`` that training reported. Under a second on a CPU.
@@ -41,7 +41,7 @@ def _ops(m):
             raise ValueError(f"{m} is not a readable .npz ({error}); export it again") from error
     if str(m.get("format", "")) != FORMAT or str(m.get("version", "")) != str(VERSION):
         raise ValueError(f"not a {FORMAT} model of version {VERSION} (format {m.get('format')}, "
-                         f"version {m.get('version')}); re-export it with minibern.export")
+                         f"version {m.get('version')}); re-export it with minibern.bernoulli.export")
     n_ops = int(m["n_ops"])
     return m, [{k.split("/")[1]: m[k] for k in m if k.startswith(f"op{i}/")} for i in range(n_ops)]
 

@@ -40,7 +40,7 @@ def _kept(gate) -> int:
 
 def _walk(net, input_shape) -> list[_Weighted]:
     """Follow the network once, tracking how many features/channels are kept."""
-    from minibern.gates import BernoulliGate
+    from minibern.bernoulli.gate import BernoulliGate
 
     shape = (1,) + tuple(input_shape)
     kept = shape[1]          # kept channels (4-D) or features (2-D) flowing forward

@@ -23,7 +23,7 @@ step (all of them, except for subsampled layers of the removal estimator).
 from __future__ import annotations
 
 from minibern import backend as B
-from minibern.gates import BernoulliGate
+from minibern.bernoulli.gate import BernoulliGate
 from minibern.layers import Conv2D, Dense, Flatten, ReLU
 from minibern.layers.im2col import im2col
 from minibern.losses import per_example_cross_entropy

@@ -27,7 +27,7 @@ and per kind (float arrays in the net's dtype, float32 by default):
 
 Gates
 -----
-There are no gate ops: every :class:`~minibern.gates.BernoulliGate` is replaced by its
+There are no gate ops: every :class:`~minibern.bernoulli.gate.BernoulliGate` is replaced by its
 evaluation mask ξ_i = 1[θ_i ≥ ½] and *dropped*, so the exported arrays are the pruned network.
 A gate commutes with the ReLU/max-pool layers between it and the next Dense/Conv2D (X1); that
 consumer keeps only the rows (input channels; across a Flatten, the H·W-row block of each
@@ -40,9 +40,9 @@ rows instead, (X2). An all-zero gate, and a gate after the last linear layer, ra
 from __future__ import annotations
 
 from minibern import backend as B
-from minibern import checkpoint as ckpt
+from minibern.training import checkpoint as ckpt
 from minibern import layers as L
-from minibern.gates import BernoulliGate
+from minibern.bernoulli.gate import BernoulliGate
 
 np = B.host
 
@@ -194,7 +194,7 @@ def export_npz(net, path):
         See :func:`deterministic_ops`.
     path : str or os.PathLike
         The ``.npz`` to write; a previous file there is replaced only once the new one is
-        complete (:func:`minibern.checkpoint.write_npz`: temp file + ``os.replace``).
+        complete (:func:`minibern.training.checkpoint.write_npz`: temp file + ``os.replace``).
 
     Returns
     -------
@@ -222,7 +222,7 @@ def load_network(path) -> L.Sequential:
     if (str(arrays.get("format", "")) != FORMAT_NAME
             or int(arrays.get("version", -1)) != FORMAT_VERSION):
         raise ValueError(f"{path} is not a {FORMAT_NAME} model of version {FORMAT_VERSION}; "
-                         "re-export it with minibern.export.export_npz")
+                         "re-export it with minibern.bernoulli.export.export_npz")
     layers = []
     for k in range(int(arrays["n_ops"])):
         op = {key.split("/", 1)[1]: value for key, value in arrays.items()

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 from minibern import backend as B
-from minibern.estimators import ESTIMATORS
-from minibern.gate_training import GateConfig, GateTrainer
+from minibern.bernoulli.estimators import ESTIMATORS
+from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.models import MODEL_NAMES, build_model
-from minibern.pruning import PruningError
-from minibern.train import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged, device_splits,
+from minibern.bernoulli.pruning import PruningError
+from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged, device_splits,
                             run_rngs, write_run_files)
 
 
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         # network, data or checkpoint problems
         return _fail(log, log_file, error)
     try:  # model.npz: the deterministic network (tutorial 3 runs it)
-        from minibern.export import export_and_score
+        from minibern.bernoulli.export import export_and_score
         metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
                                                         data.test_labels)
     except ValueError as error:  # e.g. a gate that kept no unit

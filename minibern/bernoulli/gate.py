@@ -6,7 +6,7 @@ docs/derivations/estimators.md, (E0)–(E3) (E0: how masks are drawn).
 A gate sits after a layer's activation: on a dense layer's units (input (N, n)), on a conv
 layer's filters (input (N, n, H, W), one ξ per example and filter, broadcast over H, W), or on the
 input features. Its probabilities θ (shape (n,)) are a *host* float64 array: they are few, they
-are updated by projected SGD on the host (:mod:`minibern.theta_sgd`), and the masks are drawn by
+are updated by projected SGD on the host (:mod:`minibern.bernoulli.theta_sgd`), and the masks are drawn by
 the run's seeded host generator and then moved to the device, so the same seed gives the same
 masks on every backend.
 
@@ -219,7 +219,7 @@ class BernoulliGate(Layer):
     # -- pruning ------------------------------------------------------------------------------
     def keep_units(self, keep) -> None:
         """Keep only the units where the host bool mask ``keep`` (n,) is True (physical pruning:
-        :mod:`minibern.pruning` slices the neighbouring weights the same way)."""
+        :mod:`minibern.bernoulli.pruning` slices the neighbouring weights the same way)."""
         keep = np.asarray(keep, dtype=bool)
         self.theta = self.theta[keep].copy()
         self.unit_index = self.unit_index[keep].copy()

@@ -25,7 +25,7 @@ at exactly 0 is one physical pruning may remove; one at exactly 1 draws no rando
 
 *Physical pruning* (docs/derivations/pruning.md, (P1)–(P6)): after every weight step, a gate
 whose θ has been exactly 0 for ``prune_patience`` consecutive visits (a frozen gate counts one
-every step) is removed from the arrays by :func:`minibern.pruning.remove_units` (its unit, the
+every step) is removed from the arrays by :func:`minibern.bernoulli.pruning.remove_units` (its unit, the
 consumer's inputs, the optimiser state, θ and this hook's counters). With ``prune=False`` nothing is removed; the hook instead marks the
 gates that would have been and counts how many of them later leave 0 (``pruning`` in
 :meth:`metrics`), the measurement behind the default patience.
@@ -35,12 +35,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from minibern import backend as B
-from minibern import objective as obj
-from minibern.estimators import ESTIMATORS, ExactEstimator, gate_layers, make_estimator
-from minibern.gates import DECIDED_TOL
-from minibern.pruning import remove_units, restore_structure
-from minibern.theta_sgd import ProjectedSGD
-from minibern.train import Hook
+from minibern.bernoulli import objective as obj
+from minibern.bernoulli.estimators import ESTIMATORS, ExactEstimator, gate_layers, make_estimator
+from minibern.bernoulli.gate import DECIDED_TOL
+from minibern.bernoulli.pruning import remove_units, restore_structure
+from minibern.bernoulli.theta_sgd import ProjectedSGD
+from minibern.training.trainer import Hook
 
 np = B.host
 

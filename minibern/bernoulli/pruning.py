@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.gates import BernoulliGate
+from minibern.bernoulli.gate import BernoulliGate
 
 np = B.host
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from minibern import backend as B
-from minibern.objective import check_theta
+from minibern.bernoulli.objective import check_theta
 
 np = B.host
 

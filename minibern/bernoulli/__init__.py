@@ -1,0 +1,4 @@
+"""The paper's method: Bernoulli gates on units, their probabilities θ learned and pruned.
+
+Guenter & Sideris, "Robust Learning of Parsimonious Deep Neural Networks", arXiv 2205.04650.
+"""
