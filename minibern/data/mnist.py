@@ -38,32 +38,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from minibern.backend import host as np
+from minibern.data import fetch
+from minibern.data.files import (FILE_NAMES, MnistError, find_file, find_mnist_dir, missing_files,
+                                 where_to_put)
 from minibern.data.idx import read_idx
-
-#: Environment variable naming the MNIST folder.
-ENV_VAR = "MINIBERN_DATA"
-
-#: The four MNIST files (raw names; the gzipped ones add ``.gz``), keyed by role.
-FILE_NAMES = {
-    "train_images": "train-images-idx3-ubyte",
-    "train_labels": "train-labels-idx1-ubyte",
-    "test_images": "t10k-images-idx3-ubyte",
-    "test_labels": "t10k-labels-idx1-ubyte",
-}
 
 IMAGE_SHAPE = (28, 28)
 N_TRAIN_FILE = 60_000   # images in the training file
 N_VAL = 5_000           # the last N_VAL of them are the validation set
 N_TEST = 10_000
 N_CLASSES = 10
-
-# The source checkout this module runs from (…/minibern/data/mnist.py -> the checkout root).
-_CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-class MnistError(ValueError):
-    """MNIST is missing, fails its checksum, has the wrong shape or labels, or cannot be fetched."""
-
 
 @dataclass(frozen=True)
 class MNIST:
@@ -94,52 +78,6 @@ class MNIST:
         shapes = ", ".join(f"{name}={getattr(self, name).shape}" for name in
                            ("train_images", "val_images", "test_images"))
         return f"MNIST({shapes}, directory='{self.directory}')"
-
-
-def default_mnist_dir() -> Path:
-    """The MNIST folder used when neither an argument nor ``MINIBERN_DATA`` names one.
-
-    ``data/mnist/`` in the source checkout when minibern runs from a checkout that has a
-    ``data/`` folder (recognised by its ``setup.cfg`` or ``pyproject.toml``, so an installed
-    package never writes next to ``site-packages``); otherwise
-    ``$XDG_CACHE_HOME/minibern/mnist`` (default ``~/.cache/minibern/mnist``).
-    """
-    is_checkout = any((_CHECKOUT / marker).is_file() for marker in ("setup.cfg", "pyproject.toml"))
-    if is_checkout and (_CHECKOUT / "data").is_dir():
-        return _CHECKOUT / "data" / "mnist"
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache).expanduser() / "minibern" / "mnist"
-
-
-def find_mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """The folder MNIST is read from (and fetched into): ``data_dir``, else ``$MINIBERN_DATA``,
-    else :func:`default_mnist_dir`. The folder need not exist or hold the files yet."""
-    if data_dir is not None:
-        return Path(data_dir).expanduser()
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return default_mnist_dir()
-
-
-def find_file(directory: Path, name: str) -> Path | None:
-    """``directory/name`` if it exists, else ``directory/name.gz`` if that does, else None."""
-    for candidate in (directory / name, directory / f"{name}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def missing_files(directory: Path) -> list[str]:
-    """The raw names of the MNIST files that ``directory`` holds neither raw nor gzipped."""
-    return [name for name in FILE_NAMES.values() if find_file(Path(directory), name) is None]
-
-
-def where_to_put(directory: Path) -> str:
-    """A sentence saying where to put which four files (for error messages)."""
-    names = "\n".join(f"    {name}.gz  (or {name}, uncompressed)" for name in FILE_NAMES.values())
-    return (f"put the four MNIST IDX files into {directory}, gzipped or raw:\n{names}\n"
-            f"or set {ENV_VAR} to a folder that holds them")
 
 
 def _read_images(path: Path, count: int):
@@ -212,7 +150,6 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool = Tr
                 f"Run `python -m minibern fetch-mnist` (or call load_mnist(download=True)), "
                 f"or {where_to_put(directory)}."
             )
-        from minibern.data import fetch  # here, not at the top: fetch imports this module
         fetch.fetch_mnist(directory)
 
     paths = {role: find_file(directory, name) for role, name in FILE_NAMES.items()}
