@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.bernoulli.gate import BernoulliGate
 
 MODEL_NAMES = ("lenet300", "lenet5")
 
@@ -43,8 +42,12 @@ def _width(base: int, width_mult: float, name: str) -> int:
 
 
 def _gate(name: str, n_units: int, enabled: bool, theta_init) -> list:
-    """``[(name, BernoulliGate(n_units))]`` if gates are enabled, else ``[]``."""
-    return [(name, BernoulliGate(n_units, theta_init=theta_init))] if enabled else []
+    """``[(name, BernoulliGate(n_units))]`` if gates are enabled, else ``[]`` (an un-gated model
+    imports nothing of :mod:`minibern.bernoulli`)."""
+    if not enabled:
+        return []
+    from minibern.bernoulli.gate import BernoulliGate
+    return [(name, BernoulliGate(n_units, theta_init=theta_init))]
 
 
 def lenet300_100(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scale: float = 1.0,

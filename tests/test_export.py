@@ -16,6 +16,7 @@ from minibern import layers as L
 from minibern.bernoulli.export import deterministic_ops, export_and_score, export_npz, load_network
 from minibern.bernoulli.gate import BernoulliGate
 from minibern.models import lenet5_caffe, lenet300_100
+from minibern.bernoulli.topology import kept_units
 from minibern.training.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +102,7 @@ def test_units_are_dropped_and_counts_match_summary(tmp_path):
         assert model["op3/W"].shape == (keep["gate1"], keep["gate2"])
         assert model["op5/W"].shape == (keep["gate2"], 10) and model["op5/b"].shape == (10,)
         assert model["op1/W"].dtype == np.float32
-    assert _weight_count(path) == summarize(net)["params"] < lenet300_100().num_parameters()
+    assert _weight_count(path) == summarize(net, kept=kept_units(net))["params"] < lenet300_100().num_parameters()
 
     net5 = _gated_lenet5()
     path5 = export_npz(net5, tmp_path / "lenet5.npz")
@@ -110,7 +111,7 @@ def test_units_are_dropped_and_counts_match_summary(tmp_path):
         assert model["op0/W"].shape == (c1, 1, 5, 5)
         assert model["op3/W"].shape == (c2, c1, 5, 5)
         assert model["op7/W"].shape == (c2 * 16, h)
-    assert _weight_count(path5) == summarize(net5)["params"] < lenet5_caffe().num_parameters()
+    assert _weight_count(path5) == summarize(net5, kept=kept_units(net5))["params"] < lenet5_caffe().num_parameters()
 
 
 def test_flatten_keeps_the_block_of_rows_of_each_channel(tmp_path):

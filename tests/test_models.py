@@ -5,6 +5,7 @@ import pytest
 from minibern import backend as B
 from minibern import layers as L
 from minibern.models import build_model, lenet300_100, lenet5_caffe
+from minibern.bernoulli.topology import kept_units
 from minibern.training.summary import summarize
 
 
@@ -51,13 +52,14 @@ def test_gated_counts_follow_the_deterministic_mask():
     net["gate_in"].theta[:400] = 0.0
     net["gate1"].theta[:100] = 0.2   # below ½: dropped in evaluation
     net["gate2"].theta[:10] = 0.6    # above ½: kept
-    s = summarize(net)
+    s = summarize(net, kept=kept_units(net))
     assert s["architecture"] == [384, 200, 100]
     assert s["params"] == 384 * 200 + 200 + 200 * 100 + 100 + 100 * 10 + 10
     assert s["flops_per_example"] == 384 * 200 + 200 * 100 + 100 * 10
     conv = lenet5_caffe(gates=True)
     conv["gate_conv2"].theta[:10] = 0.0
-    assert summarize(conv)["architecture"] == [20, 40, 640, 500]
+    assert summarize(conv, kept=kept_units(conv))["architecture"] == [20, 40, 640, 500]
+    assert summarize(conv)["architecture"] == [20, 50, 800, 500]  # without kept: the arrays
 
 
 def test_lenet5_pool_then_relu_is_bitwise_the_textbook_relu_then_pool():

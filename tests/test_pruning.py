@@ -13,6 +13,7 @@ from minibern.losses import softmax_cross_entropy
 from minibern.models import build_model, lenet5_caffe, lenet300_100
 from minibern.optim import SGD, Adam
 from minibern.bernoulli.pruning import PruningError, remove_units
+from minibern.bernoulli.topology import kept_units
 from minibern.training.summary import summarize
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
 
@@ -148,9 +149,9 @@ def test_summary_counts_after_pruning_match_hand_computed_values():
     start = summarize(net)
     for name, keep in (("gate_in", 500), ("gate1", 200), ("gate2", 50)):
         net[name].theta[keep:] = 0.0
-    masked = summarize(net, start=start)
+    masked = summarize(net, start=start, kept=kept_units(net))
     _prune_all_zero(net)
-    pruned = summarize(net, start=start)
+    pruned = summarize(net, start=start, kept=kept_units(net))
     params = (500 * 200 + 200) + (200 * 50 + 50) + (50 * 10 + 10)
     flops = 500 * 200 + 200 * 50 + 50 * 10
     for summary in (masked, pruned):
@@ -165,7 +166,7 @@ def test_summary_counts_after_pruning_match_hand_computed_values():
     for name, keep in (("gate_conv1", 10), ("gate_conv2", 20), ("gate_fc1", 100)):
         net[name].theta[keep:] = 0.0
     _prune_all_zero(net)
-    pruned = summarize(net, start=start)
+    pruned = summarize(net, start=start, kept=kept_units(net))
     assert pruned["architecture"] == [10, 20, 320, 100]
     assert pruned["params"] == 10 * 26 + 20 * (10 * 25 + 1) + 100 * 321 + 10 * 101
     assert pruned["flops_per_example"] == 10 * 25 * 24 * 24 + 20 * 10 * 25 * 8 * 8 + 320 * 100 + 1000

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from minibern import backend as B
 from minibern.bernoulli.gate import BernoulliGate
-from minibern.layers import Conv2D, Dense, Flatten, ReLU
+from minibern.bernoulli.topology import gate_layers, gate_sites
+from minibern.layers import Dense, Flatten, ReLU
 from minibern.layers.im2col import im2col
 from minibern.losses import per_example_cross_entropy
 
@@ -32,11 +33,6 @@ np = B.host
 
 ESTIMATORS = ("first-order", "removal", "exact")
 MAX_EXACT_GATES = 12
-
-
-def gate_layers(net) -> list[tuple[int, str, BernoulliGate]]:
-    """(index, name, gate) of every gate in ``net``, in order."""
-    return [(i, name, layer) for i, (name, layer) in enumerate(net) if isinstance(layer, BernoulliGate)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,12 +84,13 @@ class RemovalEstimator:
         if not net.outputs:
             raise RuntimeError("run net.forward on the batch before the removal estimator")
         base_loss = per_example_cross_entropy(net.outputs[-1], labels)
-        gates = gate_layers(net)
+        sites = gate_sites(net)
         out = {}
-        for position, (index, name, gate) in enumerate(gates):
+        for position, found in enumerate(sites):
+            name, gate = found.name, found.gate
             n = gate.n_units
             pool = np.arange(n) if candidates is None else np.flatnonzero(candidates[name])
-            last = position == len(gates) - 1
+            last = position == len(sites) - 1
             size = self.first_subset if position == 0 else self.subset
             if last or size is None or size >= pool.size:
                 visit = pool
@@ -103,14 +100,15 @@ class RemovalEstimator:
                 visit = np.sort(rng.choice(pool, size=size, replace=False))
             delta = np.zeros(n)
             if visit.size:
-                delta[visit] = self._layer_deltas(net, index, gate, visit, labels, base_loss)
+                delta[visit] = self._layer_deltas(net, found, visit, labels, base_loss)
             visited = np.zeros(n, dtype=bool)
             visited[visit] = True
             out[name] = (delta, visited)
         return out
 
-    def _layer_deltas(self, net, index, gate, visit, labels, base_loss):
-        a, mask = gate._x, gate.mask
+    def _layer_deltas(self, net, found, visit, labels, base_loss):
+        gate = found.gate
+        a, mask = gate.last_input, gate.mask
         xp = B.get_array_module(a)
         batch = a.shape[0]
         visit_dev = B.asarray(visit)
@@ -120,7 +118,7 @@ class RemovalEstimator:
             a_sub, xi_sub = a[:, visit_dev], mask[:, visit_dev]
         sign = 1 - 2 * xi_sub  # +1: the flip turns the gate on; −1: off            (E4)
         change = a_sub * (sign.reshape(sign.shape + (1,) * (a.ndim - 2)) if a.ndim > 2 else sign)
-        linear = self._next_linear(net, index)
+        linear = self._next_linear(net, found)
         active = change != 0 if a.ndim == 2 else (change != 0).any(axis=(2, 3))
         # (example, visited gate) pairs that change anything, example-major (flatnonzero:
         # NumPy's 2-D nonzero is several times slower)
@@ -148,7 +146,7 @@ class RemovalEstimator:
         for k in range(linear + 1, len(net)):
             layer = net[k]
             if isinstance(layer, BernoulliGate):
-                if layer._identity:  # an all-on gate is the identity
+                if layer.is_identity:  # an all-on gate is the identity
                     continue
                 if layer.mask.ndim == 2 and h.ndim == 2:
                     h *= xp.take(layer.mask, rows, axis=0)  # (E1)
@@ -173,19 +171,19 @@ class RemovalEstimator:
         return per_example_cross_entropy(flipped, labels[rows], classes_first=True)
 
     @staticmethod
-    def _next_linear(net, index):
-        """Index of the first Dense/Conv2D after the gate (only Flatten may stand between)."""
-        for k in range(index + 1, len(net)):
-            layer = net[k]
-            if isinstance(layer, (Dense, Conv2D)):
-                return k
-            if not isinstance(layer, Flatten):
+    def _next_linear(net, found):
+        """Index of the gate's consumer, the first Dense/Conv2D after it: the partial forward
+        (E5) starts there, so only Flatten may stand between."""
+        for k in found.downstream:
+            if not isinstance(net[k], Flatten):
                 raise NotImplementedError(
-                    f"removal estimator: gate {net.names[index]!r} is followed by "
-                    f"{type(layer).__name__} before a linear layer; place gates right before a "
+                    f"removal estimator: gate {found.name!r} is followed by "
+                    f"{type(net[k]).__name__} before a linear layer; place gates right before a "
                     "Dense/Conv2D (optionally through Flatten)")
-        raise ValueError(f"gate {net.names[index]!r} has no linear layer after it; the output "
-                         "layer is never gated")
+        if found.consumer is None:
+            raise ValueError(f"gate {found.name!r} has no linear layer after it; the output "
+                             "layer is never gated")
+        return found.consumer
 
     @staticmethod
     def _linear_change(layer, change, rows, cols, visit, visit_dev):

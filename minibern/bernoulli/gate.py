@@ -24,25 +24,13 @@ injected
 from __future__ import annotations
 
 from minibern import backend as B
+from minibern.bernoulli.objective import check_theta
 from minibern.layers.base import Layer, check_dout, positive_int
 
 np = B.host
 
 #: A gate is "at 0" / "at 1" when θ is within this distance of it (metrics.json's convention).
 DECIDED_TOL = 1e-3
-
-
-def check_theta(theta, name: str = "theta"):
-    """Raise ValueError unless every θ lies in [0, 1] (and is not NaN); return it as float64."""
-    theta = np.asarray(theta, dtype=np.float64)
-    bad = ~((theta >= 0.0) & (theta <= 1.0))
-    if bad.any():
-        index = int(np.flatnonzero(bad.ravel())[0])
-        raise ValueError(
-            f"{name} must lie in [0, 1]; entry {index} is {float(theta.ravel()[index])!r} — pass a "
-            "probability (e.g. --theta-init 1.0)"
-        )
-    return theta
 
 
 def bernoulli_bytes(rng, theta, n_examples: int, dtype=np.float32):
@@ -165,6 +153,17 @@ class BernoulliGate(Layer):
         if mask.ndim == 1:
             mask = mask.reshape((1, -1))
         return x * self._broadcast(mask, x)  # (E1)
+
+    @property
+    def last_input(self):
+        """The input a (N, n[, H, W]) of the last forward pass, on the device: what the removal
+        estimator flips (E4); None before the first forward."""
+        return self._x
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the last forward pass was the identity (training with every θ = 1)."""
+        return self._identity
 
     # -- forward / backward -------------------------------------------------------------------
     def forward(self, x):

@@ -17,7 +17,8 @@ gates are not visited at all, so the estimator's cost falls as gates are decided
 counts epochs (fractional), so ``--theta-decay`` is in epochs.
 
 Two practical rules (on by default with ``snap_tol = 0.01``; ``snap_tol = 0`` turns both off;
-both from the prototype of method.md §6):
+our addition to the paper's method, docs/derivations/estimators.md, "The θ step"), written as
+pure functions in :mod:`minibern.bernoulli.rules`:
 *keep* — θ ≥ 1 − ``snap_tol`` for ``keep_patience`` consecutive updates snaps θ to exactly 1,
 only from epoch ``keep_after``; *zero* — θ ≤ ``snap_tol`` for ``zero_patience`` consecutive
 updates (visits) snaps θ to exactly 0. A snapped gate is frozen: no further updates (a gate
@@ -25,10 +26,11 @@ at exactly 0 is one physical pruning may remove; one at exactly 1 draws no rando
 
 *Physical pruning* (docs/derivations/pruning.md, (P1)–(P6)): after every weight step, a gate
 whose θ has been exactly 0 for ``prune_patience`` consecutive visits (a frozen gate counts one
-every step) is removed from the arrays by :func:`minibern.bernoulli.pruning.remove_units` (its unit, the
-consumer's inputs, the optimiser state, θ and this hook's counters). With ``prune=False`` nothing is removed; the hook instead marks the
-gates that would have been and counts how many of them later leave 0 (``pruning`` in
-:meth:`metrics`), the measurement behind the default patience.
+every step) is removed from the arrays by :func:`minibern.bernoulli.pruning.remove_units` (its
+unit, the consumer's inputs, the optimiser state, θ and this hook's per-gate state,
+:class:`minibern.bernoulli.state.GateState`). With ``prune=False`` nothing is removed; the hook
+instead marks the gates that would have been and counts how many of them later leave 0
+(``pruning`` in :meth:`metrics`), the measurement behind the default patience.
 """
 from __future__ import annotations
 
@@ -36,10 +38,13 @@ from dataclasses import asdict, dataclass
 
 from minibern import backend as B
 from minibern.bernoulli import objective as obj
-from minibern.bernoulli.estimators import ESTIMATORS, ExactEstimator, gate_layers, make_estimator
+from minibern.bernoulli.estimators import ESTIMATORS, ExactEstimator, make_estimator
 from minibern.bernoulli.gate import DECIDED_TOL
 from minibern.bernoulli.pruning import remove_units, restore_structure
+from minibern.bernoulli.rules import keep_rule, prune_rule, streak, zero_rule
+from minibern.bernoulli.state import FIELDS, GateState
 from minibern.bernoulli.theta_sgd import ProjectedSGD
+from minibern.bernoulli.topology import gate_layers, gate_sites, kept_units, unit_params
 from minibern.training.trainer import Hook
 
 np = B.host
@@ -50,11 +55,10 @@ class GateConfig:
     """The θ-learning settings (the CLI's ``--kappa``, ``--theta-lr``, ...).
 
     The defaults are the cheapest setting measured to meet the convergence bar on MNIST
-    LeNet-300-100 (with the weights' rate decayed, ``TrainConfig.lr_decay = 5``): 98.3–98.8 % of
-    gates within 1e-3 of 0 or 1 after 20 epochs at 1.76–1.93 % test error over seeds 0–4,
-    a full-width step 1.86× an un-gated one (docs/derivations/estimators.md, "Measured").
-    Visiting 32 hidden gates per step decided no more (97.2–98.6 %, 1.80–2.02 % error) at no
-    lower cost; fewer visits than 16 cost less per step but prune less within 20 epochs.
+    LeNet-300-100 (with the weights' rate decayed, ``TrainConfig.lr_decay = 5``): the table and
+    its reading are in docs/derivations/estimators.md, "Measured: the estimator table". There,
+    visiting more gates per step decides no more at a higher cost, and fewer visits cost less
+    per step but prune less within 20 epochs.
     """
 
     estimator: str = "removal"
@@ -96,24 +100,6 @@ class GateConfig:
         return self
 
 
-def _unit_params(net, index) -> int:
-    """Parameters a unit gated at ``index`` costs: its incoming weights and bias."""
-    from minibern.layers import Conv2D, Dense
-
-    for k in range(index - 1, -1, -1):
-        layer = net[k]
-        if isinstance(layer, Dense):
-            return int(layer.params["W"].shape[0]) + 1
-        if isinstance(layer, Conv2D):
-            f, c, kh, kw = layer.params["W"].shape
-            return int(c * kh * kw) + 1
-    for k in range(index + 1, len(net)):  # an input gate: the weights it feeds
-        layer = net[k]
-        if isinstance(layer, Dense):
-            return int(layer.params["W"].shape[1])
-    return 1
-
-
 class GateTrainer(Hook):
     """Estimates Δ, updates θ by projected SGD, applies the snap rules, records θ."""
 
@@ -129,17 +115,10 @@ class GateTrainer(Hook):
             gate.needs_grad_xi = config.estimator == "first-order"
         bounds = (0.0, 1.0) if config.hyperprior else (1e-6, 1 - 1e-6)
         self.sgd = ProjectedSGD(config.theta_lr, config.theta_decay, bounds=bounds)
-        self.kappa = {name: obj.kappa_per_unit(config.kappa, _unit_params(net, index),
-                                               config.kappa_per_param)
-                      for index, name, _ in self.gates}
-        self.high_run = {name: np.zeros(g.n_units, dtype=np.int64) for _, name, g in self.gates}
-        self.low_run = {name: np.zeros(g.n_units, dtype=np.int64) for _, name, g in self.gates}
-        self.frozen = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
-        self.zero_run = {name: np.zeros(g.n_units, dtype=np.int64) for _, name, g in self.gates}
-        # prune=False: gates that met the pruning condition, and those of them that left 0 later
-        self.marked = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
-        self.left_zero = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
-        self.came_back = {name: np.zeros(g.n_units, dtype=bool) for _, name, g in self.gates}
+        self.kappa = {found.name: obj.kappa_per_unit(config.kappa, unit_params(net, found),
+                                                     config.kappa_per_param)
+                      for found in gate_sites(net)}
+        self.states = {name: GateState(g.n_units) for _, name, g in self.gates}
         self._penalty_grads = {}
 
     # -- per step ------------------------------------------------------------------------------
@@ -149,13 +128,13 @@ class GateTrainer(Hook):
 
     def before_fit(self, trainer) -> None:
         for _, _, gate in self.gates:
-            gate.rng = trainer.gate_rng  # the run's seeded gate stream
+            gate.rng = trainer.hook_rng  # the run's seeded stream for the hooks
 
     def after_backward(self, trainer) -> None:
         if isinstance(self.estimator, ExactEstimator):
             self.estimator.x = trainer.batch_images
-        candidates = {name: ~self.frozen[name] for _, name, _ in self.gates}
-        estimates = self.estimator.estimate(self.net, trainer.batch_labels, rng=trainer.gate_rng,
+        candidates = {name: ~self.states[name].frozen for _, name, _ in self.gates}
+        estimates = self.estimator.estimate(self.net, trainer.batch_labels, rng=trainer.hook_rng,
                                             candidates=candidates)
         clock = self._epoch_clock(trainer)
         for _, name, gate in self.gates:
@@ -170,9 +149,9 @@ class GateTrainer(Hook):
             scale = int(candidates[name].sum()) / max(int(movable.sum()), 1)  # n/m over movable
             self.sgd.update(theta, scale * grad, t=clock, mask=movable)  # (B20), (B22)
             self._snap(name, gate, movable, clock)
-            counted = movable | self.frozen[name]  # a visit, for the pruning patience (P6)
-            run = self.zero_run[name]
-            run[counted] = np.where(theta[counted] == 0.0, run[counted] + 1, 0)
+            state = self.states[name]
+            counted = movable | state.frozen  # a visit, for the pruning patience (P6)
+            state.zero_run[counted] = streak(theta[counted] == 0.0, state.zero_run[counted])
         every = self.config.snapshot_every
         if every and (trainer.global_step + 1) % every == 0:
             self.record(trainer, trainer.global_step + 1)
@@ -189,36 +168,30 @@ class GateTrainer(Hook):
         tol = self.config.snap_tol
         if not tol:
             return
-        theta = gate.theta
-        high, low = self.high_run[name], self.low_run[name]
-        high[:] = np.where(theta >= 1 - tol, high + 1, 0)
-        low[visited] = np.where(theta[visited] <= tol, low[visited] + 1, 0)
-        keep = high >= self.config.keep_patience if clock >= self.config.keep_after else None
-        zero = low >= self.config.zero_patience
+        theta, state = gate.theta, self.states[name]
+        state.high[:] = streak(theta >= 1 - tol, state.high)
+        state.low[visited] = streak(theta[visited] <= tol, state.low[visited])
+        keep = keep_rule(state.high, self.config.keep_patience, clock, self.config.keep_after)
+        zero = zero_rule(state.low, self.config.zero_patience)
         for snapped, value in ((keep, 1.0), (zero, 0.0)):
             if snapped is not None and snapped.any():
                 theta[snapped] = value
-                self.frozen[name] |= snapped
+                state.frozen |= snapped
 
     # -- physical pruning ----------------------------------------------------------------------
     def after_step(self, trainer) -> None:
         """Remove (or, with ``prune=False``, mark) the gates whose θ has been 0 for the patience
         in visits (P6), counted in :meth:`after_backward`."""
         for _, name, gate in list(self.gates):
-            at_zero = gate.theta == 0.0
-            ready = self.zero_run[name] >= self.config.prune_patience  # (P6)
+            ready = prune_rule(self.states[name].zero_run, self.config.prune_patience)  # (P6)
             if not self.config.prune:
-                self.marked[name] |= ready
-                self.left_zero[name] |= self.marked[name] & ~at_zero
-                self.came_back[name] |= self.marked[name] & (gate.theta >= 0.5)
+                self.states[name].mark(ready, gate.theta)
             elif ready.any():
                 self._remove(name, ~ready, trainer.optimizer)
 
     def _remove(self, name, keep, optimizer) -> None:
         remove_units(self.net, name, keep, optimizer)  # (P1)–(P5)
-        for counters in (self.high_run, self.low_run, self.frozen, self.zero_run, self.marked,
-                         self.left_zero, self.came_back):
-            counters[name] = counters[name][keep]
+        self.states[name].keep(keep)
         self.gates = gate_layers(self.net)
 
     def load_structure(self, state: dict) -> None:
@@ -227,11 +200,7 @@ class GateTrainer(Hook):
                 if f"unit_index/{name}" in state}
         restore_structure(self.net, kept)
         self.gates = gate_layers(self.net)
-        for _, name, gate in self.gates:
-            for counters in (self.high_run, self.low_run, self.zero_run):
-                counters[name] = np.zeros(gate.n_units, dtype=np.int64)
-            for flags in (self.frozen, self.marked, self.left_zero, self.came_back):
-                flags[name] = np.zeros(gate.n_units, dtype=bool)
+        self.states = {name: GateState(gate.n_units) for _, name, gate in self.gates}
 
     def pruning_report(self) -> dict:
         """Units removed per gate layer; with ``prune=False`` the would-be removals and how many
@@ -239,9 +208,9 @@ class GateTrainer(Hook):
         report = {"prune": self.config.prune, "patience_steps": self.config.prune_patience,
                   "removed": {name: gate.n_removed for _, name, gate in self.gates}}
         if not self.config.prune:
-            for key, flags in (("marked", self.marked), ("left_zero", self.left_zero),
-                               ("came_back", self.came_back)):
-                report[key] = {name: int(flags[name].sum()) for _, name, _ in self.gates}
+            for key in ("marked", "left_zero", "came_back"):
+                report[key] = {name: int(getattr(self.states[name], key).sum())
+                               for _, name, _ in self.gates}
         return report
 
     # -- records -------------------------------------------------------------------------------
@@ -283,31 +252,26 @@ class GateTrainer(Hook):
                 "decided_1e-2": self.decided_fraction(1e-2), "pruning": self.pruning_report(),
                 "gate_config": asdict(self.config)}
 
+    def kept_units(self) -> dict:
+        """Units each gate keeps in the deterministic network, for the trainer's size counts."""
+        return kept_units(self.net)
+
     def _gate(self, name):
         return next(g for _, n, g in self.gates if n == name)
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        """The config, and per gate θ, the original indices of its units and its
+        :class:`~minibern.bernoulli.state.GateState`, under ``"<field>/<gate name>"``."""
         state = {"config": asdict(self.config)}
         for _, name, gate in self.gates:
-            state[f"theta/{name}"] = gate.theta.copy()
-            state[f"high/{name}"] = self.high_run[name].copy()
-            state[f"low/{name}"] = self.low_run[name].copy()
-            state[f"frozen/{name}"] = self.frozen[name].copy()
-            state[f"unit_index/{name}"] = gate.unit_index.copy()
-            state[f"zero_run/{name}"] = self.zero_run[name].copy()
-            for key, flags in (("marked", self.marked), ("left_zero", self.left_zero),
-                               ("came_back", self.came_back)):
-                state[f"{key}/{name}"] = flags[name].copy()
+            per_gate = {"theta": gate.theta.copy(), "unit_index": gate.unit_index.copy(),
+                        **self.states[name].state_dict()}
+            state.update({f"{key}/{name}": value for key, value in per_gate.items()})
         return state
 
     def load_state_dict(self, state: dict) -> None:
         for _, name, gate in self.gates:
             gate.theta[:] = state[f"theta/{name}"]
-            self.high_run[name][:] = state[f"high/{name}"]
-            self.low_run[name][:] = state[f"low/{name}"]
-            self.frozen[name][:] = state[f"frozen/{name}"]
-            for key, array in (("zero_run", self.zero_run), ("marked", self.marked),
-                               ("left_zero", self.left_zero), ("came_back", self.came_back)):
-                if f"{key}/{name}" in state:
-                    array[name][:] = state[f"{key}/{name}"]
+            self.states[name].load_state_dict({key: state[f"{key}/{name}"] for key in FIELDS
+                                               if f"{key}/{name}" in state})

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.bernoulli.gate import BernoulliGate
+from minibern.bernoulli.topology import find_site
 
 np = B.host
 
@@ -42,36 +42,21 @@ class PruningError(RuntimeError):
     """Pruning would disconnect the network (every unit of a layer removed)."""
 
 
-def _producer(net, index):
-    """(position, layer) of the Dense/Conv2D whose units the gate at ``index`` multiplies, or
-    (None, None) for a gate on the raw inputs."""
-    for k in range(index - 1, -1, -1):
-        layer = net[k]
-        if isinstance(layer, (L.Dense, L.Conv2D)):
-            return k, layer
-        if isinstance(layer, L.SelectFeatures):
-            return None, None
-        if not isinstance(layer, PER_CHANNEL):
+def _check_site(net, found):
+    """(P1)–(P4) need per-channel maps between producer and gate and, before the consumer, also
+    a Flatten; raise NotImplementedError naming the first layer that breaks this."""
+    for k in found.upstream:
+        if not isinstance(net[k], PER_CHANNEL):
             raise NotImplementedError(
-                f"cannot prune gate {net.names[index]!r}: {type(layer).__name__} stands between "
+                f"cannot prune gate {found.name!r}: {type(net[k]).__name__} stands between "
                 "it and its layer; only ReLU and MaxPool2D may")
-    return None, None
-
-
-def _consumer(net, index):
-    """(position, layer, through_flatten) of the first Dense/Conv2D after the gate."""
-    through_flatten = False
-    for k in range(index + 1, len(net)):
-        layer = net[k]
-        if isinstance(layer, (L.Dense, L.Conv2D)):
-            return k, layer, through_flatten
-        if isinstance(layer, L.Flatten):
-            through_flatten = True
-        elif not isinstance(layer, PER_CHANNEL):
+    for k in found.downstream:
+        if not isinstance(net[k], (*PER_CHANNEL, L.Flatten)):
             raise NotImplementedError(
-                f"cannot prune gate {net.names[index]!r}: {type(layer).__name__} follows it "
+                f"cannot prune gate {found.name!r}: {type(net[k]).__name__} follows it "
                 "before the next linear layer")
-    raise ValueError(f"gate {net.names[index]!r} has no linear layer after it")
+    if found.consumer is None:
+        raise ValueError(f"gate {found.name!r} has no linear layer after it")
 
 
 def _take(net, optimizer, layer_name, key, keep, axis):
@@ -92,10 +77,8 @@ def remove_units(net, gate_name: str, keep, optimizer=None) -> int:
     Returns the number of units removed. Raises :class:`PruningError` (changing nothing) if no
     unit would remain.
     """
-    index = net.names.index(gate_name)
-    gate = net[index]
-    if not isinstance(gate, BernoulliGate):
-        raise TypeError(f"{gate_name!r} is a {type(gate).__name__}, not a BernoulliGate")
+    found = find_site(net, gate_name)
+    gate = found.gate
     keep = np.asarray(keep, dtype=bool)
     if keep.shape != (gate.n_units,):
         raise ValueError(f"keep has shape {keep.shape}, expected ({gate.n_units},) for {gate_name!r}")
@@ -107,16 +90,17 @@ def remove_units(net, gate_name: str, keep, optimizer=None) -> int:
             f"every remaining unit of {gate_name!r} ({gate.n_units}) has θ = 0: removing them "
             "would disconnect the network; lower κ (--kappa) or raise --theta-init")
     kept = np.flatnonzero(keep)
-    producer_at, producer = _producer(net, index)
-    consumer_at, consumer, through_flatten = _consumer(net, index)
+    _check_site(net, found)
+    producer_at, consumer_at = found.producer, found.consumer
+    producer, consumer = (None if producer_at is None else net[producer_at]), net[consumer_at]
 
     if producer is None:  # input features (P4)
         if isinstance(net[0], L.SelectFeatures):
             select = net[0]
-            net.layers[0] = L.SelectFeatures(select.index[kept], select.in_features)
+            net.replace(net.names[0], L.SelectFeatures(select.index[kept], select.in_features))
         else:
             net.insert(0, SELECT_NAME, L.SelectFeatures(kept, gate.n_units))
-            index, consumer_at = index + 1, consumer_at + 1
+            consumer_at += 1
     else:  # (P1)
         name = net.names[producer_at]
         axis = 1 if isinstance(producer, L.Dense) else 0
@@ -132,7 +116,7 @@ def remove_units(net, gate_name: str, keep, optimizer=None) -> int:
         _take(net, optimizer, name, "W", kept, 1)
         consumer.in_channels = int(kept.size)
     else:
-        block = consumer.params["W"].shape[0] // gate.n_units if through_flatten else 1
+        block = consumer.params["W"].shape[0] // gate.n_units if found.through_flatten else 1
         rows = (kept[:, None] * block + np.arange(block)).ravel()  # (P2), (P3)
         _take(net, optimizer, name, "W", rows, 0)
         consumer.in_features = int(rows.size)

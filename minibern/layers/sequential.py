@@ -43,6 +43,13 @@ class Sequential(Layer):
         self.layers.insert(position, layer)
         self.outputs = []
 
+    def replace(self, name: str, layer: Layer) -> None:
+        """Put ``layer`` in the place of the layer named ``name`` (pruning's input map)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{name!r} is {type(layer).__name__}, not a Layer")
+        self.layers[self.names.index(name)] = layer
+        self.outputs = []
+
     def __getitem__(self, key):
         if isinstance(key, str):
             return self.layers[self.names.index(key)]

@@ -1,8 +1,10 @@
 r"""Counting a network: architecture, parameters and FLOPs per example.
 
-Counts are of the *deterministic* network: a gated unit counts as kept when θ ≥ ½ (the
-evaluation mask), and a unit physically removed from the arrays is simply absent. Without gates
-the counts are those of the arrays.
+Counts are of the *deterministic* network: a unit physically removed from the arrays is simply
+absent, and a unit that a layer switches off in evaluation (a Bernoulli gate with θ < ½) is
+absent when the caller says so through ``kept`` (``{layer name: units left on after it}``; the
+trainer gathers it from its hooks, :meth:`minibern.training.trainer.Hook.kept_units`). Without
+``kept`` the counts are those of the arrays. This module knows the engine's layers only.
 
 **Architecture** (as the structured-pruning literature reports it): for a dense network, the
 inputs of the first layer followed by every hidden layer's units (LeNet-300-100:
@@ -34,21 +36,16 @@ class _Weighted:
     out_hw: tuple = (1, 1)  # conv output spatial size
 
 
-def _kept(gate) -> int:
-    return int((gate.theta >= 0.5).sum())
-
-
-def _walk(net, input_shape) -> list[_Weighted]:
-    """Follow the network once, tracking how many features/channels are kept."""
-    from minibern.bernoulli.gate import BernoulliGate
-
+def _walk(net, input_shape, kept_after: dict) -> list[_Weighted]:
+    """Follow the network once, tracking how many features/channels are kept; a layer named in
+    ``kept_after`` leaves that many of its input units on (it narrows the layer before it)."""
     shape = (1,) + tuple(input_shape)
     kept = shape[1]          # kept channels (4-D) or features (2-D) flowing forward
     per_channel = 1          # features per kept channel after Flatten
     records: list[_Weighted] = []
-    for _, layer in net:
-        if isinstance(layer, BernoulliGate):
-            kept = _kept(layer)
+    for name, layer in net:
+        if name in kept_after:
+            kept = int(kept_after[name])
             if records:
                 records[-1].kept_out = kept
         elif isinstance(layer, L.Dense):
@@ -71,9 +68,9 @@ def _walk(net, input_shape) -> list[_Weighted]:
     return records
 
 
-def architecture(net, input_shape=None) -> list[int]:
+def architecture(net, input_shape=None, kept: dict | None = None) -> list[int]:
     """Kept widths, inputs first, output layer excluded (see module docstring)."""
-    records = _walk(net, input_shape or net.input_shape)
+    records = _walk(net, input_shape or net.input_shape, kept or {})
     widths: list[int] = []
     for index, rec in enumerate(records):
         if isinstance(rec.layer, L.Conv2D):
@@ -86,10 +83,10 @@ def architecture(net, input_shape=None) -> list[int]:
     return widths
 
 
-def _costs(net, input_shape=None) -> tuple[int, int]:
+def _costs(net, input_shape=None, kept: dict | None = None) -> tuple[int, int]:
     """(parameters, multiply–accumulates per example) of the deterministic network."""
     params = flops = 0
-    for rec in _walk(net, input_shape or net.input_shape):
+    for rec in _walk(net, input_shape or net.input_shape, kept or {}):
         per_output = rec.kept_in  # weights into one output unit (dense) or position (conv)
         positions = 1
         if isinstance(rec.layer, L.Conv2D):
@@ -101,24 +98,27 @@ def _costs(net, input_shape=None) -> tuple[int, int]:
     return params, flops
 
 
-def count_parameters(net, input_shape=None) -> int:
+def count_parameters(net, input_shape=None, kept: dict | None = None) -> int:
     """Weights and biases between kept units."""
-    return _costs(net, input_shape)[0]
+    return _costs(net, input_shape, kept)[0]
 
 
-def flops_per_example(net, input_shape=None) -> int:
+def flops_per_example(net, input_shape=None, kept: dict | None = None) -> int:
     """Multiply–accumulates of one forward pass of the deterministic network."""
-    return _costs(net, input_shape)[1]
+    return _costs(net, input_shape, kept)[1]
 
 
-def summarize(net, start: dict | None = None) -> dict:
+def summarize(net, start: dict | None = None, kept: dict | None = None) -> dict:
     """``{"architecture", "params", "flops_per_example"}`` for a model with ``input_shape``.
 
     With ``start`` (an earlier ``summarize`` of the same network, e.g. before training) it also
     gives the starting values and the compression ratios start/now of parameters and FLOPs.
+    ``kept`` maps a layer's name to the units left on after it (module docstring); a gated
+    network's is :func:`minibern.bernoulli.topology.kept_units`.
     """
-    params, flops = _costs(net)
-    summary = {"architecture": architecture(net), "params": params, "flops_per_example": flops}
+    params, flops = _costs(net, kept=kept)
+    summary = {"architecture": architecture(net, kept=kept), "params": params,
+               "flops_per_example": flops}
     if start is not None:
         summary.update({
             "architecture_start": list(start["architecture"]), "params_start": start["params"],

@@ -2,8 +2,9 @@
 
 One run = one :class:`TrainConfig` + a seed. Three independent host random streams are derived
 from the seed (:func:`minibern.backend.spawn_rngs`): weight initialisation, batch order, and one
-reserved for the Bernoulli gate masks, so the same seed on the same backend repeats a run
-exactly, and a run resumed from a checkpoint ends with the weights of an uninterrupted one.
+reserved for the hooks (:attr:`Trainer.hook_rng`: the Bernoulli gates draw their masks from it),
+so the same seed on the same backend repeats a run exactly, and a run resumed from a checkpoint
+ends with the weights of an uninterrupted one.
 
 Per step: gather a batch, ``forward``, softmax cross-entropy (L18)–(L19), ``backward``, every
 hook's ``after_backward`` (weights not yet updated), optimiser step (O1)/(O2), then every hook's
@@ -11,8 +12,10 @@ hook's ``after_backward`` (weights not yet updated), optimiser step (O1)/(O2), t
 fixed validation split, every hook's ``after_epoch``, history, checkpoint. The test set is
 evaluated once, after the last epoch ("final epoch, not best").
 
-Hooks are how the Bernoulli gates plug in (Δ estimates and the θ update in ``after_backward``,
-θ snapshots at epoch ends); a hook's ``state_dict`` goes into the checkpoint.
+Hooks are how a method plugs in without the loop knowing it (the Bernoulli gates,
+:class:`minibern.bernoulli.hook.GateTrainer`: Δ estimates and the θ update in ``after_backward``,
+θ snapshots at epoch ends). A hook's ``state_dict`` goes into the checkpoint, its ``metrics``
+into metrics.json, and its ``kept_units`` into the size counts of :mod:`.summary`.
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ from minibern.training.summary import summarize
 np = B.host
 
 OPTIMIZERS = ("adam", "sgd")
+
+#: Checkpoint meta key of :attr:`Trainer.hook_rng`'s state. The name dates from when the trainer
+#: drew the gate masks itself; it is kept so that checkpoints written before still resume.
+HOOK_RNG_KEY = "gate_rng"
 
 
 class TrainingDiverged(RuntimeError):
@@ -93,10 +100,20 @@ class Hook:
         the weights are not yet updated."""
 
     def after_step(self, trainer: "Trainer") -> None:
-        pass
+        """The optimiser has updated the weights."""
 
     def after_epoch(self, trainer: "Trainer") -> None:
-        pass
+        """The epoch's validation error is in ``trainer.history``; sizes are counted after this."""
+
+    def metrics(self) -> dict:
+        """Entries this hook adds to metrics.json (JSON-able values)."""
+        return {}
+
+    def kept_units(self) -> dict:
+        """``{layer name: units left on after that layer}`` in the deterministic network, for
+        layers that switch units off without removing them (a gate's 1[θ ≥ ½]); see
+        :func:`minibern.training.summary.summarize`."""
+        return {}
 
     def state_dict(self) -> dict:
         """Host arrays and JSON-able values to checkpoint."""
@@ -107,11 +124,11 @@ class Hook:
         the network can take the shapes they were saved with (e.g. units pruning removed)."""
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        """Called with this hook's saved state after the checkpoint's weights are loaded."""
 
 
 def run_rngs(seed: int) -> list:
-    """The run's three host streams: [weight init, batch order, gate masks]."""
+    """The run's three host streams: [weight init, batch order, hooks (the gate masks)]."""
     return B.spawn_rngs(seed, 3)
 
 
@@ -162,16 +179,24 @@ class Trainer:
 
     def __post_init__(self):
         self.config.validate()
-        _, self.batch_rng, self.gate_rng = run_rngs(self.config.seed)
+        _, self.batch_rng, self.hook_rng = run_rngs(self.config.seed)
         self.optimizer = make_optimizer(self.config)
         self.epoch = 0          # epochs completed
         self.step = 0           # steps completed in the current epoch
         self.global_step = 0
         self.history = {"train_loss": [], "val_error": [], "epoch_seconds": [], "params": [],
                         "flops_per_example": []}
-        self.start_summary = summarize(self.net)  # the network before any pruning
+        self.start_summary = self.summary()  # the network before any pruning
 
     # -- evaluation ---------------------------------------------------------------------------
+    def summary(self, start: dict | None = None) -> dict:
+        """:func:`~minibern.training.summary.summarize` of the network, with the units the hooks
+        switch off (:meth:`Hook.kept_units`)."""
+        kept = {}
+        for hook in self.hooks:
+            kept.update(hook.kept_units())
+        return summarize(self.net, start=start, kept=kept)
+
     def error_rate(self, split: Split) -> float:
         """Fraction of ``split`` misclassified by the current (deterministic) network."""
         wrong = 0
@@ -242,7 +267,7 @@ class Trainer:
         meta = {"epoch": self.epoch, "global_step": self.global_step,
                 "optimizer_steps": opt_state["steps"], "config": asdict(self.config),
                 "batch_rng": self.batch_rng.bit_generator.state,
-                "gate_rng": self.gate_rng.bit_generator.state, "hooks": hook_meta}
+                HOOK_RNG_KEY: self.hook_rng.bit_generator.state, "hooks": hook_meta}
         return arrays, meta
 
     def save_checkpoint(self, path) -> Path:
@@ -276,7 +301,7 @@ class Trainer:
         self.history = {k[len("history/"):]: v.tolist() for k, v in arrays.items()
                         if k.startswith("history/")}
         self.batch_rng.bit_generator.state = meta["batch_rng"]
-        self.gate_rng.bit_generator.state = meta["gate_rng"]
+        self.hook_rng.bit_generator.state = meta[HOOK_RNG_KEY]
         for hook, state in zip(self.hooks, hook_states):
             hook.load_state_dict(state)
         self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
@@ -305,7 +330,7 @@ class Trainer:
                 self.history[key].append(value)
             for hook in self.hooks:
                 hook.after_epoch(self)
-            size = summarize(self.net)
+            size = self.summary()
             for key in ("params", "flops_per_example"):
                 self.history.setdefault(key, []).append(size[key])
             self.log(f"epoch {self.epoch}/{self.config.epochs}  train loss {train_loss:.4f}  "
@@ -318,10 +343,10 @@ class Trainer:
 
     def metrics(self) -> dict:
         """The run's summary: configuration, size of the network, errors, timing."""
-        summary = summarize(self.net, start=self.start_summary)
+        summary = self.summary(start=self.start_summary)
         extra = {}
         for hook in self.hooks:
-            extra.update(hook.metrics() if hasattr(hook, "metrics") else {})
+            extra.update(hook.metrics())
         return {
             "model": self.config.model, "seed": self.config.seed,
             "backend": B.get_backend().name, "epochs": self.epoch,

@@ -1,0 +1,51 @@
+r"""The snap and prune conditions on θ, as pure functions of host arrays.
+
+The θ step (B20)–(B22) alone leaves noisy θ hovering near 0 or 1; two practical rules decide
+them (docs/derivations/estimators.md, "The θ step"; docs/derivations/pruning.md, (P6)):
+
+*keep*
+    θ ≥ 1 − tol for ``keep_patience`` consecutive updates snaps θ to exactly 1, only from epoch
+    ``keep_after`` on (a warm-up);
+*zero*
+    θ ≤ tol for ``zero_patience`` consecutive visits snaps θ to exactly 0;
+*prune* (P6)
+    θ exactly 0 for ``prune_patience`` consecutive visits (a frozen gate counts one every step)
+    removes the unit from the arrays.
+
+Each condition is a *streak*: a counter per gate that grows by one at every observation where
+the condition holds and falls back to 0 where it does not. The hook
+(:class:`minibern.bernoulli.hook.GateTrainer`) keeps the counters in
+:class:`minibern.bernoulli.state.GateState` and applies what these functions return.
+"""
+from __future__ import annotations
+
+from minibern import backend as B
+
+np = B.host
+
+
+def streak(condition, run):
+    """The counters after one observation: ``run + 1`` where ``condition`` holds, else 0.
+
+    Parameters
+    ----------
+    condition : host bool array (k,)
+    run : host int64 array (k,)
+        The counters before the observation (not modified).
+    """
+    return np.where(condition, run + 1, 0)
+
+
+def keep_rule(high_run, patience: int, clock: float, after: float):
+    """Gates to snap to θ = 1: ``high_run ≥ patience``, or None before epoch ``after``."""
+    return high_run >= patience if clock >= after else None
+
+
+def zero_rule(low_run, patience: int):
+    """Gates to snap to θ = 0: ``low_run ≥ patience``."""
+    return low_run >= patience
+
+
+def prune_rule(zero_run, patience: int):
+    """Gates whose units may leave the arrays: θ exactly 0 for ``patience`` visits (P6)."""
+    return zero_run >= patience

@@ -1,0 +1,117 @@
+r"""Where the gates sit in a network: the one walk that pruning, the estimators and the hook share.
+
+A gate at position g of a :class:`~minibern.layers.Sequential` multiplies the units (filters,
+input features) of the layer that produced them and feeds the next linear layer:
+
+.. code-block:: text
+
+    producer (Dense/Conv2D)  →  upstream (e.g. ReLU, MaxPool2D)  →  gate g
+                             →  downstream (e.g. Flatten)        →  consumer (Dense/Conv2D)
+
+:func:`gate_sites` walks the network once and records, for every gate, the producer's position
+(None when the gate is on the raw input, or on the features a ``SelectFeatures`` picked from
+it), the layers between producer and gate, the consumer's position and the layers between gate
+and consumer. Each user applies its own rule to those layers: pruning (P1)–(P4) lets per-channel
+maps stand on either side and a Flatten before the consumer (docs/derivations/pruning.md); the
+removal estimator's partial forward (E5) starts at the consumer, so only a Flatten may stand
+between (docs/derivations/estimators.md). :func:`unit_params` is the parameter cost of one unit
+(the κ per parameter of (B15)), :func:`kept_units` the evaluation widths that
+:func:`minibern.training.summary.summarize` counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from minibern import layers as L
+from minibern.bernoulli.gate import BernoulliGate
+
+#: The layers a gate can scale and feed.
+LINEAR = (L.Dense, L.Conv2D)
+
+
+@dataclass(frozen=True)
+class GateSite:
+    """One gate's neighbourhood in a network (positions are indices into the ``Sequential``).
+
+    Attributes
+    ----------
+    index, name, gate
+        The gate's position, name and layer.
+    producer : int or None
+        The Dense/Conv2D whose outputs the gate scales; None for a gate on the raw input.
+    upstream : tuple of int
+        The positions between producer (or the start, or a ``SelectFeatures``) and the gate,
+        nearest the gate first.
+    consumer : int or None
+        The first Dense/Conv2D after the gate; None when there is none.
+    downstream : tuple of int
+        The positions between the gate and the consumer (or the end), in order.
+    through_flatten : bool
+        A Flatten stands downstream: unit i is then a block of H·W consumer rows (L17).
+    """
+
+    index: int
+    name: str
+    gate: BernoulliGate
+    producer: int | None
+    upstream: tuple
+    consumer: int | None
+    downstream: tuple
+    through_flatten: bool
+
+
+def gate_sites(net) -> list[GateSite]:
+    """Every gate of ``net`` with its producer, consumer and the layers between, in order."""
+    layers = net.layers
+    sites = []
+    for index, (name, layer) in enumerate(net):
+        if not isinstance(layer, BernoulliGate):
+            continue
+        k = index - 1
+        while k >= 0 and not isinstance(layers[k], (*LINEAR, L.SelectFeatures)):
+            k -= 1
+        producer = k if k >= 0 and isinstance(layers[k], LINEAR) else None
+        upstream = tuple(range(index - 1, k, -1))
+        k = index + 1
+        while k < len(layers) and not isinstance(layers[k], LINEAR):
+            k += 1
+        downstream = tuple(range(index + 1, k))
+        sites.append(GateSite(index, name, layer, producer, upstream,
+                              k if k < len(layers) else None, downstream,
+                              any(isinstance(layers[j], L.Flatten) for j in downstream)))
+    return sites
+
+
+def gate_layers(net) -> list[tuple[int, str, BernoulliGate]]:
+    """(index, name, gate) of every gate in ``net``, in order."""
+    return [(i, name, layer) for i, (name, layer) in enumerate(net)
+            if isinstance(layer, BernoulliGate)]
+
+
+def find_site(net, gate_name: str) -> GateSite:
+    """The :class:`GateSite` of the gate named ``gate_name`` (TypeError if it is no gate)."""
+    for found in gate_sites(net):
+        if found.name == gate_name:
+            return found
+    raise TypeError(f"{gate_name!r} is a {type(net[gate_name]).__name__}, not a BernoulliGate")
+
+
+def unit_params(net, found: GateSite) -> int:
+    """Parameters one unit of the gate costs: its producer's incoming weights and bias (Dense:
+    D + 1; Conv2D: C·KH·KW + 1); for a gate on the raw input, the weights it feeds in a Dense
+    consumer (M); 1 otherwise."""
+    if found.producer is not None:
+        layer = net[found.producer]
+        if isinstance(layer, L.Dense):
+            return int(layer.params["W"].shape[0]) + 1
+        _, c, kh, kw = layer.params["W"].shape
+        return int(c * kh * kw) + 1
+    if found.consumer is not None and isinstance(net[found.consumer], L.Dense):
+        return int(net[found.consumer].params["W"].shape[1])
+    return 1
+
+
+def kept_units(net) -> dict:
+    """``{gate name: units kept by the evaluation mask 1[θ ≥ ½]}``: the ``kept`` of
+    :func:`minibern.training.summary.summarize` for a gated network."""
+    return {name: int((gate.theta >= 0.5).sum()) for _, name, gate in gate_layers(net)}
