@@ -43,7 +43,7 @@ def run_demo(seed: int = 0, epochs: int = 20, batch_size: int = 50, backend: str
         for i in range(0, 2000, batch_size):
             batch = order[i:i + batch_size]
             loss, dlogits = softmax_cross_entropy(net.forward(x_train[batch]), y_train[batch])
-            net.backward(dlogits)
+            net.backward(dlogits, input_grad=False)  # no one needs ∂L/∂x of the data
             optimizer.step(net)
             total += B.to_float(loss)
         if epoch == 1 or epoch % 5 == 0 or epoch == epochs:

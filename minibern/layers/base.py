@@ -29,13 +29,23 @@ class Layer:
         raise NotImplementedError
 
     def backward(self, dout):
-        raise NotImplementedError
+        """∂L/∂x for ``dout`` = ∂L/∂y; overwrites ``grads``. A layer implements this, or
+        :meth:`_backward` when leaving out ∂L/∂x saves work (Dense, Conv2D: one GEMM)."""
+        return self._backward(dout, input_grad=True)
 
     def param_backward(self, dout) -> None:
         """Backward when nobody needs ∂L/∂x (the layer reads the data): fill ``grads`` (and any
-        statistics a layer keeps) and return None. The default runs :meth:`backward` and drops
-        dx; Dense and Conv2D skip computing it."""
-        self.backward(dout)
+        statistics a layer keeps) and return None."""
+        self._backward(dout, input_grad=False)
+
+    def _backward(self, dout, input_grad: bool):
+        """The backward pass, ∂L/∂x computed (and returned) only if ``input_grad``. This default,
+        for layers that implement :meth:`backward` itself, runs it and drops dx."""
+        if type(self).backward is Layer.backward:
+            raise NotImplementedError(f"{type(self).__name__} implements neither backward nor "
+                                      "_backward")
+        dx = self.backward(dout)
+        return dx if input_grad else None
 
     def __call__(self, x):
         return self.forward(x)

@@ -197,14 +197,9 @@ class Conv2D(Layer):
                 self._col = col
         return y
 
-    def backward(self, dout):
-        return self._backward(dout, input_grad=True)
-
-    def param_backward(self, dout) -> None:
-        """Weight and bias gradients only; skips (L11)–(L12), the input gradient."""
-        self._backward(dout, input_grad=False)
-
     def _backward(self, dout, input_grad: bool):
+        """Weight and bias gradients (L9)–(L10), and the input gradient (L11)–(L12) only if
+        ``input_grad`` (:meth:`Layer.param_backward` leaves it out)."""
         self._check_backward_ready(self._x)
         x = self._x
         n, f, oh, ow = self.output_shape(x.shape)

@@ -59,14 +59,9 @@ class Dense(Layer):
         y += self.params["b"]  # in place: no second (N, M) array
         return y
 
-    def backward(self, dout):
-        return self._backward(dout, input_grad=True)
-
-    def param_backward(self, dout) -> None:
-        """(L2)–(L3) only: the first layer's input gradient (L4) is one GEMM nobody needs."""
-        self._backward(dout, input_grad=False)
-
     def _backward(self, dout, input_grad: bool):
+        """(L2)–(L3), and (L4) only if ``input_grad``: the first layer's input gradient is one
+        GEMM nobody needs (:meth:`Layer.param_backward`)."""
         self._check_backward_ready(self._x)
         x = self._x
         check_dout(self, dout, (x.shape[0], self.params["W"].shape[1]))
