@@ -360,10 +360,10 @@ def shared_zeros_like(x):
 
     It is a view of one cached flat zero buffer per (array module, dtype), grown when a larger
     shape is asked for, so the hot path allocates nothing. It exists for ``maximum(x, 0)``:
-    NumPy 2's ``maximum`` against a scalar (or any 0-stride operand) runs a loop about 2× slower
-    than against a contiguous array of the same shape (measured on a (100, 20, 24, 24) float32
-    activation: 0.43 ms against 0.19 ms; ``benchmarks/bench_kernels.py``). On NumPy the buffer
-    is flagged read-only, so a stray write raises instead of corrupting every later ReLU.
+    NumPy 2's ``maximum`` against a scalar (or any 0-stride operand) runs a slower loop than
+    against a contiguous array of the same shape (``benchmarks/bench_kernels.py`` times both;
+    the results are in ``benchmarks/README.md``). On NumPy the buffer is flagged read-only, so a
+    stray write raises instead of corrupting every later ReLU.
     """
     xp = get_array_module(x)
     key = (id(xp), str(getattr(x, "device", "")), x.dtype)  # modules live as long as the process

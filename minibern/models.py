@@ -13,8 +13,7 @@ The layers run as conv → maxpool → ReLU: max-pooling and ReLU commute, max_j
 max(max_j x_j, 0), and so do their gradients ((L15)–(L16) with (L6): both send dout to the
 first maximal input of a window if that maximum is positive, and nothing otherwise;
 docs/derivations/layers.md). The outputs and gradients are bitwise those of
-conv → ReLU → maxpool (tests/test_models.py), and the ReLU runs on a 4× smaller tensor: a
-LeNet-5 step ~1 ms (4 %) faster.
+conv → ReLU → maxpool (tests/test_models.py), and the ReLU runs on a 4× smaller tensor.
 ``width_mult`` scales every hidden width (conv filters and hidden units; inputs and the 10
 outputs stay) for the robustness-to-width experiments. Initial weights are drawn from a seeded
 host generator (He normal by default; see :mod:`minibern.layers.init`).

@@ -109,7 +109,8 @@ class BernoulliGate(Layer):
         r"""A host float mask (N, n): ξ ~ Bern(θ) for undecided gates, θ itself where θ ∈ {0, 1}.
 
         Only the undecided gates draw random numbers, and mostly one random *byte* b per example
-        and gate (a quarter of a float32 uniform's bits: the draw is 2.4× faster):
+        and gate (a quarter of a float32 uniform's bits, so a quarter of the generator's output;
+        ``benchmarks/bench_kernels.py`` times it):
 
         .. math::
             \xi = \begin{cases} 1[b < c] & b \ne c \\ 1[u < 256\theta - c] & b = c

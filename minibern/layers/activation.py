@@ -17,7 +17,7 @@ class ReLU(Layer):
 
     The kink at 0 takes the subgradient 0. The maximum is taken against a shared zero array
     of x's shape (:func:`minibern.backend.shared_zeros_like`), not the scalar 0: NumPy's
-    scalar loop is about 2× slower (``benchmarks/bench_kernels.py``).
+    scalar loop is slower (``benchmarks/bench_kernels.py``; results in ``benchmarks/README.md``).
     """
 
     stateless_backward = True  # backward only returns dx

@@ -12,11 +12,9 @@ DEFAULT_MAX_COL_BYTES = 1 << 30
 
 #: Examples are processed in blocks whose im2col columns take about this many bytes, so a
 #: block's columns are still in cache when its GEMM (forward) or col2im (backward) reads them.
-#: 4 MiB (32 examples of LeNet-5's conv2, 72 of conv1): on the 2-core EPYC of the benchmarks
-#: (1 MiB L2 per core) a whole LeNet-5 step is 4–7 % faster than with 1 MiB blocks at 1 and 2
-#: BLAS threads (fewer, larger GEMMs), and conv2's backward ~30 % faster than with one
-#: whole-batch pass (whose 12.8 MB of column gradients col2im reads from memory; 1 thread:
-#: 10.6 against 15.7 ms).
+#: 4 MiB is 32 examples of LeNet-5's conv2 and 72 of conv1: fewer, larger GEMMs than 1 MiB
+#: blocks, while a whole-batch pass would make col2im read its 12.8 MB of column gradients from
+#: memory. The measured choice is in ``benchmarks/README.md`` (the kernels' history).
 DEFAULT_BLOCK_BYTES = 4 << 20
 
 #: Column layouts of :attr:`Conv2D.layout` (see :mod:`minibern.layers.im2col`).
