@@ -8,8 +8,8 @@ What you learn
 Read alongside
     docs/derivations/bernoulli_objective.md — (B10) γ*, (B11) the flattened KL = κθ + const,
     (B16)–(B17) why the solutions are deterministic; docs/derivations/estimators.md — (E4)–(E8)
-    the removal estimator, (E10) the θ step; then minibern/bernoulli/gate.py and
-    minibern/bernoulli/hook.py.
+    the removal estimator, (E10) the θ step; then minibern/bernoulli/gate.py,
+    minibern/bernoulli/hook.py and minibern/bernoulli/rules.py.
 Figures
     theta_hist.png (θ of every gate at three moments), theta_decided.png (gates within 0.01 and
     1e-3 of 0 or 1, per epoch), units_per_layer.png (kept units per layer), val_error.png,

@@ -7,7 +7,7 @@ What you learn
     dropped, and a few lines of NumPy run it. This file imports nothing but NumPy (and the
     standard library), so it can be copied anywhere.
 Read alongside
-    docs/derivations/layers.md, (X1)–(X4) (why folding the gates changes no output), and
+    docs/derivations/export.md, (X1)–(X4) (why folding the gates changes no output), and
     minibern/bernoulli/export.py (the format).
 Output
     the test error of ``model.npz`` on MNIST's 10,000 test images; it equals the

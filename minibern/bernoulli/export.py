@@ -1,6 +1,6 @@
 r"""Export the deterministic network to a plain ``.npz`` that NumPy alone can run.
 
-Derivation: docs/derivations/layers.md, "Exporting the deterministic network", (X1)–(X4).
+Derivation: docs/derivations/export.md, (X1)–(X4).
 :func:`load_network` reads it back into engine layers; ``tutorials/03_predict_with_numpy_only.py``
 runs it with NumPy alone (a file meant to be copied out of the project).
 
