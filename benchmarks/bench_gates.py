@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from estimator_table import ROWS
+from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
-from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.models import lenet300_100
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
 

@@ -7,7 +7,7 @@ from minibern import backend as B
 from minibern import gradcheck as G
 from minibern import layers as L
 from minibern.bernoulli.estimators import (MAX_EXACT_GATES, ExactEstimator, FirstOrderEstimator,
-                                 RemovalEstimator, exact_expected_loss, make_estimator)
+                                           RemovalEstimator, exact_expected_loss, make_estimator)
 from minibern.bernoulli.gate import BernoulliGate, bernoulli_bytes
 from minibern.losses import per_example_cross_entropy, softmax_cross_entropy
 

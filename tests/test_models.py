@@ -4,8 +4,8 @@ import pytest
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.models import build_model, lenet300_100, lenet5_caffe
 from minibern.bernoulli.topology import kept_units
+from minibern.models import build_model, lenet300_100, lenet5_caffe
 from minibern.training.summary import summarize
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from minibern import backend as B
-from minibern.bernoulli.objective import bernoulli_kl, flattened_penalty, gated_regression_expected_loss
+from minibern.bernoulli.objective import (bernoulli_kl, flattened_penalty,
+                                          gated_regression_expected_loss)
 from minibern.bernoulli.theta_sgd import ProjectedSGD
 
 host_only = pytest.mark.host_only

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from minibern import backend as B
-from minibern.training import checkpoint as ckpt
 from minibern.models import build_model
-from minibern.training.trainer import TrainConfig, Trainer, TrainingDiverged, device_splits, run_rngs
+from minibern.training import checkpoint as ckpt
+from minibern.training.trainer import (TrainConfig, Trainer, TrainingDiverged, device_splits,
+                                       run_rngs)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,9 +27,9 @@ import sys
 from pathlib import Path
 
 import minibern
-from minibern.data import load_mnist
 from minibern.bernoulli.export import export_and_score
 from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.data import load_mnist
 from minibern.models import lenet300_100
 from minibern.plots import plot_gates, plot_training
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs, write_run_files

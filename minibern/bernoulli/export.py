@@ -40,9 +40,9 @@ rows instead, (X2). An all-zero gate, and a gate after the last linear layer, ra
 from __future__ import annotations
 
 from minibern import backend as B
-from minibern.training import checkpoint as ckpt
 from minibern import layers as L
 from minibern.bernoulli.gate import BernoulliGate
+from minibern.training import checkpoint as ckpt
 
 np = B.host
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from minibern import backend as B
 from minibern.bernoulli.estimators import ESTIMATORS
 from minibern.bernoulli.hook import GateConfig, GateTrainer
-from minibern.models import MODEL_NAMES, build_model
 from minibern.bernoulli.pruning import PruningError
-from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged, device_splits,
-                            run_rngs, write_run_files)
+from minibern.models import MODEL_NAMES, build_model
+from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
+                                       device_splits, run_rngs, write_run_files)
 
 
 def build_parser() -> argparse.ArgumentParser:

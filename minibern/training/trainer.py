@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from minibern import backend as B
-from minibern.training import checkpoint as ckpt
 from minibern.losses import softmax_cross_entropy
 from minibern.optim import SGD, Adam
+from minibern.training import checkpoint as ckpt
 from minibern.training.progress import Progress
 from minibern.training.summary import summarize
 
