@@ -10,7 +10,7 @@ import pytest
 from minibern import backend as B
 from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.models import build_model
-from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
+from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,24 +25,15 @@ def _gated_trainer(mnist, gate_config, **overrides):
     return Trainer(net, splits, config, hooks=[hook], log=lambda *_: None), hook
 
 
-class _ThetaBounds:
+class _ThetaBounds(Hook):
     """Records min and max θ after every step."""
 
     def __init__(self, hook):
         self.hook, self.low, self.high = hook, 1.0, 0.0
 
-    def before_fit(self, trainer):
-        pass
-
     def after_backward(self, trainer):
         theta = np.concatenate([g.theta for _, _, g in self.hook.gates])
         self.low, self.high = min(self.low, theta.min()), max(self.high, theta.max())
-
-    def after_step(self, trainer):
-        pass
-
-    def after_epoch(self, trainer):
-        pass
 
 
 @pytest.mark.parametrize("estimator", ["removal", "first-order"])
