@@ -107,15 +107,11 @@ def gate_config_from_args(args) -> GateConfig:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+    try:  # every setting is checked in one place: TrainConfig.validate, GateConfig.validate
         config = config_from_args(args).validate()
         gate_config = gate_config_from_args(args).validate() if args.gates else None
     except ValueError as error:
-        parser.error(str(error))
-    if not 0 <= args.momentum < 1:
-        parser.error(f"--momentum must lie in [0, 1), got {args.momentum}")
-    if args.weight_decay < 0:
-        parser.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
+        parser.error(f"{error} (see --help)")
     out = Path(args.out)
     if (out / "checkpoint.npz").exists() and not args.resume:
         parser.error(f"{out} already holds a run (checkpoint.npz); pass --resume to continue it "

@@ -32,6 +32,7 @@ gates that would have been and counts how many of them later leave 0 (``pruning`
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from minibern import backend as B
@@ -76,9 +77,20 @@ class GateConfig:
     snapshot_every: int = 0
 
     def validate(self) -> "GateConfig":
+        """Raise ValueError naming the first bad field, its value and the fix (NaN and infinity
+        are refused everywhere)."""
+        for name in ("kappa", "theta_lr", "theta_init", "gamma", "snap_tol", "keep_after",
+                     "theta_decay"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and not isinstance(value, bool) and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.keep_after < 0:
+            raise ValueError(f"keep_after must be >= 0 (epochs), got {self.keep_after!r}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; expected one of "
                              f"{', '.join(ESTIMATORS)}")
+        make_estimator(self.estimator, self.subset, self.first_subset)  # checks the subsets
         obj.check_theta(np.asarray(self.theta_init), "theta_init")
         if not self.kappa >= 0:
             raise ValueError(f"kappa must be >= 0, got {self.kappa!r}; use e.g. --kappa 5.5")

@@ -67,10 +67,19 @@ class TrainConfig:
             positive_int(name)
         if self.train_subset is not None:
             positive_int("train_subset")
-        for name in ("lr", "width_mult", "init_scale"):
+        def finite(name):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            return value
+        for name in ("lr", "width_mult", "init_scale"):
+            if finite(name) <= 0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if not 0 <= finite("momentum") < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}; e.g. 0.9")
+        if finite("weight_decay") < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}; "
+                             "e.g. 0 (off) or 5e-4")
         if self.lr_decay is not None and not (isinstance(self.lr_decay, (int, float))
                                               and math.isfinite(self.lr_decay) and self.lr_decay > 0):
             raise ValueError(f"lr_decay must be a positive number of epochs (or None), got "

@@ -118,7 +118,11 @@ def test_killed_run_resumes_to_identical_weights(mnist_dir, tmp_path):
     (["--model", "lenet300", "--batch-size", "ten"], "invalid int value: 'ten'"),
     (["--model", "lenet300", "--width-mult", "0"], "width_mult must be a positive number"),
     (["--model", "lenet300", "--backend", "tpu"], "invalid choice: 'tpu'"),
-    (["--model", "lenet300", "--momentum", "1.5"], "--momentum must lie in [0, 1)"),
+    (["--model", "lenet300", "--momentum", "1.5"], "momentum must lie in [0, 1), got 1.5"),
+    (["--model", "lenet300", "--weight-decay", "nan"], "weight_decay must be a finite number"),
+    (["--model", "lenet300", "--momentum", "nan"], "momentum must be a finite number, got nan"),
+    (["--model", "lenet300", "--gates", "--keep-after", "nan"], "keep_after must be a finite"),
+    (["--model", "lenet300", "--gates", "--theta-lr", "inf"], "theta_lr must be a finite number"),
 ])
 def test_bad_cli_arguments_exit_2_with_a_message(args, message, tmp_path):
     done = _cli(*args, "--out", str(tmp_path / "run"))
