@@ -12,11 +12,11 @@ from pathlib import Path
 
 from minibern import backend as B
 from minibern.estimators import ESTIMATORS
-from minibern.gate_training import GateConfig, GateTrainer
+from minibern.gate_training import GateConfig, GateTrainer, gate_settings
 from minibern.models import MODEL_NAMES, build_model
 from minibern.pruning import PruningError
-from minibern.train import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged, device_splits,
-                            run_rngs, write_run_files)
+from minibern.train import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged, check_run_dir,
+                            device_splits, run_rngs, write_run_files)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,13 +113,11 @@ def main(argv=None) -> int:
     except ValueError as error:
         parser.error(f"{error} (see --help)")
     out = Path(args.out)
-    if (out / "checkpoint.npz").exists() and not args.resume:
-        parser.error(f"{out} already holds a run (checkpoint.npz); pass --resume to continue it "
-                     "or choose another --out")
     try:
         if args.backend:
             B.set_backend(args.backend)
-    except (ValueError, RuntimeError) as error:
+        check_run_dir(out, args.resume, config, [gate_settings(gate_config)] if gate_config else [])
+    except (ValueError, RuntimeError) as error:  # a backend, an existing run, a resume mismatch
         parser.error(str(error))
 
     out.mkdir(parents=True, exist_ok=True)

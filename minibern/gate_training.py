@@ -108,6 +108,11 @@ class GateConfig:
         return self
 
 
+def gate_settings(config: GateConfig) -> dict:
+    """The gate settings a resumed run must share with its checkpoint (``Hook.settings``)."""
+    return {"gates": asdict(config)}
+
+
 def _unit_params(net, index) -> int:
     """Parameters a unit gated at ``index`` costs: its incoming weights and bias."""
     from minibern.layers import Conv2D, Dense
@@ -299,6 +304,9 @@ class GateTrainer(Hook):
         return next(g for _, n, g in self.gates if n == name)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def settings(self) -> dict:
+        return gate_settings(self.config)
+
     def state_dict(self) -> dict:
         state = {"config": asdict(self.config)}
         for _, name, gate in self.gates:

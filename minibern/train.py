@@ -111,6 +111,11 @@ class Hook:
         """Host arrays and JSON-able values to checkpoint."""
         return {}
 
+    def settings(self) -> dict:
+        """``{section: {field: value}}``: settings a resumed run must share with its checkpoint
+        (compared by :func:`resume_problems`)."""
+        return {}
+
     def load_structure(self, state: dict) -> None:
         """Called with this hook's saved state *before* a checkpoint's weights are loaded, so
         the network can take the shapes they were saved with (e.g. units pruning removed)."""
@@ -122,6 +127,87 @@ class Hook:
 def run_rngs(seed: int) -> list:
     """The run's three host streams: [weight init, batch order, gate masks]."""
     return B.spawn_rngs(seed, 3)
+
+
+#: TrainConfig fields a resumed run may change: more epochs (the loop continues), and the
+#: evaluation batch size (it changes no result).
+RESUME_MAY_CHANGE = ("epochs", "eval_batch_size")
+
+
+def _merged(hook_settings) -> dict:
+    merged = {}
+    for settings in hook_settings:
+        merged.update(settings)
+    return merged
+
+
+def resume_problems(meta: dict, config: TrainConfig, hook_settings: list) -> list[str]:
+    """What stops a run with ``config`` and hooks' ``hook_settings`` (each a
+    :meth:`Hook.settings` dict) from resuming the checkpoint whose JSON meta is ``meta``.
+
+    Every TrainConfig field must be the checkpoint's but those in :data:`RESUME_MAY_CHANGE`;
+    ``epochs`` may not fall below the epochs already trained; the hooks' settings (the Bernoulli
+    gates and every gate setting) must match exactly. Returns one line per difference, empty
+    when the run may resume.
+    """
+    saved = meta.get("config", {})
+    problems = [f"{key}: {saved[key]!r} in the checkpoint, {value!r} now"
+                for key, value in asdict(config).items()
+                if key not in RESUME_MAY_CHANGE and key in saved and saved[key] != value]
+    done = int(meta.get("epoch", 0))
+    if config.epochs < done:
+        problems.append(f"epochs: the checkpoint has trained {done} epochs, {config.epochs} "
+                        f"asked for now (pass --epochs {done} or more)")
+    before = meta.get("hook_settings")
+    if before is None:  # checkpoints written before hook settings were recorded
+        before = [{"gates": hook["config"]} for hook in meta.get("hooks", []) if "config" in hook]
+    before, now = _merged(before), _merged(hook_settings)
+    for section in sorted(set(before) | set(now)):
+        if section not in now:
+            problems.append(f"the checkpoint was trained with --{section}, this run is without")
+        elif section not in before:
+            problems.append(f"the checkpoint was trained without --{section}, this run is with")
+        else:
+            problems += [f"{section} {key}: {before[section].get(key)!r} in the checkpoint, "
+                         f"{value!r} now" for key, value in now[section].items()
+                         if before[section].get(key) != value]
+    return problems
+
+
+def check_resume(path, meta: dict, config: TrainConfig, hook_settings: list) -> None:
+    """Raise CheckpointError listing every :func:`resume_problems` of checkpoint ``path``."""
+    problems = resume_problems(meta, config, hook_settings)
+    if problems:
+        raise ckpt.CheckpointError(
+            f"cannot resume {path}: its settings differ from this run's:\n  "
+            + "\n  ".join(problems)
+            + "\nresume with the checkpoint's settings (only --epochs may grow), or choose "
+            "another --out for a new run; nothing was changed")
+
+
+#: The files of a run directory that a new run would overwrite (train.log is only appended to).
+RUN_FILES = ("checkpoint.npz", "metrics.json", "history.npz", "model.npz")
+
+
+def check_run_dir(out, resume: bool, config: TrainConfig, hook_settings: list) -> None:
+    """Raise ValueError unless run directory ``out`` may receive this run, before anything is
+    written: a new run needs a folder without :data:`RUN_FILES`; ``resume`` needs a
+    ``checkpoint.npz`` whose settings match (:func:`check_resume`)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not resume:
+        if found:
+            raise ValueError(f"{out} already holds a run ({', '.join(found)}); pass --resume to "
+                             "continue it, or choose another --out; nothing was changed")
+        return
+    if "checkpoint.npz" not in found:
+        held = f" (it holds {', '.join(found)}, whose run cannot be continued)" if found else ""
+        raise ValueError(f"--resume: {out} has no checkpoint.npz to resume from{held}; start a "
+                         "new run without --resume in a new --out; nothing was changed")
+    path = out / "checkpoint.npz"
+    check_resume(path, ckpt.read_npz(path)[1], config, hook_settings)
 
 
 def make_optimizer(config: TrainConfig):
@@ -251,7 +337,8 @@ class Trainer:
         meta = {"epoch": self.epoch, "global_step": self.global_step,
                 "optimizer_steps": opt_state["steps"], "config": asdict(self.config),
                 "batch_rng": self.batch_rng.bit_generator.state,
-                "gate_rng": self.gate_rng.bit_generator.state, "hooks": hook_meta}
+                "gate_rng": self.gate_rng.bit_generator.state, "hooks": hook_meta,
+                "hook_settings": [hook.settings() for hook in self.hooks]}
         return arrays, meta
 
     def save_checkpoint(self, path) -> Path:
@@ -261,15 +348,7 @@ class Trainer:
     def load_checkpoint(self, path) -> None:
         """Restore weights, optimiser, RNG streams, history and hooks from ``path``."""
         arrays, meta = ckpt.read_npz(path)
-        saved = meta.get("config", {})
-        mismatched = [k for k in ("model", "seed", "width_mult", "batch_size", "optimizer")
-                      if k in saved and saved[k] != getattr(self.config, k)]
-        if mismatched:
-            raise ckpt.CheckpointError(
-                f"checkpoint {path} was made with a different "
-                + ", ".join(f"{k}={saved[k]!r} (now {getattr(self.config, k)!r})" for k in mismatched)
-                + "; resume with the same settings or use another --out"
-            )
+        check_resume(path, meta, self.config, [hook.settings() for hook in self.hooks])
         hook_states = []
         for i, hook in enumerate(self.hooks):
             state = dict(meta["hooks"][i]) if i < len(meta["hooks"]) else {}

@@ -13,7 +13,8 @@ import pytest
 from minibern import backend as B
 from minibern import checkpoint as ckpt
 from minibern.models import build_model
-from minibern.train import TrainConfig, Trainer, TrainingDiverged, device_splits, run_rngs
+from minibern.train import (RUN_FILES, TrainConfig, Trainer, TrainingDiverged, device_splits,
+                            run_rngs)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -131,9 +132,69 @@ def test_bad_cli_arguments_exit_2_with_a_message(args, message, tmp_path):
     assert message in err
 
 
+def _train(*args):
+    """``python -m minibern train ARGS`` to completion: the CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "minibern", "train", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _files(folder):
+    return {path.name: path.read_bytes() for path in sorted(Path(folder).iterdir())}
+
+
 @pytest.mark.host_only
-def test_existing_run_needs_resume(tmp_path):
-    (tmp_path / "checkpoint.npz").write_bytes(b"")
-    done = _cli("--model", "lenet300", "--out", str(tmp_path))
-    _, err = done.communicate(timeout=60)
-    assert done.returncode == 2 and "pass --resume" in err
+@pytest.mark.parametrize("name", RUN_FILES)
+def test_new_run_never_overwrites_an_earlier_runs_files(name, tmp_path):
+    # defect 2: the guard looked at checkpoint.npz alone
+    (tmp_path / name).write_bytes(b"an earlier run")
+    done = _train("--model", "lenet300", "--out", str(tmp_path))
+    assert done.returncode == 2 and "already holds a run" in done.stderr
+    assert "pass --resume" in done.stderr and "Traceback" not in done.stderr
+    assert _files(tmp_path) == {name: b"an earlier run"}
+
+
+@pytest.mark.host_only
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    # defect 5: --resume with no checkpoint quietly started from scratch
+    done = _train("--model", "lenet300", "--out", str(tmp_path), "--resume")
+    assert done.returncode == 2 and "no checkpoint.npz to resume from" in done.stderr
+    (tmp_path / "metrics.json").write_text("{}")
+    done = _train("--model", "lenet300", "--out", str(tmp_path), "--resume")
+    assert done.returncode == 2 and "it holds metrics.json" in done.stderr
+    assert _files(tmp_path) == {"metrics.json": b"{}"}
+    done = _train("--model", "lenet300", "--out", str(tmp_path / "metrics.json"))
+    assert done.returncode == 2 and "is a file, not a folder" in done.stderr
+
+
+@pytest.mark.host_only
+def test_resume_uses_the_checkpoints_settings_or_names_the_difference(mnist_dir, tmp_path):
+    # defect 1: resuming a gated run without --gates dropped θ and rewrote every file
+    quick = ["--model", "lenet300", "--epochs", "1", "--train-subset", "500", "--quiet",
+             "--data", str(mnist_dir), "--out", str(tmp_path)]
+    first = _train(*quick, "--gates")
+    assert first.returncode == 0, first.stderr
+    before = _files(tmp_path)
+    assert {"checkpoint.npz", "metrics.json", "model.npz", "train.log"} <= set(before)
+    for extra, named in (([], "trained with --gates, this run is without"),
+                         (["--gates", "--kappa", "3"], "gates kappa: 5.5 in the checkpoint, 3.0 now"),
+                         (["--gates", "--no-prune"], "gates prune: True in the checkpoint, False"),
+                         (["--gates", "--lr", "0.01"], "lr: 0.001 in the checkpoint, 0.01 now"),
+                         (["--gates", "--train-subset", "600"], "train_subset: 500 in the"),
+                         (["--gates", "--epochs", "0"], "epochs must be a positive integer")):
+        done = _train(*quick, "--epochs", "2", *extra, "--resume")
+        assert done.returncode == 2 and named in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert _files(tmp_path) == before, extra
+    more = _train(*quick, "--gates", "--epochs", "2", "--resume")  # the one allowed change
+    assert more.returncode == 0, more.stderr
+    assert json.loads((tmp_path / "metrics.json").read_text())["epochs"] == 2
+
+
+def test_trainer_refuses_a_checkpoint_of_other_settings(mnist, tmp_path):
+    _trainer(mnist, train_subset=200).fit(tmp_path)
+    with pytest.raises(ckpt.CheckpointError, match=r"lr: 0.001 in the checkpoint, 0.002 now"):
+        _trainer(mnist, train_subset=200, lr=2e-3, epochs=2).fit(tmp_path, resume=True)
+    with pytest.raises(ckpt.CheckpointError, match=r"has trained 1 epochs, 0 asked for"):
+        trainer = _trainer(mnist, train_subset=200)
+        trainer.config.epochs = 0
+        trainer.fit(tmp_path, resume=True)
