@@ -151,7 +151,15 @@ def main(argv=None) -> int:
         metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
                                                         data.test_labels)
     except ValueError as error:  # e.g. a gate that kept no unit
-        log(f"model.npz not written: {error}")
+        # A model.npz of the epochs before a resume would sit beside metrics.json of a network
+        # it is not: remove it, and say so in metrics.json and the exit status.
+        stale = (out / "model.npz").exists()
+        (out / "model.npz").unlink(missing_ok=True)
+        metrics["export_error"] = str(error)
+        write_run_files(out, metrics)
+        return _fail(log, log_file, f"model.npz not written: {error}"
+                     + ("; the model.npz of the earlier epochs was removed" if stale else "")
+                     + f"; {out / 'metrics.json'} holds the run's results")
     write_run_files(out, metrics)
     log(f"done: test error {100 * metrics['test_error']:.2f}%  val error "
         f"{100 * metrics['val_error']:.2f}%  architecture {metrics['architecture']}  "

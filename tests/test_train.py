@@ -198,3 +198,23 @@ def test_trainer_refuses_a_checkpoint_of_other_settings(mnist, tmp_path):
         trainer = _trainer(mnist, train_subset=200)
         trainer.config.epochs = 0
         trainer.fit(tmp_path, resume=True)
+
+
+@pytest.mark.host_only
+def test_failed_export_after_resume_leaves_no_stale_model(mnist_dir, tmp_path, monkeypatch, capsys):
+    # defect 3: the previous model.npz stayed beside the new metrics.json, exit 0
+    from minibern import cli_train, export
+
+    quick = ["--model", "lenet300", "--epochs", "1", "--train-subset", "300", "--quiet",
+             "--data", str(mnist_dir), "--out", str(tmp_path)]
+    assert cli_train.main(quick) == 0 and (tmp_path / "model.npz").is_file()
+
+    def refuse(*_args, **_kwargs):
+        raise ValueError("gate 'gate1': all 100 θ are below ½")
+    monkeypatch.setattr(export, "export_and_score", refuse)
+    assert cli_train.main(quick + ["--epochs", "2", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "model.npz not written: gate 'gate1'" in err and "earlier epochs was removed" in err
+    assert not (tmp_path / "model.npz").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and "all 100 θ" in metrics["export_error"]
