@@ -34,8 +34,15 @@ np = B.host
 OPTIMIZERS = ("adam", "sgd")
 
 
+#: An epoch diverged when its mean training loss exceeds DIVERGENCE_FACTOR · ln C (C classes:
+#: ln C is the loss of a network that guesses uniformly) and the loss of the run's first step
+#: (the untrained network's, which a large --init-scale may put above the former).
+DIVERGENCE_FACTOR = 10.0
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and step."""
+    """The loss became NaN or infinite (the message names the epoch and step), or an epoch's
+    mean loss passed the :data:`DIVERGENCE_FACTOR` bound."""
 
 
 @dataclass
@@ -265,6 +272,8 @@ class Trainer:
         self.history = {"train_loss": [], "val_error": [], "epoch_seconds": [], "params": [],
                         "flops_per_example": []}
         self.start_summary = summarize(self.net)  # the network before any pruning
+        self.first_loss = self.n_classes = None  # the run's first step (divergence bound)
+        self.checkpoint_path = None
 
     # -- evaluation ---------------------------------------------------------------------------
     def error_rate(self, split: Split) -> float:
@@ -306,10 +315,12 @@ class Trainer:
             value = B.to_float(loss)
             if not math.isfinite(value):
                 raise TrainingDiverged(
-                    f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}; the last "
-                    f"good checkpoint (end of epoch {self.epoch}) is kept — lower the learning "
-                    f"rate (now {self.optimizer.lr}) or check the data for NaN"
+                    f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}; "
+                    f"{self._kept()} — lower the learning rate (now {self.optimizer.lr}) or "
+                    "check the data for NaN"
                 )
+            if self.first_loss is None:
+                self.first_loss, self.n_classes = value, int(dlogits.shape[1])
             self.net.backward(dlogits, input_grad=False)  # no one needs ∂L/∂images
             for hook in self.hooks:
                 hook.after_backward(self)
@@ -321,6 +332,24 @@ class Trainer:
             progress.update(note=f"loss {value:.4f}")
         progress.close()
         return total / n_steps
+
+    def _kept(self) -> str:
+        if self.checkpoint_path is not None and self.epoch > 0:
+            return f"the last good checkpoint (end of epoch {self.epoch}) is kept"
+        return "no checkpoint of this run was written"
+
+    def check_divergence(self, train_loss: float) -> None:
+        """Raise TrainingDiverged if the epoch's mean ``train_loss`` passed the bound of
+        :data:`DIVERGENCE_FACTOR` (before its checkpoint is written)."""
+        chance = math.log(self.n_classes)
+        bound = max(DIVERGENCE_FACTOR * chance, self.first_loss)
+        if train_loss > bound:
+            raise TrainingDiverged(
+                f"training diverged in epoch {self.epoch + 1}: its mean loss {train_loss:.4g} is "
+                f"above {DIVERGENCE_FACTOR:g} x ln {self.n_classes} = "
+                f"{DIVERGENCE_FACTOR * chance:.4g} (ln {self.n_classes}: guessing uniformly) and "
+                f"above the untrained network's {self.first_loss:.4g}; {self._kept()} — lower "
+                f"the learning rate (now {self.optimizer.lr})")
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
@@ -338,7 +367,8 @@ class Trainer:
                 "optimizer_steps": opt_state["steps"], "config": asdict(self.config),
                 "batch_rng": self.batch_rng.bit_generator.state,
                 "gate_rng": self.gate_rng.bit_generator.state, "hooks": hook_meta,
-                "hook_settings": [hook.settings() for hook in self.hooks]}
+                "hook_settings": [hook.settings() for hook in self.hooks],
+                "first_loss": self.first_loss, "n_classes": self.n_classes}
         return arrays, meta
 
     def save_checkpoint(self, path) -> Path:
@@ -368,13 +398,14 @@ class Trainer:
         for hook, state in zip(self.hooks, hook_states):
             hook.load_state_dict(state)
         self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
+        self.first_loss, self.n_classes = meta.get("first_loss"), meta.get("n_classes")
 
     # -- the run ------------------------------------------------------------------------------
     def fit(self, out_dir=None, resume: bool = False) -> dict:
         """Train the remaining epochs; with ``out_dir``, checkpoint every epoch and write
         ``history.npz`` and ``metrics.json``. Returns the metrics dict."""
         out = Path(out_dir) if out_dir is not None else None
-        checkpoint_path = out / "checkpoint.npz" if out else None
+        checkpoint_path = self.checkpoint_path = out / "checkpoint.npz" if out else None
         if out and resume and checkpoint_path.exists():
             self.load_checkpoint(checkpoint_path)
             self.log(f"resumed from {checkpoint_path} after epoch {self.epoch}")
@@ -383,6 +414,7 @@ class Trainer:
         while self.epoch < self.config.epochs:
             start = time.perf_counter()
             train_loss = self.train_epoch()
+            self.check_divergence(train_loss)
             B.synchronize()
             seconds = time.perf_counter() - start
             self.epoch += 1

@@ -63,6 +63,30 @@ def test_divergence_names_epoch_and_step_and_keeps_checkpoint(mnist, tmp_path):
     assert meta["epoch"] == 1
 
 
+def test_exploding_loss_is_divergence_and_keeps_the_last_good_checkpoint(mnist, tmp_path):
+    # defect 4: Adam at lr 1e6 ended with exit 0, loss 3e17 and 89 % test error
+    trainer = _trainer(mnist, train_subset=500)
+    trainer.fit(tmp_path)
+    kept = (tmp_path / "checkpoint.npz").read_bytes()
+    trainer.config.epochs, trainer.optimizer.lr = 2, 1e6
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 2: its mean loss \S+ is above "
+                       r"10 x ln 10 = 23.03.*checkpoint \(end of epoch 1\) is kept"):
+        trainer.fit(tmp_path)
+    assert (tmp_path / "checkpoint.npz").read_bytes() == kept
+    # a large --init-scale starts far above 10 ln C and still trains: not divergence
+    assert _trainer(mnist, train_subset=500, init_scale=5.0).fit()["epochs"] == 1
+
+
+@pytest.mark.host_only
+def test_cli_divergence_exits_1_without_traceback(mnist_dir, tmp_path):
+    done = _train("--model", "lenet300", "--epochs", "2", "--train-subset", "500", "--lr", "1e6",
+                  "--data", str(mnist_dir), "--out", str(tmp_path), "--quiet")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "error: training diverged in epoch 1" in done.stderr
+    assert "no checkpoint of this run was written" in done.stderr
+    assert not (tmp_path / "metrics.json").exists()
+
+
 @pytest.mark.host_only
 def test_corrupt_checkpoint_is_named(tmp_path):
     bad = tmp_path / "checkpoint.npz"
