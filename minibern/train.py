@@ -333,9 +333,11 @@ class Trainer:
         progress.close()
         return total / n_steps
 
-    def _kept(self) -> str:
-        if self.checkpoint_path is not None and self.epoch > 0:
-            return f"the last good checkpoint (end of epoch {self.epoch}) is kept"
+    def _kept(self, epoch: int | None = None) -> str:
+        """Which checkpoint survives a failure in the epoch after ``epoch`` (default: now)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self.checkpoint_path is not None and epoch > 0:
+            return f"the last good checkpoint (end of epoch {epoch}) is kept"
         return "no checkpoint of this run was written"
 
     def check_divergence(self, train_loss: float) -> None:
@@ -372,13 +374,26 @@ class Trainer:
         return arrays, meta
 
     def save_checkpoint(self, path) -> Path:
+        """Write the run's state to ``path``; refuse (TrainingDiverged) to write non-finite
+        weights, so the checkpoint on disk is always a good one."""
         arrays, meta = self.state()
+        bad = _non_finite(arrays)
+        if bad:
+            raise TrainingDiverged(
+                f"the weights became non-finite ({', '.join(bad)}) in epoch {self.epoch} although "
+                f"its loss was finite; {self._kept(self.epoch - 1)} — lower the learning rate (now "
+                f"{self.optimizer.lr}) or the weight decay")
         return ckpt.write_npz(path, arrays, meta)
 
     def load_checkpoint(self, path) -> None:
         """Restore weights, optimiser, RNG streams, history and hooks from ``path``."""
         arrays, meta = ckpt.read_npz(path)
         check_resume(path, meta, self.config, [hook.settings() for hook in self.hooks])
+        bad = _non_finite(arrays)
+        if bad:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} holds non-finite weights ({', '.join(bad)}), so it is no good "
+                "to resume from; start a new run (another --out) with a lower learning rate")
         hook_states = []
         for i, hook in enumerate(self.hooks):
             state = dict(meta["hooks"][i]) if i < len(meta["hooks"]) else {}
@@ -453,6 +468,12 @@ class Trainer:
             "config": asdict(self.config),
             **extra,
         }
+
+
+def _non_finite(arrays: dict) -> list[str]:
+    """Names of the float weight and optimiser arrays in ``arrays`` holding NaN or infinity."""
+    return [key for key, value in arrays.items() if key.startswith(("param/", "opt/"))
+            and value.dtype.kind == "f" and not np.isfinite(value).all()]
 
 
 def write_run_files(out_dir, metrics: dict) -> Path:

@@ -77,6 +77,32 @@ def test_exploding_loss_is_divergence_and_keeps_the_last_good_checkpoint(mnist, 
     assert _trainer(mnist, train_subset=500, init_scale=5.0).fit()["epochs"] == 1
 
 
+class _PoisonLastStep:
+    """A hook that makes fc1.W NaN after the last step of epoch 2 (the loss stays finite)."""
+
+    def __getattr__(self, name):
+        return lambda *args: {} if name in ("state_dict", "settings") else None
+
+    def after_step(self, trainer):
+        if trainer.epoch == 1 and trainer.step == 4:
+            trainer.net.set_parameter("fc1.W", trainer.net.named_parameters()["fc1.W"] * float("nan"))
+
+
+def test_non_finite_weights_are_never_checkpointed_nor_resumed(mnist, tmp_path):
+    # defect 5: a checkpoint holding NaN was called "the last good one"
+    trainer = _trainer(mnist, train_subset=500, epochs=2)
+    trainer.hooks.append(_PoisonLastStep())
+    with pytest.raises(TrainingDiverged, match=r"weights became non-finite \(param/fc1.W\) in "
+                       r"epoch 2.*the last good checkpoint \(end of epoch 1\) is kept"):
+        trainer.fit(tmp_path)
+    arrays, meta = ckpt.read_npz(tmp_path / "checkpoint.npz")
+    assert meta["epoch"] == 1 and np.isfinite(arrays["param/fc1.W"]).all()
+    arrays["param/fc2.b"] = arrays["param/fc2.b"] * np.nan
+    ckpt.write_npz(tmp_path / "checkpoint.npz", arrays, meta)
+    with pytest.raises(ckpt.CheckpointError, match=r"non-finite weights \(param/fc2.b\)"):
+        _trainer(mnist, train_subset=500, epochs=2).fit(tmp_path, resume=True)
+
+
 @pytest.mark.host_only
 def test_cli_divergence_exits_1_without_traceback(mnist_dir, tmp_path):
     done = _train("--model", "lenet300", "--epochs", "2", "--train-subset", "500", "--lr", "1e6",
