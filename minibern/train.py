@@ -421,6 +421,8 @@ class Trainer:
         ``history.npz`` and ``metrics.json``. Returns the metrics dict."""
         out = Path(out_dir) if out_dir is not None else None
         checkpoint_path = self.checkpoint_path = out / "checkpoint.npz" if out else None
+        for path in ckpt.remove_temporaries(out, RUN_FILES) if out else []:
+            self.log(f"removed {path}, left by a run killed while writing")
         if out and resume and checkpoint_path.exists():
             self.load_checkpoint(checkpoint_path)
             self.log(f"resumed from {checkpoint_path} after epoch {self.epoch}")

@@ -113,6 +113,20 @@ def test_cli_divergence_exits_1_without_traceback(mnist_dir, tmp_path):
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_temporaries_of_a_killed_run_are_removed(mnist, tmp_path):
+    # defect 6: .checkpoint.npz.*.tmp files (MBs each) were never cleaned up
+    left = [tmp_path / f".{name}.k1ll3d.tmp" for name in RUN_FILES]
+    for path in left + [tmp_path / ".notes.txt.tmp"]:
+        path.write_bytes(b"partial")
+    lines = []
+    trainer = _trainer(mnist, train_subset=200)
+    trainer.log = lines.append
+    trainer.fit(tmp_path)
+    assert not any(path.exists() for path in left)
+    assert (tmp_path / ".notes.txt.tmp").exists()  # not a run file's: not ours to delete
+    assert sum("left by a run killed while writing" in line for line in lines) == len(left)
+
+
 @pytest.mark.host_only
 def test_corrupt_checkpoint_is_named(tmp_path):
     bad = tmp_path / "checkpoint.npz"
