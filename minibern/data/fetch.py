@@ -240,7 +240,8 @@ def fetch_mnist(directory: str | os.PathLike | None = None, *, sources=DEFAULT_S
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise MnistError(f"cannot create the MNIST folder {directory} ({error}); choose another "
-                         f"folder with --dir or the {ENV_VAR} environment variable") from error
+                         f"folder (`fetch-mnist --dir DIR`, `train --data DIR`, or the {ENV_VAR} "
+                         "environment variable)") from error
 
     needed, notes = [], []
     for name in FILE_NAMES.values():
