@@ -45,7 +45,7 @@ class IdxError(ValueError):
     """A file (or byte string) is not a valid unsigned-byte IDX file, or is corrupt gzip."""
 
 
-def gunzip(data: bytes, name: str = "<bytes>") -> bytes:
+def gunzip(data: bytes, name: str = "<bytes>", limit: int | None = None) -> bytes:
     """Decompress gzip ``data``; raise :class:`IdxError` naming ``name`` if it is corrupt.
 
     Parameters
@@ -54,6 +54,9 @@ def gunzip(data: bytes, name: str = "<bytes>") -> bytes:
         A complete gzip stream.
     name : str
         What to call the data in error messages (usually the file path).
+    limit : int, optional
+        Refuse data that decompresses to more than ``limit`` bytes, without ever holding more
+        than ``limit + 1`` of them (a decompression bomb from a download).
 
     Returns
     -------
@@ -61,7 +64,16 @@ def gunzip(data: bytes, name: str = "<bytes>") -> bytes:
         The decompressed bytes.
     """
     try:
-        return gzip.decompress(data)
+        if limit is None:
+            return gzip.decompress(data)
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and CRC trailer
+        out = stream.decompress(data, limit + 1)
+        if len(out) > limit:
+            raise IdxError(f"{name}: decompresses to more than {limit} bytes, far more than any "
+                           f"MNIST file; {_FIX}")
+        if not stream.eof:
+            raise EOFError("the gzip stream ends before its end marker")
+        return out
     except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
         raise IdxError(
             f"{name}: corrupt or truncated gzip data ({error}); {_FIX}"
