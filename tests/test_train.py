@@ -282,3 +282,61 @@ def test_failed_export_after_resume_leaves_no_stale_model(mnist_dir, tmp_path, m
     assert not (tmp_path / "model.npz").exists()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and "all 100 θ" in metrics["export_error"]
+
+
+@pytest.mark.host_only
+def test_cli_usage_problems_of_the_machine_end_in_a_message(tmp_path):
+    # defect 11: an unusable backend or run directory gave a traceback
+    (tmp_path / "file").write_text("")
+    done = _train("--model", "lenet300", "--out", str(tmp_path / "file" / "run"))
+    assert done.returncode == 2 and "cannot write the run directory" in done.stderr
+    assert "Traceback" not in done.stderr
+    if not B.cupy_available():
+        env = {**os.environ, "MINIBERN_BACKEND": "cupy"}
+        done = subprocess.run([sys.executable, "-m", "minibern", "train", "--model", "lenet300",
+                               "--out", str(tmp_path / "run")], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and "needs CuPy" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("error,status,message", [
+    (MemoryError(), 1, "out of memory (backend numpy); lower --batch-size (now 100)"),
+    (OSError(28, "No space left on device"), 1, "No space left on device; the last checkpoint"),
+    (KeyboardInterrupt(), 130, "interrupted; the last checkpoint, if any, is kept"),
+    (KeyError("surprise"), 1, "unexpected KeyError: 'surprise'; this is a bug"),
+], ids=["memory", "disk-full", "interrupt", "bug"])
+def test_cli_faults_during_a_run_end_in_a_message(error, status, message, mnist_dir, tmp_path,
+                                                  monkeypatch, capsys):
+    # defect 11: file system, memory and unexpected errors during a run gave tracebacks
+    from minibern import cli_train
+
+    quick = ["--model", "lenet300", "--epochs", "2", "--train-subset", "200", "--quiet",
+             "--data", str(mnist_dir), "--out", str(tmp_path)]
+    assert cli_train.main(quick[:3] + ["1"] + quick[4:]) == 0
+    kept = (tmp_path / "checkpoint.npz").read_bytes()
+
+    def fail(*_args, **_kwargs):
+        raise error
+    monkeypatch.setattr(ckpt, "write_npz", fail)
+    assert cli_train.main(quick + ["--resume"]) == status
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "checkpoint.npz").read_bytes() == kept
+    log = (tmp_path / "train.log").read_text()
+    assert message in log
+    assert ("Traceback" in log) == isinstance(error, KeyError)  # a bug's traceback is kept there
+
+
+@pytest.mark.host_only
+def test_every_command_ends_an_unexpected_error_in_a_message(monkeypatch, capsys):
+    from minibern import __main__ as entry
+    from minibern import demo
+
+    for error, status in ((OSError(13, "Permission denied"), 1), (ZeroDivisionError("x"), 1),
+                          (KeyboardInterrupt(), 130)):
+        def fail(_argv, error=error):
+            raise error
+        monkeypatch.setattr(demo, "main", fail)
+        assert entry.main(["demo"]) == status
+        assert capsys.readouterr().err.startswith("error: ")
