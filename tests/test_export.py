@@ -344,8 +344,10 @@ def test_load_network_reads_the_export_back_into_engine_layers(build, mnist, tmp
     path = export_npz(net, tmp_path / "model.npz")
     images = mnist.test_images[:200].reshape((200,) + tuple(net.input_shape))
     want = B.to_numpy(net.eval().forward(B.asarray(images)))
+    # float32 GEMMs of the pruned shapes may run other BLAS kernels: a tolerance on the logits'
+    # scale, not relative to individual (possibly near-zero) entries
     np.testing.assert_allclose(B.to_numpy(load_network(path).forward(B.asarray(images))), want,
-                               rtol=1e-5, atol=1e-5)
+                               rtol=1e-5, atol=1e-5 * np.abs(want).max())
     engine_error = float(np.mean(want.argmax(axis=1) != mnist.test_labels[:200]))
     assert export_and_score(net, path, images, mnist.test_labels[:200]) == engine_error
     np.savez(tmp_path / "other.npz", W=np.zeros(3))
