@@ -50,34 +50,50 @@ def xp(_use_backend):
     return _use_backend.xp
 
 
-def _find_shared_mnist():
-    from pathlib import Path
+_MNIST = {}  # the session's MNIST folder, or why it could not be had; tests skipped for it
 
-    candidates = [os.environ.get("MINIBERN_DATA"),
-                  str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")]
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "train-images-idx3-ubyte.gz").exists():
-            return Path(candidate)
-        if candidate and (Path(candidate) / "train-images-idx3-ubyte").exists():
-            return Path(candidate)
-    return None
+
+def _mnist_directory():
+    """The folder a user's run reads MNIST from (``MINIBERN_DATA``, else the default), fetched
+    and SHA-256 verified there by the package if missing — once per session. Files already in
+    place are used as they are, so a valid ``MINIBERN_DATA`` never triggers a download."""
+    if "directory" not in _MNIST:
+        from minibern.data import MnistError, fetch_mnist, find_mnist_dir
+        from minibern.data.mnist import missing_files
+
+        directory = find_mnist_dir()
+        _MNIST.update(directory=directory, why=None, skipped=0)
+        if missing_files(directory):
+            try:
+                fetch_mnist(directory, log=lambda line: None)
+            except (MnistError, OSError) as error:
+                _MNIST.update(directory=None, why=str(error).splitlines()[0])
+    if _MNIST["directory"] is None:
+        _MNIST["skipped"] += 1
+        pytest.skip(f"MNIST unavailable: {_MNIST['why']}")
+    return _MNIST["directory"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say loudly how many tests did not run for want of MNIST, and why."""
+    if _MNIST.get("skipped"):
+        terminalreporter.write_sep(
+            "!", f"{_MNIST['skipped']} tests SKIPPED: MNIST could not be fetched", red=True)
+        terminalreporter.write_line(f"why: {_MNIST['why']}", red=True)
+        terminalreporter.write_line("fix: run `python -m minibern fetch-mnist`, or set "
+                                    "MINIBERN_DATA to a folder holding the four IDX files",
+                                    red=True)
 
 
 @pytest.fixture
 def mnist_dir():
-    """The shared MNIST IDX files (MINIBERN_DATA or ../shared/data/mnist); skip if absent."""
-    directory = _find_shared_mnist()
-    if directory is None:
-        pytest.skip("MNIST not found: set MINIBERN_DATA to a folder holding the four IDX files")
-    return directory
+    """The MNIST folder (see :func:`_mnist_directory`); skips, counted, if it cannot be had."""
+    return _mnist_directory()
 
 
 @pytest.fixture(scope="session")
 def mnist():
-    """The shared MNIST as host arrays (loaded once per test session)."""
+    """MNIST as host arrays (loaded once per test session)."""
     from minibern.data import load_mnist
 
-    directory = _find_shared_mnist()
-    if directory is None:
-        pytest.skip("MNIST not found: set MINIBERN_DATA to a folder holding the four IDX files")
-    return load_mnist(directory, download=False)
+    return load_mnist(_mnist_directory(), download=False)

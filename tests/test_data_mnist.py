@@ -210,3 +210,26 @@ def test_wrong_count(tmp_path):
     message = str(info.value)
     assert "train-images-idx3-ubyte" in message
     assert "expected 60000 images" in message and "(2, 28, 28)" in message
+
+
+def test_a_file_under_another_files_name_is_named_plainly(raw_dir, tmp_path):
+    # defect 9: labels with the images' magic number read as "expected 760652741951032500016 bytes"
+    for name in NAMES:
+        (tmp_path / name).symlink_to(raw_dir / name)
+    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
+    (tmp_path / "t10k-labels-idx1-ubyte").symlink_to(raw_dir / "t10k-images-idx3-ubyte")
+    with pytest.raises(ValueError) as info:
+        load_mnist(tmp_path, download=False)
+    message = str(info.value)
+    assert "t10k-labels-idx1-ubyte: the magic number 0x00000803 says 3 dimension(s), " \
+           "expected 1" in message and "fetch-mnist" in message
+    assert "bytes" not in message
+
+
+def test_a_folder_that_cannot_be_created_names_the_options_of_both_commands(tmp_path):
+    # defect 9: the hint named fetch-mnist's --dir, which train does not have
+    from minibern.data import fetch_mnist
+
+    (tmp_path / "file").write_text("")
+    with pytest.raises(MnistError, match=r"cannot create the MNIST folder.*`train --data DIR`"):
+        fetch_mnist(tmp_path / "file" / "mnist", log=lambda *_: None)

@@ -22,3 +22,14 @@ def test_cli_demo_and_unknown_command():
     assert ok.returncode == 0 and "test accuracy" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "minibern", "trian"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown command 'trian'" in bad.stderr
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("args,message", [(["--epochs", "0"], "epochs must be an integer >= 1"),
+                                          (["--epochs", "-3"], "epochs must be an integer >= 1"),
+                                          (["--seed", "-1"], "seed must be an integer >= 0")])
+def test_cli_demo_refuses_bad_arguments(args, message):
+    # defect 8: demo validated none of its arguments
+    done = subprocess.run([sys.executable, "-m", "minibern", "demo", *args], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

@@ -100,6 +100,8 @@ def test_gated_lenet5_learns_theta_with_the_removal_estimator(mnist):
     before = [g.theta.copy() for _, _, g in hook.gates]
     metrics = trainer.fit()
     assert [g["name"] for g in metrics["gates"]] == ["gate_conv1", "gate_conv2", "gate_fc1"]
-    for (_, name, gate), old in zip(hook.gates, before):
-        assert not np.array_equal(gate.theta, old), name
-        assert np.all((gate.theta >= 0) & (gate.theta <= 1))
+    moved = {name: int(np.sum(gate.theta != old)) for (_, name, gate), old in zip(hook.gates, before)}
+    # 4 steps: gate_conv2 (10 filters) is visited on subset=2 gates per step, so 1..8 of its θ
+    # move; gate_fc1, the last gate layer, is visited in full every step, so all of its θ do
+    assert 1 <= moved["gate_conv2"] <= 4 * 2 < hook.gates[1][2].n_units, moved
+    assert moved["gate_fc1"] == hook.gates[2][2].n_units == 100, moved

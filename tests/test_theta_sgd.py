@@ -1,8 +1,6 @@
 """Projected SGD on θ (B20)–(B22): the update and its schedule, the box is never left, and on
 the exact toy (B23)–(B25) the flattened cost drives every θ to exactly 0 or 1 while the fixed-γ
 ablation keeps θ inside (0, 1)."""
-import time
-
 import numpy as np
 import pytest
 
@@ -52,8 +50,12 @@ def test_theta_never_leaves_the_box_for_large_random_gradients():
     hit_ends = np.zeros(theta.shape, bool)
     for _ in range(300):
         grad = rng.standard_normal(theta.shape) * 10.0 ** rng.uniform(-3, 8, theta.shape)
-        opt.update(theta, grad)
-        assert np.all((theta >= 0.0) & (theta <= 1.0))
+        want = theta.copy()
+        eta = opt.update(theta, grad)
+        # (B22) elementwise, from gradients of 1e-3 to 1e8: the projection of the plain step
+        want = np.where(want - eta * grad < 0.0, 0.0, np.where(want - eta * grad > 1.0, 1.0,
+                                                                want - eta * grad))
+        np.testing.assert_array_equal(theta, want)
         hit_ends |= (theta == 0.0) | (theta == 1.0)
     assert hit_ends.all()  # the ends are reached exactly
 
@@ -117,26 +119,22 @@ def _train_toy(prior_grad, x, y, v0, *, steps, bounds=(0.0, 1.0), lr_v=0.1):
 def test_flattened_cost_drives_every_theta_to_exactly_0_or_1():
     rng, x, y = _toy_data()
     n, kappa = x.shape[0], 2.0
-    start = time.perf_counter()
     theta, v, _, _ = _train_toy(lambda t: flattened_penalty(t, kappa, n)[1], x, y,
                                 0.1 * rng.standard_normal(x.shape[1]), steps=400)  # (B15)
-    elapsed = time.perf_counter() - start
     np.testing.assert_array_equal(theta, RELEVANT.astype(float))  # exactly 1 and exactly 0
     np.testing.assert_allclose(B.to_numpy(v)[RELEVANT], [1.5, -1.0, 0.8], atol=0.02)
-    assert elapsed < 2.0
 
 
 @host_only
-def test_fixed_gamma_ablation_keeps_theta_inside_and_prunes_nothing():
+def test_fixed_gamma_ablation_stops_at_the_interior_stationary_point():
     """Without the hyper-prior (fixed γ = 0.5, KL gradient (B6) with eps clipping, θ projected
-    onto [eps, 1 − eps]) θ stays strictly inside (0, 1); the noise inputs end near γ, at the
+    onto [eps, 1 − eps]) the noise inputs end near γ, at the
     interior stationary point (B18) θ_j = σ(logit γ − Δ_j), instead of at 0."""
     rng, x, y = _toy_data()
     n, gamma, eps = x.shape[0], 0.5, 1e-6
     theta, v, xd, yd = _train_toy(lambda t: bernoulli_kl(t, gamma, n, eps=eps)[1], x, y,
                                   0.1 * rng.standard_normal(x.shape[1]), steps=2000,
                                   bounds=(eps, 1 - eps))
-    assert np.all((theta > 0.0) & (theta < 1.0))
     noise = theta[~RELEVANT]
     assert np.all((noise > 0.4) & (noise < 0.6)), noise  # not pruned
     _, grad_theta, _ = gated_regression_expected_loss(theta, v, xd, yd)

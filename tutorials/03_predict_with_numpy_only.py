@@ -42,15 +42,26 @@ def _ops(m):
     if str(m.get("format", "")) != FORMAT or str(m.get("version", "")) != str(VERSION):
         raise ValueError(f"not a {FORMAT} model of version {VERSION} (format {m.get('format')}, "
                          f"version {m.get('version')}); re-export it with minibern.bernoulli.export")
-    n_ops = int(m["n_ops"])
-    return m, [{k.split("/")[1]: m[k] for k in m if k.startswith(f"op{i}/")} for i in range(n_ops)]
+    try:
+        ops = [{k.split("/")[1]: m[k] for k in m if k.startswith(f"op{i}/")}
+               for i in range(int(m["n_ops"]))]
+        tuple(int(s) for s in m["input_shape"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"a damaged {FORMAT} model ({type(error).__name__}: {error}); "
+                         "export it again") from error
+    return m, ops
 
 
 def logits(model, images, batch_size=1000):
     m, ops = _ops(model)
     x = np.asarray(images)
     x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x  # as the loader
-    x = x.reshape((x.shape[0],) + tuple(int(s) for s in m["input_shape"]))
+    shape = tuple(int(s) for s in m["input_shape"])
+    if x.ndim < 1 or int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+        raise ValueError(f"images of shape {x.shape} do not fit the model's input {shape}: give "
+                         f"(N, ...) with {int(np.prod(shape))} values per image, e.g. (N, 784), "
+                         "(N, 28, 28) or (N, 1, 28, 28)")
+    x = x.reshape((x.shape[0],) + shape)
     return np.concatenate([_run(ops, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
@@ -80,14 +91,21 @@ def predict(model, images, batch_size=1000):
     return logits(model, images, batch_size).argmax(axis=1)
 
 
-def read_idx(path):
-    """An MNIST IDX file (gzipped or not) as a uint8 array: big-endian dims after the magic."""
+def read_idx(path, ndim):
+    """An MNIST IDX file (gzipped or not) of ``ndim`` dimensions as a uint8 array: magic
+    0x000008 then ``ndim``, big-endian dims, the bytes. ValueError naming the file if it is not."""
     path = Path(path)
     if not path.exists() and Path(str(path) + ".gz").exists():
         path = Path(str(path) + ".gz")
-    raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    ndim = raw[3]
+    try:
+        raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
+    except (OSError, EOFError) as error:  # missing, unreadable, corrupt gzip
+        raise ValueError(f"cannot read {path} ({error}); point --data at a folder holding "
+                         "MNIST's t10k IDX files") from error
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+    if raw[:4] != bytes([0, 0, 8, ndim]) or len(raw) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise ValueError(f"{path} is not an unsigned-byte IDX file of {ndim} dimension(s) "
+                         f"(magic {raw[:4].hex()}, {len(raw)} bytes); replace it with a good copy")
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -96,9 +114,15 @@ def main(argv=None) -> int:
     parser.add_argument("model", help="an exported model.npz")
     parser.add_argument("--data", default="data/mnist", help="folder with MNIST's t10k IDX files")
     args = parser.parse_args(argv)
-    images = read_idx(Path(args.data) / "t10k-images-idx3-ubyte")
-    labels = read_idx(Path(args.data) / "t10k-labels-idx1-ubyte")
-    error = float((predict(args.model, images) != labels).mean())
+    try:
+        images = read_idx(Path(args.data) / "t10k-images-idx3-ubyte", 3)
+        labels = read_idx(Path(args.data) / "t10k-labels-idx1-ubyte", 1)
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} test images but {len(labels)} labels in {args.data}")
+        error = float((predict(args.model, images) != labels).mean())
+    except ValueError as error:  # every problem of the model or the data, named
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"tutorial 3: {args.model} with NumPy alone: test error {100 * error:.2f}% "
           f"on {len(labels)} images")
     return 0

@@ -39,6 +39,8 @@ rows instead, (X2). An all-zero gate, and a gate after the last linear layer, ra
 """
 from __future__ import annotations
 
+import zipfile
+
 from minibern import backend as B
 from minibern import layers as L
 from minibern.bernoulli.gate import BernoulliGate
@@ -217,12 +219,24 @@ def load_network(path) -> L.Sequential:
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} is not a readable .npz ({error}); export it again") from error
-    if (str(arrays.get("format", "")) != FORMAT_NAME
-            or int(arrays.get("version", -1)) != FORMAT_VERSION):
+    try:
+        version = int(arrays.get("version", -1))
+    except (TypeError, ValueError):
+        version = None
+    if str(arrays.get("format", "")) != FORMAT_NAME or version != FORMAT_VERSION:
         raise ValueError(f"{path} is not a {FORMAT_NAME} model of version {FORMAT_VERSION}; "
                          "re-export it with minibern.bernoulli.export.export_npz")
+    try:
+        return _network(arrays, path)
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise ValueError(f"{path} is a damaged {FORMAT_NAME} model ({type(error).__name__}: "
+                         f"{error}); export it again") from error
+
+
+def _network(arrays: dict, path) -> L.Sequential:
+    """The engine layers of an export's ``arrays`` (see :func:`load_network`)."""
     layers = []
     for k in range(int(arrays["n_ops"])):
         op = {key.split("/", 1)[1]: value for key, value in arrays.items()

@@ -34,6 +34,7 @@ instead marks the gates that would have been and counts how many of them later l
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 from minibern import backend as B
@@ -80,9 +81,20 @@ class GateConfig:
     snapshot_every: int = 0
 
     def validate(self) -> "GateConfig":
+        """Raise ValueError naming the first bad field, its value and the fix (NaN and infinity
+        are refused everywhere)."""
+        for name in ("kappa", "theta_lr", "theta_init", "gamma", "snap_tol", "keep_after",
+                     "theta_decay"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and not isinstance(value, bool) and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.keep_after < 0:
+            raise ValueError(f"keep_after must be >= 0 (epochs), got {self.keep_after!r}")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {self.estimator!r}; expected one of "
                              f"{', '.join(ESTIMATORS)}")
+        make_estimator(self.estimator, self.subset, self.first_subset)  # checks the subsets
         obj.check_theta(np.asarray(self.theta_init), "theta_init")
         if not self.kappa >= 0:
             raise ValueError(f"kappa must be >= 0, got {self.kappa!r}; use e.g. --kappa 5.5")
@@ -98,6 +110,11 @@ class GateConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         return self
+
+
+def gate_settings(config: GateConfig) -> dict:
+    """The gate settings a resumed run must share with its checkpoint (``Hook.settings``)."""
+    return {"gates": asdict(config)}
 
 
 class GateTrainer(Hook):
@@ -260,6 +277,9 @@ class GateTrainer(Hook):
         return next(g for _, n, g in self.gates if n == name)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    def settings(self) -> dict:
+        return gate_settings(self.config)
+
     def state_dict(self) -> dict:
         """The config, and per gate θ, the original indices of its units and its
         :class:`~minibern.bernoulli.state.GateState`, under ``"<field>/<gate name>"``."""

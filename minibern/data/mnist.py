@@ -81,7 +81,7 @@ class MNIST:
 
 
 def _read_images(path: Path, count: int):
-    images = read_idx(path)
+    images = read_idx(path, ndim=3)
     if images.shape != (count, *IMAGE_SHAPE):
         raise MnistError(
             f"{path}: expected {count} images of {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]} pixels, shape "
@@ -94,7 +94,7 @@ def _read_images(path: Path, count: int):
 
 
 def _read_labels(path: Path, count: int):
-    labels = read_idx(path)
+    labels = read_idx(path, ndim=1)
     if labels.shape != (count,):
         raise MnistError(
             f"{path}: expected {count} labels, shape ({count},), found shape {labels.shape}; "

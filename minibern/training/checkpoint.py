@@ -44,6 +44,18 @@ def _atomic_write(path: Path, write) -> Path:
     return path
 
 
+def remove_temporaries(folder, names) -> list[Path]:
+    """Delete the temporaries ``.NAME.XXXX.tmp`` that :func:`_atomic_write` leaves when a run is
+    killed mid-write, for each NAME in ``names``; returns the paths removed. Call it only while
+    no other process writes those files (a run directory belongs to one run at a time)."""
+    removed = []
+    for name in names:
+        for path in Path(folder).glob(f".{name}.*.tmp"):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 def write_json(path, document: dict) -> Path:
     """Write ``document`` as indented JSON, atomically."""
     data = (json.dumps(document, indent=2, sort_keys=False) + "\n").encode()

@@ -41,8 +41,15 @@ OPTIMIZERS = ("adam", "sgd")
 HOOK_RNG_KEY = "gate_rng"
 
 
+#: An epoch diverged when its mean training loss exceeds DIVERGENCE_FACTOR · ln C (C classes:
+#: ln C is the loss of a network that guesses uniformly) and the loss of the run's first step
+#: (the untrained network's, which a large --init-scale may put above the former).
+DIVERGENCE_FACTOR = 10.0
+
+
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the epoch and step."""
+    """The loss became NaN or infinite (the message names the epoch and step), or an epoch's
+    mean loss passed the :data:`DIVERGENCE_FACTOR` bound."""
 
 
 @dataclass
@@ -74,10 +81,19 @@ class TrainConfig:
             positive_int(name)
         if self.train_subset is not None:
             positive_int("train_subset")
-        for name in ("lr", "width_mult", "init_scale"):
+        def finite(name):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            return value
+        for name in ("lr", "width_mult", "init_scale"):
+            if finite(name) <= 0:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        if not 0 <= finite("momentum") < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {self.momentum!r}; e.g. 0.9")
+        if finite("weight_decay") < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}; "
+                             "e.g. 0 (off) or 5e-4")
         if self.lr_decay is not None and not (isinstance(self.lr_decay, (int, float))
                                               and math.isfinite(self.lr_decay) and self.lr_decay > 0):
             raise ValueError(f"lr_decay must be a positive number of epochs (or None), got "
@@ -119,6 +135,11 @@ class Hook:
         """Host arrays and JSON-able values to checkpoint."""
         return {}
 
+    def settings(self) -> dict:
+        """``{section: {field: value}}``: settings a resumed run must share with its checkpoint
+        (compared by :func:`resume_problems`)."""
+        return {}
+
     def load_structure(self, state: dict) -> None:
         """Called with this hook's saved state *before* a checkpoint's weights are loaded, so
         the network can take the shapes they were saved with (e.g. units pruning removed)."""
@@ -130,6 +151,87 @@ class Hook:
 def run_rngs(seed: int) -> list:
     """The run's three host streams: [weight init, batch order, hooks (the gate masks)]."""
     return B.spawn_rngs(seed, 3)
+
+
+#: TrainConfig fields a resumed run may change: more epochs (the loop continues), and the
+#: evaluation batch size (it changes no result).
+RESUME_MAY_CHANGE = ("epochs", "eval_batch_size")
+
+
+def _merged(hook_settings) -> dict:
+    merged = {}
+    for settings in hook_settings:
+        merged.update(settings)
+    return merged
+
+
+def resume_problems(meta: dict, config: TrainConfig, hook_settings: list) -> list[str]:
+    """What stops a run with ``config`` and hooks' ``hook_settings`` (each a
+    :meth:`Hook.settings` dict) from resuming the checkpoint whose JSON meta is ``meta``.
+
+    Every TrainConfig field must be the checkpoint's but those in :data:`RESUME_MAY_CHANGE`;
+    ``epochs`` may not fall below the epochs already trained; the hooks' settings (the Bernoulli
+    gates and every gate setting) must match exactly. Returns one line per difference, empty
+    when the run may resume.
+    """
+    saved = meta.get("config", {})
+    problems = [f"{key}: {saved[key]!r} in the checkpoint, {value!r} now"
+                for key, value in asdict(config).items()
+                if key not in RESUME_MAY_CHANGE and key in saved and saved[key] != value]
+    done = int(meta.get("epoch", 0))
+    if config.epochs < done:
+        problems.append(f"epochs: the checkpoint has trained {done} epochs, {config.epochs} "
+                        f"asked for now (pass --epochs {done} or more)")
+    before = meta.get("hook_settings")
+    if before is None:  # checkpoints written before hook settings were recorded
+        before = [{"gates": hook["config"]} for hook in meta.get("hooks", []) if "config" in hook]
+    before, now = _merged(before), _merged(hook_settings)
+    for section in sorted(set(before) | set(now)):
+        if section not in now:
+            problems.append(f"the checkpoint was trained with --{section}, this run is without")
+        elif section not in before:
+            problems.append(f"the checkpoint was trained without --{section}, this run is with")
+        else:
+            problems += [f"{section} {key}: {before[section].get(key)!r} in the checkpoint, "
+                         f"{value!r} now" for key, value in now[section].items()
+                         if before[section].get(key) != value]
+    return problems
+
+
+def check_resume(path, meta: dict, config: TrainConfig, hook_settings: list) -> None:
+    """Raise CheckpointError listing every :func:`resume_problems` of checkpoint ``path``."""
+    problems = resume_problems(meta, config, hook_settings)
+    if problems:
+        raise ckpt.CheckpointError(
+            f"cannot resume {path}: its settings differ from this run's:\n  "
+            + "\n  ".join(problems)
+            + "\nresume with the checkpoint's settings (only --epochs may grow), or choose "
+            "another --out for a new run; nothing was changed")
+
+
+#: The files of a run directory that a new run would overwrite (train.log is only appended to).
+RUN_FILES = ("checkpoint.npz", "metrics.json", "history.npz", "model.npz")
+
+
+def check_run_dir(out, resume: bool, config: TrainConfig, hook_settings: list) -> None:
+    """Raise ValueError unless run directory ``out`` may receive this run, before anything is
+    written: a new run needs a folder without :data:`RUN_FILES`; ``resume`` needs a
+    ``checkpoint.npz`` whose settings match (:func:`check_resume`)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if not resume:
+        if found:
+            raise ValueError(f"{out} already holds a run ({', '.join(found)}); pass --resume to "
+                             "continue it, or choose another --out; nothing was changed")
+        return
+    if "checkpoint.npz" not in found:
+        held = f" (it holds {', '.join(found)}, whose run cannot be continued)" if found else ""
+        raise ValueError(f"--resume: {out} has no checkpoint.npz to resume from{held}; start a "
+                         "new run without --resume in a new --out; nothing was changed")
+    path = out / "checkpoint.npz"
+    check_resume(path, ckpt.read_npz(path)[1], config, hook_settings)
 
 
 def make_optimizer(config: TrainConfig):
@@ -187,6 +289,8 @@ class Trainer:
         self.history = {"train_loss": [], "val_error": [], "epoch_seconds": [], "params": [],
                         "flops_per_example": []}
         self.start_summary = self.summary()  # the network before any pruning
+        self.first_loss = self.n_classes = None  # the run's first step (divergence bound)
+        self.checkpoint_path = None
 
     # -- evaluation ---------------------------------------------------------------------------
     def summary(self, start: dict | None = None) -> dict:
@@ -236,10 +340,12 @@ class Trainer:
             value = B.to_float(loss)
             if not math.isfinite(value):
                 raise TrainingDiverged(
-                    f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}; the last "
-                    f"good checkpoint (end of epoch {self.epoch}) is kept — lower the learning "
-                    f"rate (now {self.optimizer.lr}) or check the data for NaN"
+                    f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}; "
+                    f"{self._kept()} — lower the learning rate (now {self.optimizer.lr}) or "
+                    "check the data for NaN"
                 )
+            if self.first_loss is None:
+                self.first_loss, self.n_classes = value, int(dlogits.shape[1])
             self.net.backward(dlogits, input_grad=False)  # no one needs ∂L/∂images
             for hook in self.hooks:
                 hook.after_backward(self)
@@ -251,6 +357,26 @@ class Trainer:
             progress.update(note=f"loss {value:.4f}")
         progress.close()
         return total / n_steps
+
+    def _kept(self, epoch: int | None = None) -> str:
+        """Which checkpoint survives a failure in the epoch after ``epoch`` (default: now)."""
+        epoch = self.epoch if epoch is None else epoch
+        if self.checkpoint_path is not None and epoch > 0:
+            return f"the last good checkpoint (end of epoch {epoch}) is kept"
+        return "no checkpoint of this run was written"
+
+    def check_divergence(self, train_loss: float) -> None:
+        """Raise TrainingDiverged if the epoch's mean ``train_loss`` passed the bound of
+        :data:`DIVERGENCE_FACTOR` (before its checkpoint is written)."""
+        chance = math.log(self.n_classes)
+        bound = max(DIVERGENCE_FACTOR * chance, self.first_loss)
+        if train_loss > bound:
+            raise TrainingDiverged(
+                f"training diverged in epoch {self.epoch + 1}: its mean loss {train_loss:.4g} is "
+                f"above {DIVERGENCE_FACTOR:g} x ln {self.n_classes} = "
+                f"{DIVERGENCE_FACTOR * chance:.4g} (ln {self.n_classes}: guessing uniformly) and "
+                f"above the untrained network's {self.first_loss:.4g}; {self._kept()} — lower "
+                f"the learning rate (now {self.optimizer.lr})")
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
@@ -267,25 +393,32 @@ class Trainer:
         meta = {"epoch": self.epoch, "global_step": self.global_step,
                 "optimizer_steps": opt_state["steps"], "config": asdict(self.config),
                 "batch_rng": self.batch_rng.bit_generator.state,
-                HOOK_RNG_KEY: self.hook_rng.bit_generator.state, "hooks": hook_meta}
+                HOOK_RNG_KEY: self.hook_rng.bit_generator.state, "hooks": hook_meta,
+                "hook_settings": [hook.settings() for hook in self.hooks],
+                "first_loss": self.first_loss, "n_classes": self.n_classes}
         return arrays, meta
 
     def save_checkpoint(self, path) -> Path:
+        """Write the run's state to ``path``; refuse (TrainingDiverged) to write non-finite
+        weights, so the checkpoint on disk is always a good one."""
         arrays, meta = self.state()
+        bad = _non_finite(arrays)
+        if bad:
+            raise TrainingDiverged(
+                f"the weights became non-finite ({', '.join(bad)}) in epoch {self.epoch} although "
+                f"its loss was finite; {self._kept(self.epoch - 1)} — lower the learning rate (now "
+                f"{self.optimizer.lr}) or the weight decay")
         return ckpt.write_npz(path, arrays, meta)
 
     def load_checkpoint(self, path) -> None:
         """Restore weights, optimiser, RNG streams, history and hooks from ``path``."""
         arrays, meta = ckpt.read_npz(path)
-        saved = meta.get("config", {})
-        mismatched = [k for k in ("model", "seed", "width_mult", "batch_size", "optimizer")
-                      if k in saved and saved[k] != getattr(self.config, k)]
-        if mismatched:
+        check_resume(path, meta, self.config, [hook.settings() for hook in self.hooks])
+        bad = _non_finite(arrays)
+        if bad:
             raise ckpt.CheckpointError(
-                f"checkpoint {path} was made with a different "
-                + ", ".join(f"{k}={saved[k]!r} (now {getattr(self.config, k)!r})" for k in mismatched)
-                + "; resume with the same settings or use another --out"
-            )
+                f"checkpoint {path} holds non-finite weights ({', '.join(bad)}), so it is no good "
+                "to resume from; start a new run (another --out) with a lower learning rate")
         hook_states = []
         for i, hook in enumerate(self.hooks):
             state = dict(meta["hooks"][i]) if i < len(meta["hooks"]) else {}
@@ -305,13 +438,16 @@ class Trainer:
         for hook, state in zip(self.hooks, hook_states):
             hook.load_state_dict(state)
         self.epoch, self.global_step = int(meta["epoch"]), int(meta["global_step"])
+        self.first_loss, self.n_classes = meta.get("first_loss"), meta.get("n_classes")
 
     # -- the run ------------------------------------------------------------------------------
     def fit(self, out_dir=None, resume: bool = False) -> dict:
         """Train the remaining epochs; with ``out_dir``, checkpoint every epoch and write
         ``history.npz`` and ``metrics.json``. Returns the metrics dict."""
         out = Path(out_dir) if out_dir is not None else None
-        checkpoint_path = out / "checkpoint.npz" if out else None
+        checkpoint_path = self.checkpoint_path = out / "checkpoint.npz" if out else None
+        for path in ckpt.remove_temporaries(out, RUN_FILES) if out else []:
+            self.log(f"removed {path}, left by a run killed while writing")
         if out and resume and checkpoint_path.exists():
             self.load_checkpoint(checkpoint_path)
             self.log(f"resumed from {checkpoint_path} after epoch {self.epoch}")
@@ -320,6 +456,7 @@ class Trainer:
         while self.epoch < self.config.epochs:
             start = time.perf_counter()
             train_loss = self.train_epoch()
+            self.check_divergence(train_loss)
             B.synchronize()
             seconds = time.perf_counter() - start
             self.epoch += 1
@@ -358,6 +495,12 @@ class Trainer:
             "config": asdict(self.config),
             **extra,
         }
+
+
+def _non_finite(arrays: dict) -> list[str]:
+    """Names of the float weight and optimiser arrays in ``arrays`` holding NaN or infinity."""
+    return [key for key, value in arrays.items() if key.startswith(("param/", "opt/"))
+            and value.dtype.kind == "f" and not np.isfinite(value).all()]
 
 
 def write_run_files(out_dir, metrics: dict) -> Path:
