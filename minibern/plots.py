@@ -11,7 +11,8 @@ from pathlib import Path
 from minibern.backend import host as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only: no display needed)."""
     try:
         import matplotlib
     except ImportError as error:
@@ -33,7 +34,7 @@ def load_run(run_dir) -> tuple[dict, dict]:
 
 def plot_training(run_dir, out_dir=None) -> list[Path]:
     """Training loss, validation error and seconds per epoch, one PNG each; returns the paths."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     metrics, history = load_run(run_dir)
@@ -90,7 +91,7 @@ def _line_panel(plt, epochs, curves, ylabel, yscale, path, ylim=None) -> Path:
 def plot_gates(run_dir, out_dir=None) -> list[Path]:
     """For a gated run: θ histograms over time, decided fraction and units per layer (kept,
     θ ≥ ½, solid; still in the weight arrays, i.e. not yet physically removed, dashed)."""
-    plt = _pyplot()
+    plt = pyplot()
     metrics, history = load_run(run_dir)
     if "theta_snapshots" not in history:
         raise ValueError(f"{run_dir} is not a gated run (no theta_snapshots in history.npz); "
