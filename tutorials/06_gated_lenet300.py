@@ -1,90 +1,106 @@
-"""Tutorial 2: learn which units LeNet-300-100 needs, with Bernoulli gates.
+"""Tutorial 6 (the main job): learn which units LeNet-300-100 needs, with Bernoulli gates.
 
 What you learn
-    How every input pixel and hidden unit gets a Bernoulli gate whose keep-probability θ is
-    learned by projected Robbins–Monro SGD on the variational objective with the flattening
-    hyper-prior; how the unbiased removal estimator measures what deleting a unit costs; how θ
-    converges to 0 or 1 so the final network is deterministic and smaller.
+    The method at full scale, on MNIST: a Bernoulli gate on every input pixel and hidden unit of
+    LeNet-300-100, its keep-probability θ learned by projected Robbins–Monro SGD on the
+    variational objective with the flattening hyper-prior (tutorial 4), Δ estimated by the
+    unbiased removal estimator (tutorial 5), the weights trained by Adam at the same time. You
+    watch each θ travel to exactly 0 or exactly 1, units at 0 leave the weight arrays while the
+    network trains (so epochs get cheaper), the input pixels that survive form the digit area,
+    and the final deterministic network is smaller at about the same test error.
 Read alongside
-    docs/derivations/bernoulli_objective.md — (B10) γ*, (B11) the flattened KL = κθ + const,
-    (B16)–(B17) why the solutions are deterministic; docs/derivations/estimators.md — (E4)–(E8)
-    the removal estimator, (E10) the θ step; then minibern/gates.py and
-    minibern/gate_training.py.
-Figures
-    theta_hist.png (θ of every gate at three moments), theta_decided.png (gates within 0.01 and
-    1e-3 of 0 or 1, per epoch), units_per_layer.png (kept units per layer), val_error.png,
-    loss.png, epoch_seconds.png — all in --out, with model.npz (the pruned deterministic
-    network; tutorial 3 runs it with NumPy alone).
+    docs/derivations/bernoulli_objective.md — (B1)–(B2) the gated model, (B11) the flattened
+    KL = κθ + const, (B15)–(B17) why the solutions are deterministic, (B20)–(B22) the θ step;
+    docs/derivations/estimators.md — (E4)–(E8) the removal estimator, (E10) the θ step and the
+    snap rules; docs/derivations/pruning.md — (P1)–(P6) physical removal; then
+    minibern/gate_training.py. Measured results over seeds: docs/derivations/estimators.md,
+    "Measured", and docs/BENCHMARKS.md.
+Figures (in --out, drawn from the run directory alone: `python -m minibern plot DIR` redraws them)
+    theta_trajectories.png — θ of 40 random gates per layer over training, each travelling to 0
+    or 1; theta_hist.png — θ histograms per layer over the epochs; input_pixels.png — θ of the
+    784 input gates as 28 × 28 images and the surviving pixels; units_per_layer.png — kept
+    units (θ ≥ ½) and units still in the arrays per epoch; theta_decided.png; val_error.png;
+    loss.png; epoch_seconds.png. Also model.npz, the pruned deterministic network that
+    tutorial 10 runs with NumPy alone.
 Time on a 2-core CPU
-    about 2.3 s per epoch falling to 0.9 s as units are removed (20 epochs: ~35 s); --quick
-    (2 epochs on 5,000 images): ~5 s.
+    about a minute for the 20 epochs (the later ones faster, as units are removed); --quick
+    (2 epochs on 5,000 images): under half a minute.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
-    python tutorials/02_bernoulli_gates_lenet300.py --out runs/tutorial2
+    python tutorials/06_gated_lenet300.py --out runs/tutorial6
 """
-import argparse
-import sys
-from pathlib import Path
+# %% 1. Options and data
+from _common import tutorial_args
 
-import minibern
+from minibern import backend as B
 from minibern.data import load_mnist
 from minibern.export import export_and_score
 from minibern.gate_training import GateConfig, GateTrainer
 from minibern.models import lenet300_100
-from minibern.plots import plot_gates, plot_training
+from minibern.plots import plot_run
 from minibern.train import TrainConfig, Trainer, device_splits, run_rngs, write_run_files
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", choices=("numpy", "cupy", "strict"), default=None)
-    parser.add_argument("--seed", type=int, default=0)
+def options(parser):
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--kappa", type=float, default=5.5, help="cost of keeping one unit")
-    parser.add_argument("--quick", action="store_true", help="2 epochs on 5,000 images")
+    parser.add_argument("--kappa", type=float, default=GateConfig.kappa,
+                        help="κ, the cost of keeping one unit (B15)")
     parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA)")
-    parser.add_argument("--out", default="runs/tutorial2")
-    args = parser.parse_args(argv)
-    if args.backend:
-        minibern.set_backend(args.backend)
-
-    # 1. Data and a gated LeNet-300-100: gates on the 784 inputs and on both hidden layers.
-    data = load_mnist(args.data)
-    config = TrainConfig(model="lenet300", epochs=2 if args.quick else args.epochs,
-                         seed=args.seed, train_subset=5000 if args.quick else None, lr_decay=5.0)
-    net = lenet300_100(seed=run_rngs(config.seed)[0], gates=True, theta_init=1.0)
-    splits = device_splits(data, net.input_shape, config.train_subset)
-    # 2. θ learning with the defaults of GateConfig: removal estimator (16 input and 16 h1
-    #    gates visited per step, h2 all), κ = 5.5 per unit, θ step 50/(1 + epoch/0.5); gates that
-    #    sit within 0.01 of 0 or 1 long enough are snapped there (docs/derivations/
-    #    estimators.md), and a unit at θ = 0 for 30 visits leaves the weight arrays
-    #    (docs/derivations/pruning.md), so epochs get cheaper as it prunes. With the weights'
-    #    rate decayed as 1e-3/(1 + epoch/5) this measured 98.3–98.8 % of gates within 1e-3 of
-    #    0/1 after 20 epochs at 1.76–1.93 % test error, ≈ 313-170-91 (seeds 0–4).
-    gates = GateTrainer(net, GateConfig(kappa=args.kappa), n_data=splits["train"].size)
-    # 3. Train weights (Adam) and θ (projected SGD) together; checkpoint every epoch.
-    out = Path(args.out)
-    trainer = Trainer(net, splits, config, hooks=[gates], log=print)
-    metrics = trainer.fit(out)
-    # 4. The final deterministic network as a plain .npz that NumPy alone can run
-    #    (tutorials/03_predict_with_numpy_only.py), read back here by the engine: its test error
-    #    must equal the network's.
-    metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
-                                                    data.test_labels)
-    write_run_files(out, metrics)
-    # 5. Figures, drawn from the run directory alone.
-    paths = plot_training(out) + plot_gates(out)
-    seconds = metrics["epoch_seconds"]
-    print(f"tutorial 2: gated LeNet-300-100, {metrics['epochs']} epochs: architecture "
-          f"{'-'.join(map(str, metrics['architecture']))} (params "
-          f"×{metrics['compression_params']:.1f} fewer), epoch {seconds[0]:.1f} s → "
-          f"{seconds[-1]:.1f} s as units were removed, test error "
-          f"{100 * metrics['test_error']:.2f}% (model.npz: "
-          f"{100 * metrics['export_test_error']:.2f}%), gates decided "
-          f"{100 * metrics['decided_1e-2']:.1f}% (within 0.01), "
-          f"figures: {', '.join(p.name for p in paths)} in {out}")
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+args = tutorial_args(__doc__, quick="2 epochs on 5,000 images", out="runs/tutorial6",
+                     extra=options)
+data = load_mnist(args.data)  # host arrays; the last 5,000 training images validate
+
+# %% 2. A gated LeNet-300-100: gates on the 784 inputs and on both hidden layers (B1)
+# Each gate multiplies its unit by ξ ~ Bern(θ), drawn per example (E1); θ starts at 1, where a
+# gate is the identity and draws nothing. The output layer is never gated.
+config = TrainConfig(model="lenet300", epochs=2 if args.quick else args.epochs, seed=args.seed,
+                     train_subset=5000 if args.quick else None, lr_decay=5.0)
+net = lenet300_100(seed=run_rngs(config.seed)[0], gates=True, theta_init=1.0)
+splits = device_splits(data, net.input_shape, config.train_subset)
+print("step 2: " + "  ".join(f"{name} {type(layer).__name__}" for name, layer in net))
+
+# %% 3. How θ learns: the defaults of GateConfig (docs/derivations/estimators.md, "Measured")
+# Per step, the removal estimator measures Δ for the last hidden layer's gates and for 16 random
+# gates of each earlier layer (E4)–(E8); each visited θ takes the projected step
+# θ ← clip(θ − η_t (Δ/N + κ/N), 0, 1) with η_t = 50/(1 + epoch/0.5) (E10), (B20)–(B21). A θ
+# within 0.01 of 0 or 1 long enough snaps there; a unit at θ = 0 for 30 visits leaves the arrays
+# (P6). snapshot_every records θ of every gate five times per epoch, for the trajectories.
+steps_per_epoch = -(-splits["train"].size // config.batch_size)
+gate_config = GateConfig(kappa=args.kappa, snapshot_every=max(1, steps_per_epoch // 5))
+gates = GateTrainer(net, gate_config, n_data=splits["train"].size)
+print(f"step 3: κ = {gate_config.kappa} per unit, estimator {gate_config.estimator}, "
+      f"θ step {gate_config.theta_lr}/(1 + epoch/{gate_config.theta_decay}), "
+      f"θ snapshot every {gate_config.snapshot_every} of {steps_per_epoch} steps per epoch")
+
+# %% 4. Train weights (Adam, rate 1e-3/(1 + epoch/5)) and θ together; checkpoint every epoch
+# Each epoch's log line counts the gates at 0 / at 1 / undecided per layer.
+trainer = Trainer(net, splits, config, hooks=[gates], log=print)
+metrics = trainer.fit(args.out)
+
+# %% 5. The deterministic network, exported as plain arrays (X1)–(X4)
+# Every gate becomes 1[θ ≥ ½], folded into the next layer; units at 0 are dropped. Read back by
+# the engine, model.npz must score exactly the network's test error.
+metrics["export_test_error"] = export_and_score(net, args.out / "model.npz", data.test_images,
+                                                data.test_labels)
+write_run_files(args.out, metrics)
+for gate in metrics["gates"]:
+    print(f"step 5: {gate['name']:8s} {gate['total']:4d} gates: {gate['at_one']:4d} at 1, "
+          f"{gate['at_zero']:4d} at 0 ({gate['removed']} removed from the arrays), "
+          f"{gate['undecided']:4d} undecided")
+
+# %% 6. Figures, drawn from the run directory alone
+paths = plot_run(args.out)
+print(f"step 6: {len(paths)} figures: {', '.join(p.name for p in paths)}")
+
+# %% Result
+seconds = metrics["epoch_seconds"]
+print(f"tutorial 6: gated LeNet-300-100, {metrics['epochs']} epochs: architecture "
+      f"{'-'.join(map(str, metrics['architecture']))} from "
+      f"{'-'.join(map(str, metrics['architecture_start']))} (params "
+      f"×{metrics['compression_params']:.1f} fewer), epoch {seconds[0]:.1f} s → "
+      f"{seconds[-1]:.1f} s as units were removed, test error "
+      f"{100 * metrics['test_error']:.2f}% (model.npz: "
+      f"{100 * metrics['export_test_error']:.2f}%), gates decided "
+      f"{100 * metrics['decided_1e-2']:.1f}% (within 0.01); figures in {args.out}")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import minibern
-from minibern.plots import pyplot
+from minibern.plots import pyplot, save_figure as save  # noqa: F401 (re-exported)
 
 
 def _in_notebook() -> bool:
@@ -44,10 +44,3 @@ def tutorial_args(doc: str, *, quick: str, out: str, extra=None, argv=None):
     args.out.mkdir(parents=True, exist_ok=True)
     return args
 
-
-def save(fig, path: Path) -> Path:
-    """Save ``fig`` as a PNG at ``path``, close it and return the path."""
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    pyplot().close(fig)
-    return path
