@@ -40,24 +40,17 @@ np.set_printoptions(precision=2, suppress=True, linewidth=120)
 
 
 def naive_conv(x, w, b, stride, pad):
-    """The definition, one multiply-add at a time: y[n,f,oy,ox] = b_f + Σ_{c,ky,kx}
-    w[f,c,ky,kx] · x_pad[n, c, oy·s + ky, ox·s + kx]. Seven nested loops, no cleverness."""
-    n, c, h, width = x.shape
-    f, _, kh, kw = w.shape
+    """The definition, one output pixel at a time: y[n,f,oy,ox] = b_f + Σ_{c,ky,kx}
+    w[f,c,ky,kx] · x_pad[n, c, oy·s + ky, ox·s + kx] — the window under the filter, multiplied
+    entry by entry with it and summed. One loop over every output pixel, no cleverness."""
+    kh, kw = w.shape[2:]
     x_pad = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    oh, ow = (h + 2 * pad - kh) // stride + 1, (width + 2 * pad - kw) // stride + 1  # (L14)
-    y = np.zeros((n, f, oh, ow))
-    for i in range(n):
-        for fi in range(f):
-            for oy in range(oh):
-                for ox in range(ow):
-                    total = b[fi]
-                    for ci in range(c):
-                        for ky in range(kh):
-                            for kx in range(kw):
-                                total += w[fi, ci, ky, kx] * x_pad[i, ci, oy * stride + ky,
-                                                                  ox * stride + kx]
-                    y[i, fi, oy, ox] = total
+    oh = (x.shape[2] + 2 * pad - kh) // stride + 1  # (L14)
+    ow = (x.shape[3] + 2 * pad - kw) // stride + 1
+    y = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for n, f, oy, ox in np.ndindex(*y.shape):
+        window = x_pad[n, :, oy * stride:oy * stride + kh, ox * stride:ox * stride + kw]
+        y[n, f, oy, ox] = b[f] + np.sum(window * w[f])
     return y
 
 
