@@ -11,8 +11,8 @@ Read alongside
 Figures (in --out)
     loss.png, val_error.png, epoch_seconds.png (`python -m minibern plot DIR` redraws them).
 Time on a 2-core CPU
-    about ten seconds for the 3 epochs with data loading; --quick (2 epochs on 5,000 images):
-    a few seconds. MNIST is read from $MINIBERN_DATA or data/mnist/, fetched there if missing.
+    under a minute for the 3 epochs with data loading; --quick (2 epochs on 5,000 images):
+    well under half a minute. MNIST is read from $MINIBERN_DATA or data/mnist/, fetched there if missing.
 
     python tutorials/03_lenet300_without_gates.py --out runs/tutorial3
 """

@@ -20,7 +20,7 @@ Figures (in --out)
     single estimates for the gate with the largest first-order bias.
     delta_estimates.npz holds the exact Δ and every single estimate.
 Time on a 2-core CPU
-    ten to twenty seconds; --quick (fewer draws) a few seconds.
+    under a minute; --quick (fewer draws) about ten seconds.
 
     python tutorials/05_estimating_delta.py --out runs/tutorial5
 """
