@@ -7,7 +7,7 @@ default θ estimator against steps of the *full-width* network without gates, al
 in one process. Prints seconds per 100 steps (median and min–max of the rounds) and the paired
 ratio gated / un-gated per epoch e (e = 0: the start, every θ = 1, nothing frozen)::
 
-    python benchmarks/bench_gates.py --run runs/tutorial2 --epochs-at 0 1 2 5 10 20
+    python benchmarks/bench_gates.py --run runs/tutorial6 --epochs-at 0 1 2 5 10 20
 
 With ``--compare`` instead of ``--run`` it times the full-width start (every θ = 1, nothing
 frozen) of every gated setting of ``benchmarks/estimator_table.py`` (the same CLI flags), all

@@ -11,7 +11,8 @@ from pathlib import Path
 from minibern.backend import host as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only: no display needed)."""
     try:
         import matplotlib
     except ImportError as error:
@@ -20,6 +21,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_figure(fig, path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (tight layout, 120 dpi), close it, return the path."""
+    plt = pyplot()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
 
 
 def load_run(run_dir) -> tuple[dict, dict]:
@@ -33,7 +43,7 @@ def load_run(run_dir) -> tuple[dict, dict]:
 
 def plot_training(run_dir, out_dir=None) -> list[Path]:
     """Training loss, validation error and seconds per epoch, one PNG each; returns the paths."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     metrics, history = load_run(run_dir)
@@ -57,10 +67,7 @@ def plot_training(run_dir, out_dir=None) -> list[Path]:
             ax.axhline(100 * metrics["test_error"], color="C3", ls="--",
                        label=f"final test error {100 * metrics['test_error']:.2f}%")
             ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out_dir / filename, dpi=120)
-        plt.close(fig)
-        paths.append(out_dir / filename)
+        paths.append(save_figure(fig, out_dir / filename))
     return paths
 
 
@@ -81,38 +88,20 @@ def _line_panel(plt, epochs, curves, ylabel, yscale, path, ylim=None) -> Path:
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gates(run_dir, out_dir=None) -> list[Path]:
-    """For a gated run: θ histograms over time, decided fraction and units per layer (kept,
-    θ ≥ ½, solid; still in the weight arrays, i.e. not yet physically removed, dashed)."""
-    plt = _pyplot()
+    """For a gated run: θ histograms per layer over the epochs, decided fraction and units per
+    layer (kept, θ ≥ ½, solid; still in the weight arrays, i.e. not yet removed, dashed)."""
+    plt = pyplot()
     metrics, history = load_run(run_dir)
     if "theta_snapshots" not in history:
         raise ValueError(f"{run_dir} is not a gated run (no theta_snapshots in history.npz); "
                          "train with --gates")
     out_dir = Path(out_dir or run_dir)
     epochs = np.arange(1, len(history["train_loss"]) + 1)
-    paths = []
-
-    snaps, steps = history["theta_snapshots"], history["theta_snapshot_steps"]
-    picks = sorted({0, len(snaps) // 2, len(snaps) - 1})
-    fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.2), sharey=True)
-    for ax, row in zip(np.atleast_1d(axes), picks):
-        ax.hist(snaps[row], bins=np.linspace(0, 1, 41), color="C0")
-        ax.set_yscale("log")
-        ax.set_xlabel("θ")
-        ax.set_title(f"step {int(steps[row])}", fontsize=9)
-    np.atleast_1d(axes)[0].set_ylabel("gates")
-    fig.suptitle("θ of every gate converging to 0 or 1", fontsize=10)
-    fig.tight_layout()
-    paths.append(out_dir / "theta_hist.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths = [plot_theta_histograms(run_dir, out_dir)]
 
     curves = [(100 * history[key], label) for key, label in
               (("decided_1e-2", "within 0.01 of 0 or 1"), ("decided_1e-3", "within 1e-3"))]
@@ -126,3 +115,147 @@ def plot_gates(run_dir, out_dir=None) -> list[Path]:
             curves.append((history[f"units_{gate['name']}"], "in the arrays", (color, "--")))
     paths.append(_line_panel(plt, epochs, curves, "units", "log", out_dir / "units_per_layer.png"))
     return paths
+
+
+def _gate_blocks(metrics, history) -> list[tuple[str, slice]]:
+    """``(gate name, columns)`` of ``theta_snapshots`` per gate layer (original units, in order)."""
+    blocks, start = [], 0
+    for gate in metrics["gates"]:
+        blocks.append((gate["name"], slice(start, start + int(gate["total"]))))
+        start += int(gate["total"])
+    if start != history["theta_snapshots"].shape[1]:
+        raise ValueError(f"metrics.json's gates cover {start} units, theta_snapshots has "
+                         f"{history['theta_snapshots'].shape[1]} columns; the run files do not "
+                         "belong together")
+    return blocks
+
+
+def _snapshot_epochs(history):
+    """The fractional epoch of every θ snapshot (the last one is the end of the last epoch)."""
+    steps = np.asarray(history["theta_snapshot_steps"], dtype=np.float64)
+    return steps * len(history["train_loss"]) / max(steps[-1], 1.0)
+
+
+def plot_theta_trajectories(run_dir, out_dir=None, per_layer: int = 40, seed: int = 0) -> Path:
+    """``theta_trajectories.png``: θ of a random sample of gates per layer over training, one
+    panel per gate layer, coloured by where θ ended (1: blue, 0: red, between: grey)."""
+    plt = pyplot()
+    metrics, history = load_run(run_dir)
+    snaps, epochs = history["theta_snapshots"], _snapshot_epochs(history)
+    blocks = _gate_blocks(metrics, history)
+    rng = np.random.default_rng(seed)
+    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.4), sharey=True)
+    for ax, (name, columns) in zip(np.atleast_1d(axes), blocks):
+        layer = snaps[:, columns]
+        sample = np.sort(rng.choice(layer.shape[1], min(per_layer, layer.shape[1]), replace=False))
+        final = layer[-1]
+        for j in sample:
+            color = "C0" if final[j] == 1.0 else "C3" if final[j] == 0.0 else "0.5"
+            ax.plot(epochs, layer[:, j], color=color, lw=0.8, alpha=0.7)
+        ax.set_title(f"{name}: {len(sample)} of {layer.shape[1]} gates; at the end "
+                     f"{int((final == 1).sum())} at 1, {int((final == 0).sum())} at 0", fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("θ (blue: ends at 1, red: at 0, grey: between)")
+    return save_figure(fig, Path(out_dir or run_dir) / "theta_trajectories.png")
+
+
+def plot_theta_histograms(run_dir, out_dir=None, moments: int = 4) -> Path:
+    """``theta_hist.png``: histograms of θ per gate layer (rows) at up to ``moments`` epochs
+    spread over the run (columns); removed units count at 0."""
+    plt = pyplot()
+    metrics, history = load_run(run_dir)
+    snaps, epochs = history["theta_snapshots"], _snapshot_epochs(history)
+    blocks = _gate_blocks(metrics, history)
+    rows = sorted({int(round(i)) for i in np.linspace(0, len(snaps) - 1, moments)})
+    fig, axes = plt.subplots(len(blocks), len(rows), figsize=(3.2 * len(rows), 2.2 * len(blocks)),
+                             squeeze=False, sharex=True)
+    for r, (name, columns) in enumerate(blocks):
+        for c, row in enumerate(rows):
+            ax = axes[r, c]
+            ax.hist(snaps[row, columns], bins=np.linspace(0, 1, 41), color=f"C{r}")
+            ax.set_yscale("log")
+            ax.set_title(f"{name}, epoch {epochs[row]:.1f}", fontsize=8)
+        axes[r, 0].set_ylabel("gates")
+    for ax in axes[-1]:
+        ax.set_xlabel("θ")
+    fig.suptitle("θ of every gate converging to 0 or 1", fontsize=10)
+    return save_figure(fig, Path(out_dir or run_dir) / "theta_hist.png")
+
+
+def plot_input_pixels(run_dir, out_dir=None, moments: int = 3) -> Path | None:
+    """``input_pixels.png`` for a run with a gate on the 784 input pixels: θ of every pixel as a
+    28 × 28 image at a few moments, and the pixels that survive (θ ≥ ½) at the end. None if the
+    run has no such gate."""
+    metrics, history = load_run(run_dir)
+    blocks = [(name, columns) for name, columns in _gate_blocks(metrics, history)
+              if columns.stop - columns.start == 28 * 28 and metrics.get("model") == "lenet300"]
+    if not blocks:
+        return None
+    plt = pyplot()
+    name, columns = blocks[0]
+    snaps, epochs = history["theta_snapshots"], _snapshot_epochs(history)
+    rows = sorted({int(round(i)) for i in np.linspace(0, len(snaps) - 1, moments)})
+    fig, axes = plt.subplots(1, len(rows) + 1, figsize=(3 * (len(rows) + 1), 3.2))
+    for ax, row in zip(axes, rows):
+        image = ax.imshow(snaps[row, columns].reshape(28, 28), cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"θ of {name}, epoch {epochs[row]:.1f}", fontsize=8)
+    kept = snaps[-1, columns].reshape(28, 28) >= 0.5
+    axes[-1].imshow(kept, cmap="gray")
+    axes[-1].set_title(f"surviving pixels (θ ≥ ½): {int(kept.sum())} of 784", fontsize=8)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes[-2], fraction=0.046, pad=0.04)
+    return save_figure(fig, Path(out_dir or run_dir) / "input_pixels.png")
+
+
+def plot_run(run_dir, out_dir=None) -> list[Path]:
+    """Every figure that applies to a run directory: the training curves, and for a gated run
+    the θ trajectories, θ histograms, decided share, units per layer and (LeNet-300-100) the
+    surviving input pixels. Returns the paths written."""
+    metrics, history = load_run(run_dir)
+    out_dir = Path(out_dir or run_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = plot_training(run_dir, out_dir)
+    if "theta_snapshots" in history and metrics.get("gates"):
+        paths += plot_gates(run_dir, out_dir)
+        paths.append(plot_theta_trajectories(run_dir, out_dir))
+        pixels = plot_input_pixels(run_dir, out_dir)
+        paths += [pixels] if pixels else []
+    return paths
+
+
+def main(argv=None) -> int:
+    """``python -m minibern plot RUN_DIR [--out DIR]``: draw every figure that applies."""
+    import argparse
+    import sys
+    import zipfile
+
+    parser = argparse.ArgumentParser(prog="python -m minibern plot",
+                                     description="Draw every figure that applies to a run "
+                                                 "directory (of `python -m minibern train` or a "
+                                                 "tutorial) as PNG files.")
+    parser.add_argument("run_dir", help="a run directory holding metrics.json and history.npz")
+    parser.add_argument("--out", default=None, help="folder for the PNGs (default: RUN_DIR)")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    missing = [name for name in ("metrics.json", "history.npz") if not (run_dir / name).is_file()]
+    if not run_dir.is_dir() or missing:
+        what = "is not a directory" if not run_dir.is_dir() else f"has no {' or '.join(missing)}"
+        print(f"error: {run_dir} {what}; pass the --out folder of a finished run of "
+              "`python -m minibern train` or of a tutorial", file=sys.stderr)
+        return 2
+    try:
+        paths = plot_run(run_dir, args.out)
+    except (ValueError, KeyError, OSError, RuntimeError, zipfile.BadZipFile) as error:  # unreadable
+        # or partial files
+        kind = type(error).__name__ if isinstance(error, KeyError) else ""
+        print(f"error: cannot plot {run_dir}: {kind}{' ' if kind else ''}{error}. The run files "
+              "may be incomplete (a run still in its first epoch?) or from another program",
+              file=sys.stderr)
+        return 1
+    print(f"{len(paths)} figures in {Path(args.out or run_dir)}: "
+          + ", ".join(path.name for path in paths))
+    return 0

@@ -1,4 +1,4 @@
-"""Export of the deterministic network (X1)–(X4): the NumPy-only predictor (tutorial 3) and the
+"""Export of the deterministic network (X1)–(X4): the NumPy-only predictor (tutorial 10) and the
 engine's reader reproduce the engine's evaluation-mode logits, pruned units are really dropped,
 and bad nets/files fail clearly."""
 import ast
@@ -20,7 +20,7 @@ from minibern.models import lenet5_caffe, lenet300_100
 from minibern.training.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]
-PREDICTOR = REPO / "tutorials" / "03_predict_with_numpy_only.py"
+PREDICTOR = REPO / "tutorials" / "10_predict_with_numpy_only.py"
 _spec = importlib.util.spec_from_file_location("predict_with_numpy_only", PREDICTOR)
 sp = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(sp)
@@ -285,7 +285,7 @@ def test_damaged_models_and_bad_images_raise_value_errors(tmp_path):
 
 
 @pytest.mark.host_only
-def test_tutorial_3_names_a_bad_model_or_data_without_traceback(mnist_dir, tmp_path):
+def test_tutorial_10_names_a_bad_model_or_data_without_traceback(mnist_dir, tmp_path):
     path = export_npz(_gated_lenet300(), tmp_path / "model.npz")
     (tmp_path / "garbage.npz").write_bytes(b"PK\x03\x04 not a zip archive")
     swapped = tmp_path / "swapped"
@@ -328,7 +328,7 @@ def test_standalone_predictor_imports_only_numpy_and_the_standard_library():
 
 
 @pytest.mark.host_only
-def test_tutorial_3_reads_the_idx_files_and_reports_the_export_error(mnist, mnist_dir, tmp_path):
+def test_tutorial_10_reads_the_idx_files_and_reports_the_export_error(mnist, mnist_dir, tmp_path):
     net = _gated_lenet300()
     path = export_npz(net, tmp_path / "model.npz")
     done = subprocess.run([sys.executable, str(PREDICTOR), str(path), "--data", str(mnist_dir)],

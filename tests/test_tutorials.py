@@ -1,38 +1,154 @@
-"""The tutorials run end to end (quick mode) and leave their figures and run files."""
+"""The tutorials run end to end in quick mode, leave their figures, and show what they teach;
+``python -m minibern plot`` redraws the figures of a recorded run."""
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.host_only
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_tutorial_1_quick(mnist_dir, tmp_path):
+def _run(args, timeout=300):
     pytest.importorskip("matplotlib")
-    done = subprocess.run([sys.executable, str(REPO / "tutorials" / "01_mnist_lenet300.py"),
-                           "--quick", "--data", str(mnist_dir), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "tutorial 1: LeNet-300-100, 1 epochs, test error" in done.stdout
-    for name in ("loss.png", "val_error.png", "epoch_seconds.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
+
+
+def _tutorial(name, out, *extra):
+    return _run([REPO / "tutorials" / name, "--quick", "--out", out, *extra])
+
+
+def _result(stdout, number):
+    """The tutorial's one-line result (the last line, which names it)."""
+    line = stdout.strip().splitlines()[-1]
+    assert line.startswith(f"tutorial {number}: "), line
+    return line
+
+
+def _assert_pngs(folder, *names):
+    for name in names:
+        assert (folder / name).read_bytes()[:8] == PNG, name
+
+
+def _worst_and_bound(line):
+    match = re.search(r"worst rel_err ([0-9.e+-]+) over (\d+) checks \(bound ([0-9.e+-]+)\)", line)
+    assert match, line
+    return float(match[1]), int(match[2]), float(match[3])
+
+
+def test_tutorial_1_dense_layer_passes_its_gradient_checks(tmp_path):
+    out = _tutorial("01_dense_layer_by_hand.py", tmp_path)
+    worst, count, bound = _worst_and_bound(_result(out, 1))
+    assert count == 8 and bound <= 1e-7 and worst < bound
+    every = [float(v) for v in re.findall(r"rel_err \S+?=([0-9.e+-]+)", out)]
+    assert len(every) == 8 and max(every) < bound
+    wrong = float(re.search(r"a wrong G_b shows ([0-9.]+)", out)[1])
+    assert wrong > 1e3 * bound  # the check rejects a wrong gradient
+    _assert_pngs(tmp_path, "dense_gradcheck.png")
+
+
+def test_tutorial_2_convolution_matches_loops_and_finite_differences(tmp_path):
+    out = _tutorial("02_convolution_as_im2col.py", tmp_path)
+    worst, count, bound = _worst_and_bound(_result(out, 2))
+    assert count == 10 and bound <= 1e-7 and worst < bound
+    assert re.search(r"max \|GEMM − loops\| = 0\.0e\+00", out)
+    _assert_pngs(tmp_path, "im2col.png")
+
+
+def test_tutorial_3_loss_falls(mnist_dir, tmp_path):
+    out = _tutorial("03_lenet300_without_gates.py", tmp_path, "--data", mnist_dir)
+    _result(out, 3)
+    _assert_pngs(tmp_path, "loss.png", "val_error.png", "epoch_seconds.png")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 2
+    assert metrics["train_loss"][1] < metrics["train_loss"][0]
     assert metrics["test_error"] < 0.3
 
 
-def test_tutorial_2_quick(mnist_dir, tmp_path):
-    pytest.importorskip("matplotlib")
-    done = subprocess.run([sys.executable, str(REPO / "tutorials" / "02_bernoulli_gates_lenet300.py"),
-                           "--quick", "--data", str(mnist_dir), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "tutorial 2: gated LeNet-300-100, 2 epochs: architecture" in done.stdout
-    for name in ("theta_hist.png", "theta_decided.png", "units_per_layer.png", "val_error.png"):
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_tutorial_4_theta_reaches_0_or_1_only_with_the_hyperprior(tmp_path):
+    out = _tutorial("04_one_bernoulli_gate.py", tmp_path)
+    _result(out, 4)
+    _assert_pngs(tmp_path, "hyperprior.png", "flattened_objective.png", "theta_trajectories.png")
+    with np.load(tmp_path / "theta_final.npz") as final:
+        flat, fixed, relevant = final["hyperprior"], final["fixed_gamma"], final["relevant"]
+        gamma = float(final["gamma"])
+    np.testing.assert_array_equal(flat, relevant.astype(float))  # exactly 1 and exactly 0
+    assert not np.isin(fixed, (0.0, 1.0)).any()
+    assert np.all(np.abs(fixed[~relevant] - gamma) < 0.1)  # the noise inputs are not pruned
+
+
+def test_tutorial_5_removal_is_unbiased_and_first_order_is_not(tmp_path):
+    out = _tutorial("05_estimating_delta.py", tmp_path)
+    _result(out, 5)
+    _assert_pngs(tmp_path, "delta_estimators.png")
+    with np.load(tmp_path / "delta_estimates.npz") as found:
+        exact = found["exact"]
+        z = {name: (found[name].mean(0) - exact) / (found[name].std(0, ddof=1)
+                                                    / np.sqrt(len(found[name])))
+             for name in ("removal", "first_order")}
+    assert np.abs(z["removal"]).max() < 3.5
+    assert np.abs(z["first_order"]).max() > 10
+
+
+def test_tutorial_6_and_10_the_main_job_and_its_numpy_only_model(mnist_dir, tmp_path):
+    out = _tutorial("06_gated_lenet300.py", tmp_path, "--data", mnist_dir)
+    assert "tutorial 6: gated LeNet-300-100, 2 epochs: architecture" in _result(out, 6)
+    _assert_pngs(tmp_path, "theta_trajectories.png", "input_pixels.png", "theta_hist.png",
+                 "units_per_layer.png", "theta_decided.png", "val_error.png",
+                 "epoch_seconds.png")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert [g["name"] for g in metrics["gates"]] == ["gate_in", "gate1", "gate2"]
+    assert sum(g["at_zero"] for g in metrics["gates"]) > 0  # some gates decided at 0 ...
+    assert metrics["decided_1e-2"] > 0.5  # ... and most within 0.01 of 0 or 1
+    with np.load(tmp_path / "history.npz") as history:
+        assert len(history["theta_snapshot_steps"]) >= 5 * metrics["epochs"]
     assert metrics["export_test_error"] == metrics["test_error"]
-    assert (tmp_path / "model.npz").stat().st_size > 0
+    out = _run([REPO / "tutorials" / "10_predict_with_numpy_only.py", tmp_path / "model.npz",
+                "--data", mnist_dir])
+    assert f"test error {100 * metrics['test_error']:.2f}% on 10000 images" in _result(out, 10)
+
+
+@pytest.mark.parametrize("model, options, gated", [
+    ("lenet300", ["--gates", "--snapshot-every", "2"], True),
+    # a small θ step: on 300 images the default may switch off all 5 filters of conv1, and
+    # a run whose network cannot be exported ends with exit 1
+    ("lenet5", ["--gates", "--width-mult", "0.25", "--theta-lr", "1"], True),
+    ("lenet300", [], False)], ids=["lenet300-gated", "lenet5-gated", "lenet300"])
+def test_plot_command_draws_every_figure_of_a_recorded_run(mnist_dir, tmp_path, model, options,
+                                                           gated):
+    run = tmp_path / "run"
+    _run(["-m", "minibern", "train", "--model", model, "--epochs", "2", "--train-subset", "300",
+          "--quiet", "--data", mnist_dir, "--out", run, *options])
+    figures = tmp_path / "figures"
+    out = _run(["-m", "minibern", "plot", run, "--out", figures])
+    expected = {"loss.png", "val_error.png", "epoch_seconds.png"}
+    if gated:
+        expected |= {"theta_hist.png", "theta_decided.png", "units_per_layer.png",
+                     "theta_trajectories.png"}
+    if gated and model == "lenet300":
+        expected.add("input_pixels.png")
+    assert {p.name for p in figures.iterdir()} == expected
+    _assert_pngs(figures, *expected)
+    assert f"{len(expected)} figures in {figures}" in out
+
+
+def test_plot_command_refuses_a_missing_or_broken_run_directory(tmp_path):
+    plot = [sys.executable, "-m", "minibern", "plot"]
+    (tmp_path / "metrics.json").write_text("{not json")
+    (tmp_path / "history.npz").write_bytes(b"not a zip file")
+    for target, message in ((tmp_path / "missing", "is not a directory"),
+                            (tmp_path, "cannot plot")):
+        done = subprocess.run([*plot, str(target)], capture_output=True, text=True,
+                              env={**os.environ, "MPLBACKEND": "Agg"}, cwd=REPO, timeout=120)
+        assert done.returncode != 0
+        assert message in done.stderr and "Traceback" not in done.stderr, done.stderr

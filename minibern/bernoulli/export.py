@@ -1,7 +1,7 @@
 r"""Export the deterministic network to a plain ``.npz`` that NumPy alone can run.
 
 Derivation: docs/derivations/export.md, (X1)–(X4).
-:func:`load_network` reads it back into engine layers; ``tutorials/03_predict_with_numpy_only.py``
+:func:`load_network` reads it back into engine layers; ``tutorials/10_predict_with_numpy_only.py``
 runs it with NumPy alone (a file meant to be copied out of the project).
 
 Format (version 1)

@@ -106,6 +106,9 @@ class GateConfig:
             raise ValueError(f"gamma must lie in (0, 1), got {self.gamma!r}")
         if not 0 <= self.snap_tol < 0.5:
             raise ValueError(f"snap_tol must lie in [0, 0.5), got {self.snap_tol!r}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0 (0: at epoch ends only), got "
+                             f"{self.snapshot_every!r}")
         for name in ("keep_patience", "zero_patience", "prune_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")

@@ -1,1 +1,1 @@
-"""The command line: ``python -m minibern {train,demo,fetch-mnist}`` (:mod:`minibern.cli.__main__`)."""
+"""The command line: ``python -m minibern {train,demo,plot,fetch-mnist}`` (:mod:`minibern.cli.__main__`)."""

@@ -1,4 +1,4 @@
-"""Command line: ``python -m minibern {train,demo,fetch-mnist} ...`` (``--help`` on each)."""
+"""Command line: ``python -m minibern {train,demo,plot,fetch-mnist} ...`` (``--help`` on each)."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ import sys
 COMMANDS = {
     "train": ("minibern.cli.train", "main", "train a model on MNIST, write a run directory"),
     "demo": ("minibern.cli.demo", "main", "train a small dense net on synthetic data"),
+    "plot": ("minibern.plots", "main", "draw every figure that applies to a run directory"),
     "fetch-mnist": ("minibern.data.fetch", "main_fetch", "download and verify the MNIST files"),
 }
 

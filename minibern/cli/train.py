@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--prune-patience", type=int, default=GateConfig.prune_patience,
                        help="visits θ must stay exactly 0 before its unit is removed from the arrays "
                             "(a frozen gate counts one every step)")
+    gates.add_argument("--snapshot-every", type=int, default=GateConfig.snapshot_every,
+                       help="also record θ of every gate every N steps (for `python -m minibern "
+                            "plot`'s θ trajectories; default: at epoch ends only)")
     gates.add_argument("--no-prune", action="store_true",
                        help="keep units at θ = 0 in the arrays (masked); report which would have "
                             "been removed and whether they came back")
@@ -101,7 +104,8 @@ def gate_config_from_args(args) -> GateConfig:
                       hyperprior=not args.no_hyperprior, subset=args.subset, first_subset=args.first_subset,
                       snap_tol=args.snap_tol, keep_patience=args.keep_patience,
                       keep_after=args.keep_after, zero_patience=args.zero_patience,
-                      prune=not args.no_prune, prune_patience=args.prune_patience)
+                      prune=not args.no_prune, prune_patience=args.prune_patience,
+                      snapshot_every=args.snapshot_every)
 
 
 def main(argv=None) -> int:
@@ -172,7 +176,7 @@ def _train(args, config, gate_config, out, log, log_file) -> int:
     hooks = [GateTrainer(net, gate_config, splits["train"].size)] if gate_config else []
     trainer = Trainer(net, splits, config, hooks=hooks, log=log)
     metrics = trainer.fit(out, resume=args.resume)
-    try:  # model.npz: the deterministic network (tutorial 3 runs it)
+    try:  # model.npz: the deterministic network (tutorial 10 runs it)
         from minibern.bernoulli.export import export_and_score
         metrics["export_test_error"] = export_and_score(net, out / "model.npz", data.test_images,
                                                         data.test_labels)

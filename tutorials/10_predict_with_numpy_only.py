@@ -1,7 +1,7 @@
-"""Tutorial 3: run the pruned network that training exported, with NumPy alone.
+"""Tutorial 10: run the pruned network that training exported, with NumPy alone.
 
 What you learn
-    That the deterministic network is plain data: ``model.npz`` (written by tutorial 2 and
+    That the deterministic network is plain data: ``model.npz`` (written by tutorial 6 and
     ``python -m minibern train``) is an ordered list of ops — select, dense, conv, relu,
     maxpool, flatten — with every Bernoulli gate already folded away and its pruned units
     dropped, and a few lines of NumPy run it. This file imports nothing but NumPy (and the
@@ -13,7 +13,7 @@ Output
     the test error of ``model.npz`` on MNIST's 10,000 test images; it equals the
     ``test_error`` that training reported. Under a second on a CPU.
 
-    python tutorials/03_predict_with_numpy_only.py runs/tutorial2/model.npz --data data/mnist
+    python tutorials/10_predict_with_numpy_only.py runs/tutorial6/model.npz --data data/mnist
 
 ``predict(model, images)`` -> int labels (N,); ``logits(model, images)`` -> float (N, classes).
 ``model``: the path of an exported ``.npz`` or its dict of arrays.
@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     except ValueError as error:  # every problem of the model or the data, named
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"tutorial 3: {args.model} with NumPy alone: test error {100 * error:.2f}% "
+    print(f"tutorial 10: {args.model} with NumPy alone: test error {100 * error:.2f}% "
           f"on {len(labels)} images")
     return 0
 
