@@ -28,6 +28,7 @@ GRIDS = {
     },
     "robustness": {
         "about": "gated LeNet-300-100 from 300-100, 600-200, 1200-400 and at init scales 0.5, 2",
+        "reference": "width1_scale1",
         "runs": seeded({
             "width1_scale1": [*LENET300, "--gates"],
             "width2_scale1": [*LENET300, "--gates", "--width-mult", "2"],
