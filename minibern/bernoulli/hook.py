@@ -9,20 +9,26 @@ per-example cost (B15) is estimated as
 .. math::
     \hat g_i = \hat\Delta_i / N + \kappa_{l,i} / N                      \tag{E10}
 
-(``--no-hyperprior``: the fixed-γ KL gradient (B6) in place of κ), and θ takes a projected
-Robbins–Monro step (B20)–(B22), :math:`\theta_i \leftarrow \mathrm{clip}(\theta_i - \eta_t
-\tfrac{n}{m}\hat g_i, 0, 1)`, where a layer visited on a subset of m of its n movable (not
-frozen) gates scales the step by n/m so every movable gate moves by η ĝ in expectation; frozen
-gates are not visited at all, so the estimator's cost falls as gates are decided. The clock t
-counts epochs (fractional), so ``--theta-decay`` is in epochs.
+(``--no-hyperprior``: the fixed-γ KL gradient (B6) in place of κ). θ steps on the gate's *visit
+average* ḡ of these estimates (C3)–(C5), not on the last one alone: a projected Robbins–Monro
+step (B20)–(B22), (C6), :math:`\theta_i \leftarrow \mathrm{clip}(\theta_i - \eta_t
+\tfrac{n}{m}\bar g_i, 0, 1)`, where a layer visited on a subset of m of its n movable (not
+frozen) gates scales the step by n/m so every movable gate moves by η ḡ in expectation. A gate
+stays on a vertex exactly while ḡ points at it (C7): the averaging is what lets the projected
+step itself decide θ (docs/derivations/convergence.md). The clock t counts epochs (fractional),
+so ``--theta-decay`` is in epochs.
 
-Two practical rules (on by default with ``snap_tol = 0.01``; ``snap_tol = 0`` turns both off;
-our addition to the paper's method, docs/derivations/estimators.md, "The θ step"), written as
-pure functions in :mod:`minibern.bernoulli.rules`:
-*keep* — θ ≥ 1 − ``snap_tol`` for ``keep_patience`` consecutive updates snaps θ to exactly 1,
-only from epoch ``keep_after``; *zero* — θ ≤ ``snap_tol`` for ``zero_patience`` consecutive
-updates (visits) snaps θ to exactly 0. A snapped gate is frozen: no further updates (a gate
-at exactly 0 is one physical pruning may remove; one at exactly 1 draws no random numbers).
+*Decision rule* (``decide_alpha`` > 0, our departure from the paper, measured in
+docs/RESULTS.md): a gate the projection has put on a vertex is *certified* and frozen there when
+a time-uniform level-α sign test of ḡ agrees with the vertex (C8)–(C10); frozen gates are not
+visited, so the estimator's cost falls as gates are decided. Every decision is audited at the
+end of training against the sign of the gradient on the whole training set (C11)–(C12,
+:mod:`minibern.bernoulli.audit`), in ``metrics.json``'s ``decisions``.
+
+*Legacy snap rules* (off unless ``snap_tol`` > 0, kept to reproduce earlier measurements; pure
+functions in :mod:`minibern.bernoulli.rules`): *keep* — θ ≥ 1 − ``snap_tol`` for
+``keep_patience`` consecutive updates snaps θ to exactly 1, only from epoch ``keep_after``;
+*zero* — θ ≤ ``snap_tol`` for ``zero_patience`` consecutive visits snaps θ to exactly 0.
 
 *Physical pruning* (docs/derivations/pruning.md, (P1)–(P6)): after every weight step, a gate
 whose θ has been exactly 0 for ``prune_patience`` consecutive visits (a frozen gate counts one
@@ -39,10 +45,12 @@ from dataclasses import asdict, dataclass
 
 from minibern import backend as B
 from minibern.bernoulli import objective as obj
+from minibern.bernoulli.audit import false_decisions, full_data_gradients
+from minibern.bernoulli.averaging import check_window, standard_error, update_average
 from minibern.bernoulli.estimators import ESTIMATORS, ExactEstimator, make_estimator
 from minibern.bernoulli.gate import DECIDED_TOL
 from minibern.bernoulli.pruning import remove_units, restore_structure
-from minibern.bernoulli.rules import keep_rule, prune_rule, streak, zero_rule
+from minibern.bernoulli.rules import certify_rule, keep_rule, prune_rule, streak, zero_rule
 from minibern.bernoulli.state import FIELDS, GateState
 from minibern.bernoulli.theta_sgd import ProjectedSGD
 from minibern.bernoulli.topology import gate_layers, gate_sites, kept_units, unit_params
@@ -55,11 +63,11 @@ np = B.host
 class GateConfig:
     """The θ-learning settings (the CLI's ``--kappa``, ``--theta-lr``, ...).
 
-    The defaults are the cheapest setting measured to meet the convergence bar on MNIST
-    LeNet-300-100 (with the weights' rate decayed, ``TrainConfig.lr_decay = 5``): the table and
-    its reading are in docs/derivations/estimators.md, "Measured: the estimator table". There,
-    visiting more gates per step decides no more at a higher cost, and fewer visits cost less
-    per step but prune less within 20 epochs.
+    Visits per step (``subset``, ``first_subset``) are the cheapest setting of the estimator
+    table (docs/derivations/estimators.md, "Measured: the estimator table"). ``average_visits``
+    is W of (C3); ``decide_alpha`` the level α of the decision rule (C9), 0 to turn it off;
+    ``audit`` the end-of-run check (C11)–(C12). What these defaults give on MNIST, with and
+    without the rule: docs/RESULTS.md.
     """
 
     estimator: str = "removal"
@@ -72,19 +80,23 @@ class GateConfig:
     gamma: float = 0.5
     subset: int | None = 16
     first_subset: int | None = 16
-    snap_tol: float = 0.01
+    snap_tol: float = 0.0
     keep_patience: int = 50
     keep_after: float = 5.0
     zero_patience: int = 30
     prune: bool = True
     prune_patience: int = 30
     snapshot_every: int = 0
+    average_visits: int = 20
+    decide_alpha: float = 0.05
+    decide_min_visits: int = 10
+    audit: bool = True
 
     def validate(self) -> "GateConfig":
         """Raise ValueError naming the first bad field, its value and the fix (NaN and infinity
         are refused everywhere)."""
         for name in ("kappa", "theta_lr", "theta_init", "gamma", "snap_tol", "keep_after",
-                     "theta_decay"):
+                     "theta_decay", "decide_alpha"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float))
                                           and not isinstance(value, bool) and math.isfinite(value)):
@@ -109,7 +121,11 @@ class GateConfig:
         if self.snapshot_every < 0:
             raise ValueError(f"snapshot_every must be >= 0 (0: at epoch ends only), got "
                              f"{self.snapshot_every!r}")
-        for name in ("keep_patience", "zero_patience", "prune_patience"):
+        check_window(self.average_visits)
+        if not 0 <= self.decide_alpha < 1:
+            raise ValueError(f"decide_alpha must lie in [0, 1) (0: no decision rule), got "
+                             f"{self.decide_alpha!r}; use e.g. --decide-alpha 0.05")
+        for name in ("keep_patience", "zero_patience", "prune_patience", "decide_min_visits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         return self
@@ -121,7 +137,8 @@ def gate_settings(config: GateConfig) -> dict:
 
 
 class GateTrainer(Hook):
-    """Estimates Δ, updates θ by projected SGD, applies the snap rules, records θ."""
+    """Estimates Δ, averages it over visits, steps θ by projected SGD, certifies decided gates,
+    removes units at 0, records θ and audits the decisions."""
 
     def __init__(self, net, config: GateConfig, n_data: int):
         self.net = net
@@ -139,6 +156,8 @@ class GateTrainer(Hook):
                                                      config.kappa_per_param)
                       for found in gate_sites(net)}
         self.states = {name: GateState(g.n_units) for _, name, g in self.gates}
+        self.removed_certified = {name: 0 for _, name, _ in self.gates}
+        self.audit_report = None
         self._penalty_grads = {}
 
     # -- per step ------------------------------------------------------------------------------
@@ -167,9 +186,16 @@ class GateTrainer(Hook):
             grad = delta + prior_grad  # (E10)
             movable = visited & candidates[name]
             scale = int(candidates[name].sum()) / max(int(movable.sum()), 1)  # n/m over movable
-            self.sgd.update(theta, scale * grad, t=clock, mask=movable)  # (B20), (B22)
-            self._snap(name, gate, movable, clock)
             state = self.states[name]
+            update_average(state, grad, movable, self.config.average_visits)  # (C3)
+            self.sgd.update(theta, scale * state.mean, t=clock, mask=movable)  # (B20), (C6)
+            if self.config.decide_alpha:
+                certified = movable & certify_rule(
+                    theta, state.mean, standard_error(state, self.config.average_visits),
+                    state.visits, self.config.decide_alpha, self.config.decide_min_visits)  # (C10)
+                state.frozen |= certified
+                state.certified |= certified
+            self._snap(name, gate, movable, clock)
             counted = movable | state.frozen  # a visit, for the pruning patience (P6)
             state.zero_run[counted] = streak(theta[counted] == 0.0, state.zero_run[counted])
         every = self.config.snapshot_every
@@ -211,6 +237,7 @@ class GateTrainer(Hook):
 
     def _remove(self, name, keep, optimizer) -> None:
         remove_units(self.net, name, keep, optimizer)  # (P1)–(P5)
+        self.removed_certified[name] += int((self.states[name].certified & ~keep).sum())
         self.states[name].keep(keep)
         self.gates = gate_layers(self.net)
 
@@ -250,7 +277,50 @@ class GateTrainer(Hook):
         theta = np.concatenate([g.full_theta() for _, _, g in self.gates])
         return float(np.mean((theta <= tol) | (theta >= 1 - tol)))
 
+    def decisions(self) -> dict:
+        """metrics.json's ``decisions``: per layer, the gates certified by the rule (in the
+        arrays or removed since), their share of all gates and, after the audit, the false
+        decisions (C12) of the rule and of the projection alone."""
+        layers, total, certified = [], 0, 0
+        for _, name, gate in self.gates:
+            count = int(self.states[name].certified.sum()) + self.removed_certified[name]
+            layers.append({"name": name, "total": gate.n_original, "by_rule": count})
+            total, certified = total + gate.n_original, certified + count
+        report = {"alpha": self.config.decide_alpha, "layers": layers,
+                  "share_by_rule": certified / total, "false_rate": None}
+        if self.audit_report is not None:
+            report.update(self.audit_report)
+        return report
+
+    def audit(self, trainer) -> None:
+        """(C11)–(C12) on the whole training split: the vertices that disagree with the sign of
+        the full-data gradient, for rule-certified and projection-only decisions apart."""
+        train = trainer.splits["train"]
+        gradients = full_data_gradients(self.net, train.images, train.labels, self.kappa,
+                                        self.n_data)
+        totals = {"rule": [0, 0], "projection": [0, 0]}  # [decisions, false ones]
+        layers = []
+        for _, name, gate in self.gates:
+            certified = self.states[name].certified
+            for kind, pick in (("rule", certified), ("projection", ~certified)):
+                counts = false_decisions(np.where(pick, gate.theta, 0.5), gradients[name])
+                totals[kind][0] += counts["at_one"] + counts["at_zero"]
+                totals[kind][1] += counts["false_at_one"] + counts["false_at_zero"]
+                layers.append({"name": name, "decided_by": kind, **counts})
+        self.audit_report = {
+            "audit": layers, "audited_rule": totals["rule"][0],
+            "audited_projection": totals["projection"][0],
+            **{key: (false / decided if decided else None)
+               for key, (decided, false) in (("false_rate", totals["rule"]),
+                                             ("false_rate_projection", totals["projection"]))}}
+        trainer.log(f"  audit on {train.size} images: false decisions "
+                    f"{totals['rule'][1]}/{totals['rule'][0]} certified by the rule, "
+                    f"{totals['projection'][1]}/{totals['projection'][0]} by the projection "
+                    "alone")
+
     def after_epoch(self, trainer) -> None:
+        if self.config.audit and trainer.epoch == trainer.config.epochs:
+            self.audit(trainer)
         self.record(trainer, trainer.global_step)
         counts = self.counts()
         for key in ("decided_1e-3", "decided_1e-2"):
@@ -270,7 +340,7 @@ class GateTrainer(Hook):
         """What metrics.json gains: ``gates`` per layer, decided fractions, the θ settings."""
         return {"gates": self.counts(), "decided_1e-3": self.decided_fraction(1e-3),
                 "decided_1e-2": self.decided_fraction(1e-2), "pruning": self.pruning_report(),
-                "gate_config": asdict(self.config)}
+                "decisions": self.decisions(), "gate_config": asdict(self.config)}
 
     def kept_units(self) -> dict:
         """Units each gate keeps in the deterministic network, for the trainer's size counts."""
@@ -289,6 +359,7 @@ class GateTrainer(Hook):
         state = {"config": asdict(self.config)}
         for _, name, gate in self.gates:
             per_gate = {"theta": gate.theta.copy(), "unit_index": gate.unit_index.copy(),
+                        "removed_certified": np.asarray(self.removed_certified[name]),
                         **self.states[name].state_dict()}
             state.update({f"{key}/{name}": value for key, value in per_gate.items()})
         return state
@@ -298,3 +369,4 @@ class GateTrainer(Hook):
             gate.theta[:] = state[f"theta/{name}"]
             self.states[name].load_state_dict({key: state[f"{key}/{name}"] for key in FIELDS
                                                if f"{key}/{name}" in state})
+            self.removed_certified[name] = int(state.get(f"removed_certified/{name}", 0))

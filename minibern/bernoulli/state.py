@@ -17,10 +17,15 @@ FIELDS = {"high": np.int64,       # consecutive updates with θ ≥ 1 − tol (t
           "zero_run": np.int64,   # consecutive visits with θ exactly 0 (P6)
           "marked": bool,         # prune=False: met the pruning condition
           "left_zero": bool,      # ... and later left θ = 0
-          "came_back": bool}      # ... and later came back to θ ≥ ½
+          "came_back": bool,      # ... and later came back to θ ≥ ½
+          "visits": np.int64,     # visits of the estimator, k (C3)
+          "mean": np.float64,     # the visit average ḡ of the θ-gradient (C3)
+          "var": np.float64,      # the running variance of its estimates (C5)
+          "certified": bool}      # certified on its vertex by the decision rule (C10)
 
 #: Fields older checkpoints may lack (they are then left at zero).
-OPTIONAL = ("zero_run", "marked", "left_zero", "came_back")
+OPTIONAL = ("zero_run", "marked", "left_zero", "came_back", "visits", "mean", "var",
+            "certified")
 
 
 class GateState:

@@ -80,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--no-prune", action="store_true",
                        help="keep units at θ = 0 in the arrays (masked); report which would have "
                             "been removed and whether they came back")
+    gates.add_argument("--average-visits", type=int, default=GateConfig.average_visits,
+                       help="W: θ steps on the average of a gate's last ~2W estimates, (C3) in "
+                            "docs/derivations/convergence.md (1: the last estimate alone)")
+    gates.add_argument("--decide-alpha", type=float, default=GateConfig.decide_alpha,
+                       help="decision rule: freeze a gate on its vertex once a time-uniform "
+                            "level-α sign test agrees, (C8)–(C10) (0: no rule)")
+    gates.add_argument("--decide-min-visits", type=int, default=GateConfig.decide_min_visits,
+                       help="visits before the decision rule may certify a gate")
+    gates.add_argument("--no-audit", action="store_true",
+                       help="skip the end-of-run check of every decision on the whole training "
+                            "set, (C11)–(C12)")
     return parser
 
 
@@ -105,7 +116,9 @@ def gate_config_from_args(args) -> GateConfig:
                       snap_tol=args.snap_tol, keep_patience=args.keep_patience,
                       keep_after=args.keep_after, zero_patience=args.zero_patience,
                       prune=not args.no_prune, prune_patience=args.prune_patience,
-                      snapshot_every=args.snapshot_every)
+                      snapshot_every=args.snapshot_every, average_visits=args.average_visits,
+                      decide_alpha=args.decide_alpha, decide_min_visits=args.decide_min_visits,
+                      audit=not args.no_audit)
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,54 @@
+"""The experiment grids of docs/RESULTS.md: name → {"about", "runs": {run name: CLI args}}.
+
+A run's name is ``<configuration>_seed<k>``: the table pools the seeds of a configuration.
+Every run uses the package's defaults except what its arguments say, so a grid measures the
+method as a user gets it.
+"""
+from __future__ import annotations
+
+LENET300 = ["--model", "lenet300", "--epochs", "20", "--lr-decay", "5"]
+LENET5 = ["--model", "lenet5", "--epochs", "20", "--lr-decay", "5"]
+SEEDS = (0, 1, 2)
+
+
+def seeded(configurations: dict, seeds=SEEDS) -> dict:
+    """{configuration: args} → {configuration_seed<k>: args + --seed k}."""
+    return {f"{name}_seed{seed}": [*args, "--seed", str(seed)]
+            for name, args in configurations.items() for seed in seeds}
+
+
+GRIDS = {
+    "lenet300": {
+        "about": "gated LeNet-300-100 with and without the decision rule; the un-gated baseline",
+        "runs": seeded({
+            "gated": [*LENET300, "--gates"],
+            "gated_no_rule": [*LENET300, "--gates", "--decide-alpha", "0"],
+            "plain": LENET300,
+        }, seeds=(0, 1, 2, 3, 4)),
+    },
+    "robustness": {
+        "about": "gated LeNet-300-100 from 300-100, 600-200, 1200-400 and at init scales 0.5, 2",
+        "reference": "width1_scale1",
+        "runs": seeded({
+            "width1_scale1": [*LENET300, "--gates"],
+            "width2_scale1": [*LENET300, "--gates", "--width-mult", "2"],
+            "width4_scale1": [*LENET300, "--gates", "--width-mult", "4"],
+            "width1_scale0.5": [*LENET300, "--gates", "--init-scale", "0.5"],
+            "width1_scale2": [*LENET300, "--gates", "--init-scale", "2"],
+        }),
+    },
+    "ablation": {
+        "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",
+        "runs": seeded({
+            "no_hyperprior": [*LENET300, "--gates", "--no-hyperprior", "--decide-alpha", "0"],
+        }, seeds=(0,)),
+    },
+    "audit": {
+        "about": "the rule's decisions at 0 audited too: units stay in the arrays (--no-prune)",
+        "runs": seeded({"no_prune": [*LENET300, "--gates", "--no-prune"]}, seeds=(0,)),
+    },
+    "lenet5": {
+        "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units)",
+        "runs": seeded({"gated": [*LENET5, "--gates"]}),
+    },
+}

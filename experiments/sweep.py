@@ -1,0 +1,284 @@
+"""Experiment runner: a grid of training runs in parallel worker processes, then one table.
+
+Every run is an ordinary run directory of ``python -m minibern train`` under
+``ROOT/GRID/RUN`` (``--root``, default ``experiments/runs``). Finished runs (their
+``metrics.json`` exists) are skipped; a run killed half-way is continued from its checkpoint
+with ``--resume``; so a grid can be stopped and started again at no loss::
+
+    python experiments/sweep.py run robustness --jobs 2      # train what is missing, then tabulate
+    python experiments/sweep.py table robustness             # only tabulate what is there
+    python experiments/sweep.py list                         # the grids and their runs
+    python experiments/sweep.py results                      # docs/RESULTS.md from every grid
+
+The table (``ROOT/GRID/table.md`` and ``table.csv``) has one row per configuration: the runs of
+all seeds of a setting, as mean ± std (sample standard deviation over the seeds) of the kept
+architecture (units per layer), parameters, FLOPs per example, final-epoch test and validation
+error, the share of gates within 1e-3 of 0 or 1, the share certified by the decision rule, the
+audited false-decision rates (docs/derivations/convergence.md (C12)), and seconds per epoch
+(first epoch, mean) and, from ``history.npz``, the units still in the weight arrays after epoch
+3 over the final kept units, per gate layer (early pruning). Each worker runs with one BLAS thread, so ``--jobs``
+is the number of cores used.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from grids import GRIDS  # noqa: E402
+
+DEFAULT_ROOT = Path(__file__).resolve().parent / "runs"
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
+
+class SweepError(RuntimeError):
+    """A run of the grid failed; the message names it and its log."""
+
+
+def run_dir(root: Path, grid: str, run: str) -> Path:
+    return root / grid / run
+
+
+def train(root: Path, grid: str, run: str, args: list[str], data: str | None) -> str:
+    """Train one run unless it is finished; returns what was done ("skipped", "trained", ...)."""
+    directory = run_dir(root, grid, run)
+    if (directory / "metrics.json").exists():
+        return "skipped"
+    command = [sys.executable, "-m", "minibern", "train", *args, "--quiet",
+               "--out", str(directory)]
+    if data:
+        command += ["--data", data]
+    done = "trained"
+    if (directory / "checkpoint.npz").exists():
+        command.append("--resume")
+        done = "resumed"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    log = directory.parent / f"{run}.stderr"
+    with open(log, "w", encoding="utf-8") as stderr:
+        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                                env={**os.environ, **ONE_THREAD})
+    if result.returncode != 0:
+        raise SweepError(f"run {grid}/{run} failed (exit {result.returncode}); see {log}")
+    log.unlink()
+    return done
+
+
+def run_grid(root: Path, grid: str, jobs: int, data: str | None, only: list[str] | None) -> int:
+    runs = GRIDS[grid]["runs"]
+    names = [name for name in runs if only is None or any(part in name for part in only)]
+    failures = 0
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {name: pool.submit(train, root, grid, name, runs[name], data) for name in names}
+        for name, future in futures.items():
+            try:
+                print(f"{grid}/{name}: {future.result()}", flush=True)
+            except SweepError as error:
+                failures += 1
+                print(f"error: {error}", file=sys.stderr, flush=True)
+    return failures
+
+
+# -- the table ----------------------------------------------------------------------------------
+def mean_std(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def arrays_after_epoch(directory: Path, layers: list[str], epoch: int = 3) -> list[float] | None:
+    """Units still in the weight arrays after ``epoch`` over the final kept units, per gate
+    layer in ``layers`` (the early-pruning measure), from ``history.npz``; None if not
+    recorded."""
+    path = directory / "history.npz"
+    if not path.exists() or not layers:
+        return None
+    with np.load(path) as history:
+        if f"units_{layers[0]}" not in history.files or len(history[f"units_{layers[0]}"]) < epoch:
+            return None
+        return [float(history[f"units_{name}"][epoch - 1] / max(history[f"kept_{name}"][-1], 1))
+                for name in layers]
+
+
+def run_numbers(metrics: dict, directory: Path | None = None) -> dict:
+    """The numbers of one run that the table aggregates (``architecture``: a list)."""
+    seconds = metrics["epoch_seconds"]
+    numbers = {"architecture": list(metrics["architecture"]), "params": metrics["params"],
+               "flops": metrics["flops_per_example"],
+               "test_error_%": 100 * metrics["test_error"], "val_error_%": 100 * metrics["val_error"],
+               "first_epoch_s": seconds[0], "mean_epoch_s": sum(seconds) / len(seconds)}
+    if "decided_1e-3" in metrics:
+        numbers["decided_%"] = 100 * metrics["decided_1e-3"]
+    decisions = metrics.get("decisions") or {}
+    if "share_by_rule" in decisions:
+        numbers["by_rule_%"] = 100 * decisions["share_by_rule"]
+    for key, column in (("false_rate", "false_rule_%"), ("false_rate_projection", "false_proj_%")):
+        if decisions.get(key) is not None:
+            numbers[column] = 100 * decisions[key]
+    layers = [gate["name"] for gate in metrics.get("gates", [])]
+    early = arrays_after_epoch(directory, layers) if directory is not None else None
+    if early is not None:
+        numbers["arrays_e3/kept"] = early
+    return numbers
+
+
+def _format(values: list[float], digits: int) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def table(root: Path, grid: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows (one per configuration, seeds pooled) of the grid's finished runs."""
+    configs: dict[str, list[dict]] = {}
+    for name in GRIDS[grid]["runs"]:
+        path = run_dir(root, grid, name) / "metrics.json"
+        if path.exists():
+            config = name.rsplit("_seed", 1)[0]
+            configs.setdefault(config, []).append(run_numbers(json.loads(path.read_text()),
+                                                              path.parent))
+    columns: list[str] = []
+    for runs in configs.values():
+        for numbers in runs:
+            columns += [key for key in numbers if key not in columns]
+    rows = []
+    for config, runs in configs.items():
+        row = [config, str(len(runs))]
+        for key in columns:
+            values = [numbers[key] for numbers in runs if key in numbers]
+            if not values:
+                row.append("")
+            elif isinstance(values[0], list):  # per layer: mean ± std
+                digits = 0 if key == "architecture" else 2
+                row.append(" / ".join(_format([float(v[i]) for v in values], digits)
+                                      for i in range(len(values[0]))))
+            else:
+                row.append(_format(values, 0 if key in ("params", "flops") else 2))
+        rows.append(row)
+    return ["configuration", "seeds", *columns], rows
+
+
+def write_table(root: Path, grid: str) -> str:
+    header, rows = table(root, grid)
+    directory = root / grid
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "table.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    text = markdown(header, rows)
+    (directory / "table.md").write_text(text, encoding="utf-8")
+    return text
+
+
+def spread(root: Path, grid: str, reference: str) -> tuple[list[str], list[list[str]]]:
+    """Per configuration and layer: mean kept units relative to ``reference``'s mean, in %."""
+    means = {}
+    for name in GRIDS[grid]["runs"]:
+        path = run_dir(root, grid, name) / "metrics.json"
+        if path.exists():
+            config = name.rsplit("_seed", 1)[0]
+            means.setdefault(config, []).append(json.loads(path.read_text())["architecture"])
+    if reference not in means:
+        return [], []
+    base = [sum(column) / len(column) for column in zip(*means[reference])]
+    rows = []
+    for config, archs in means.items():
+        layer_means = [sum(column) / len(column) for column in zip(*archs)]
+        rows.append([config, *(f"{100 * (m / b - 1):+.0f} %" for m, b in zip(layer_means, base))])
+    return ["configuration", *(f"layer {i}" for i in range(len(base)))], rows
+
+
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
+RESULTS_HEADER = """# Results
+
+Generated by `python experiments/sweep.py results` from the run directories under
+`experiments/runs/` (their `metrics.json` files are kept in the repository); do not edit by
+hand. `python experiments/sweep.py run GRID --jobs 2` trains what a grid is missing
+(`python experiments/sweep.py list` shows every run's arguments).
+
+Conventions. *architecture*: units kept (θ ≥ ½) per gated layer, mean ± std over the seeds:
+LeNet-300-100 inputs / h1 / h2; LeNet-5-Caffe conv1 filters / conv2 filters / fc1 inputs /
+fc1 units. *params*, *flops*: of the deterministic network (per example, multiply–accumulates).
+*test_error_%*: of the final epoch (nothing is chosen on the test set). *decided_%*: gates within
+1e-3 of 0 or 1 (removed units count as 0). *by_rule_%*: gates certified by the decision rule
+(docs/derivations/convergence.md (C10)); the others were decided by the projected step alone.
+*arrays_e3/kept*: units still in the weight arrays after epoch 3 over the final kept units, per
+layer (early pruning). *false_rule_%*, *false_proj_%*: decisions that the end-of-run audit on the whole training set
+contradicts (C12), among the audited rule-certified and projection-only gates (units already
+removed cannot be audited: the `audit` grid keeps them). *first_epoch_s*, *mean_epoch_s*: one
+BLAS thread per run, two runs at a time on a shared 2-core machine: compare within a table only.
+"""
+
+
+def write_results(root: Path, path: Path) -> str:
+    parts = [RESULTS_HEADER]
+    for grid, spec in GRIDS.items():
+        header, rows = table(root, grid)
+        parts.append(f"## {grid}: {spec['about']}\n")
+        if not rows:
+            parts.append("Not run yet.\n")
+            continue
+        parts.append(markdown(header, rows))
+        reference = spec.get("reference")
+        if reference:
+            spread_header, spread_rows = spread(root, grid, reference)
+            if spread_rows:
+                parts.append(f"\nKept units per layer against `{reference}` (means):\n\n"
+                             + markdown(spread_header, spread_rows))
+    text = "\n".join(parts)
+    path.write_text(text, encoding="utf-8")
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Run a grid of training runs and tabulate it.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "table"):
+        command = sub.add_parser(name)
+        command.add_argument("grid", choices=sorted(GRIDS))
+        command.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    sub.choices["run"].add_argument("--jobs", type=int, default=2,
+                                    help="worker processes (one BLAS thread each)")
+    sub.choices["run"].add_argument("--data", default=None, help="MNIST folder for every run")
+    sub.choices["run"].add_argument("--only", nargs="+", default=None,
+                                    help="train only the runs whose name contains one of these")
+    sub.add_parser("list")
+    results = sub.add_parser("results")
+    results.add_argument("--root", type=Path, default=DEFAULT_ROOT)
+    results.add_argument("--out", type=Path, default=DEFAULT_ROOT.parents[1] / "docs" / "RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.command == "results":
+        write_results(args.root, args.out)
+        print(f"wrote {args.out}")
+        return 0
+    if args.command == "list":
+        for grid, spec in sorted(GRIDS.items()):
+            print(f"{grid}: {spec['about']}")
+            for name, run_args in spec["runs"].items():
+                print(f"  {name}: {' '.join(run_args)}")
+        return 0
+    if args.command == "run":
+        if args.jobs < 1:
+            parser.error(f"--jobs must be >= 1, got {args.jobs}")
+        failures = run_grid(args.root, args.grid, args.jobs, args.data, args.only)
+        print(write_table(args.root, args.grid), end="")
+        return 1 if failures else 0
+    print(write_table(args.root, args.grid), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""The experiment runner (experiments/sweep.py): resumable grids and the pooled table."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import sweep  # noqa: E402
+
+TINY = ["--model", "lenet300", "--width-mult", "0.05", "--train-subset", "200",
+        "--batch-size", "50", "--gates", "--no-audit"]
+
+
+@pytest.fixture
+def tiny_grid(monkeypatch, mnist_dir):
+    runs = {f"tiny_seed{seed}": [*TINY, "--epochs", "2", "--seed", str(seed)] for seed in (0, 1)}
+    monkeypatch.setitem(sweep.GRIDS, "tiny", {"about": "two tiny runs", "runs": runs})
+    return mnist_dir
+
+
+@pytest.mark.host_only
+@pytest.mark.slow
+def test_a_half_finished_grid_resumes_without_rerunning_finished_runs(tiny_grid, tmp_path):
+    assert sweep.run_grid(tmp_path, "tiny", jobs=2, data=str(tiny_grid), only=None) == 0
+    finished = tmp_path / "tiny" / "tiny_seed0" / "metrics.json"
+    before = finished.read_bytes(), finished.stat().st_mtime_ns
+    killed = tmp_path / "tiny" / "tiny_seed1"
+    (killed / "metrics.json").unlink()  # as if killed after its last checkpoint
+    outcomes = {name: sweep.train(tmp_path, "tiny", name, sweep.GRIDS["tiny"]["runs"][name],
+                                  str(tiny_grid)) for name in ("tiny_seed0", "tiny_seed1")}
+    assert outcomes == {"tiny_seed0": "skipped", "tiny_seed1": "resumed"}
+    assert (finished.read_bytes(), finished.stat().st_mtime_ns) == before
+    assert json.loads((killed / "metrics.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.host_only
+def test_a_failed_run_is_named_and_the_others_still_run(monkeypatch, tmp_path):
+    runs = {"bad_seed0": ["--model", "lenet300", "--epochs", "0"]}
+    monkeypatch.setitem(sweep.GRIDS, "bad", {"about": "a run the CLI refuses", "runs": runs})
+    assert sweep.run_grid(tmp_path, "bad", jobs=1, data=None, only=None) == 1
+    log = tmp_path / "bad" / "bad_seed0.stderr"
+    assert "epochs" in log.read_text()
+
+
+def _fake_run(root, name, architecture, test_error, decided=None):
+    directory = root / "fake" / name
+    directory.mkdir(parents=True)
+    metrics = {"architecture": architecture, "params": 10 * sum(architecture),
+               "flops_per_example": 9 * sum(architecture), "test_error": test_error,
+               "val_error": test_error, "epoch_seconds": [2.0, 1.0]}
+    if decided is not None:
+        metrics["decided_1e-3"] = decided
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+
+
+@pytest.mark.host_only
+def test_table_pools_seeds_as_mean_and_sample_std(monkeypatch, tmp_path):
+    runs = {f"{config}_seed{seed}": [] for config in ("a", "b") for seed in (0, 1, 2)}
+    monkeypatch.setitem(sweep.GRIDS, "fake", {"about": "", "runs": runs, "reference": "a"})
+    _fake_run(tmp_path, "a_seed0", [300, 100], 0.010, decided=0.9)
+    _fake_run(tmp_path, "a_seed1", [310, 120], 0.020, decided=0.8)
+    _fake_run(tmp_path, "b_seed2", [600, 100], 0.030)  # seeds not yet run are left out
+    header, rows = sweep.table(tmp_path, "fake")
+    row = dict(zip(header, rows[0]))
+    assert row["seeds"] == "2" and row["architecture"] == "305 ± 7 / 110 ± 14"
+    assert row["test_error_%"] == "1.50 ± 0.71" and row["decided_%"] == "85.00 ± 7.07"
+    assert dict(zip(header, rows[1]))["decided_%"] == ""
+    spread_header, spread_rows = sweep.spread(tmp_path, "fake", "a")
+    assert spread_rows[1] == ["b", "+97 %", "-9 %"]
