@@ -13,8 +13,9 @@ step (all of them, except for subsampled layers of the removal estimator).
     Unbiased two-point estimate: for each example and visited gate, the loss with ξ_{n,i}
     flipped, computed by a *batched partial forward*: the flip changes the gate output by
     δ_{n,i} = (1 − 2ξ_{n,i}) a_{n,i}, the next linear layer's pre-activation by δ_{n,i} times
-    row/filter i of its weights (E5), and only the layers after that are re-run, on the
-    (example, gate) pairs whose δ is non-zero. The last gate layer before the output layer is
+    row/filter i of its weights (E5) — for conv filters one batched product over all pairs,
+    (E5a)–(E5b) — and only the layers after that are re-run, on the (example, gate) pairs whose
+    δ is non-zero. The last gate layer before the output layer is
     visited in full every step; earlier layers on a random subset of ``subset`` gates (unbiased
     for the gates it visits).
 ``exact``  (E9)
