@@ -7,7 +7,8 @@ import pytest
 from minibern import backend as B
 from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.models import lenet5_caffe, lenet300_100
-from minibern.training.trainer import Hook, Split, TrainConfig, Trainer
+from minibern.training.trainer import Split, TrainConfig, Trainer
+from minibern.training.transfers import StepTransfers
 
 #: A gated step after the first: one mask per gate layer and the estimator's visited gates
 #: to the device, the estimator's sums back, the loss and one pair count per gate layer.
@@ -49,19 +50,6 @@ def test_numpy_arrays_are_not_counted(backend_name):
     assert counts.total == 0 and B.transfer_counts().as_dict() == before
 
 
-class _StepCounts(Hook):
-    """Records the process-wide counts after every step: consecutive differences are steps."""
-
-    def __init__(self):
-        self.marks = []
-
-    def after_step(self, trainer):
-        self.marks.append(B.transfer_counts().as_dict())
-
-    def per_step(self):
-        return [{k: b[k] - a[k] for k in a} for a, b in zip(self.marks, self.marks[1:])]
-
-
 def _gated_step_counts(build, width, subset, batch, steps=3):
     net = build(width, seed=0, gates=True, theta_init=0.9)  # every gate undecided: masks drawn
     rng = np.random.default_rng(0)
@@ -70,7 +58,7 @@ def _gated_step_counts(build, width, subset, batch, steps=3):
     splits = {"train": Split(B.asarray(images), B.asarray(labels)),
               "val": Split(B.asarray(images[:batch]), B.asarray(labels[:batch]))}
     hook = GateTrainer(net, GateConfig(subset=subset, first_subset=subset), 1000)
-    probe = _StepCounts()
+    probe = StepTransfers()  # last: it sees the other hooks' transfers
     trainer = Trainer(net, splits, TrainConfig(epochs=1, batch_size=batch),
                       hooks=[hook, probe], log=lambda *_: None)
     hook.before_fit(trainer)
