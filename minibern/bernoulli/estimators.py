@@ -257,7 +257,7 @@ class RemovalEstimator:
         ranges = _pair_blocks(n_pairs, kh * kw * (oh * ow + f) * itemsize)
         scratch = xp.empty((ranges[0][1], kh, kw, oh, ow), dtype=planes.dtype)
         for start, stop in ranges:
-            col = scratch[:stop - start]  # (p, KH, KW, OH, OW), filled as im2col's (1, KH, KW, p, OH, OW)
+            col = scratch[:stop - start]  # (p, KH, KW, OH, OW); im2col fills its transpose
             im2col(planes[start:stop, None], (kh, kw), layer.stride, layer.pad,
                    out=col.transpose(1, 2, 0, 3, 4)[None])
             gathered = xp.take(by_unit, units[start:stop], axis=0)  # (p, F, KH·KW)
