@@ -16,6 +16,13 @@ table::
 
     python benchmarks/bench_gates.py --compare --rounds 9
 
+Both modes end with the host↔device transfers of a gated step after the first, as the strict
+backend counts them (copies to the device / to the host / scalar pulls, which a GPU waits for;
+``minibern.backend.counting_transfers``) — a small constant that does not depend on the widths
+or the gates visited. ``--transfers`` prints only those::
+
+    python benchmarks/bench_gates.py --transfers
+
 The run is only read. MNIST is needed (``$MINIBERN_DATA`` or ``--data``). Threads: whatever
 NumPy's BLAS uses (set ``OPENBLAS_NUM_THREADS`` to pin it).
 """
@@ -29,11 +36,13 @@ from pathlib import Path
 import numpy as np
 
 from estimator_table import ROWS
+from minibern import backend as B
 from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
 from minibern.models import lenet300_100
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
+from minibern.training.transfers import StepTransfers
 
 
 def gated_trainer(data, theta_full, gate_config, steps):
@@ -94,19 +103,39 @@ def compare_settings(data, rounds: int, steps: int) -> None:
     print(f"| no gates | {statistics.median(plain):.3f} ({min(plain):.3f}–{max(plain):.3f}) | 1 |")
 
 
+def print_transfers(data, gate_config, theta_full=None, steps: int = 4) -> None:
+    """The strict backend's transfer counts of the gated steps after the first (full width
+    unless ``theta_full`` describes a later state), one line."""
+    with B.use_backend("strict"):
+        trainer = gated_trainer(data, theta_full, gate_config, steps)
+        probe = StepTransfers()
+        trainer.hooks.append(probe)
+        trainer.train_epoch()
+    counts = probe.per_step()
+    spread = {kind: f"{min(c[kind] for c in counts)}–{max(c[kind] for c in counts)}"
+              if len({c[kind] for c in counts}) > 1 else str(counts[0][kind]) for kind in counts[0]}
+    print(f"transfers per gated step (strict backend, steps 2–{steps}): {spread['to_device']} to "
+          f"the device, {spread['to_host']} to the host, {spread['scalars']} scalar pulls")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--run", help="a gated LeNet-300-100 run directory")
     target.add_argument("--compare", action="store_true",
                         help="compare the estimator table's settings at full width")
+    target.add_argument("--transfers", action="store_true",
+                        help="only count the transfers of a gated step (default settings)")
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
-    if args.compare:
-        compare_settings(load_mnist(args.data), args.rounds, args.steps)
+    if args.compare or args.transfers:
+        data = load_mnist(args.data)
+        if args.compare:
+            compare_settings(data, args.rounds, args.steps)
+        print_transfers(data, GateConfig())
         return 0
     run = Path(args.run)
     metrics = json.loads((run / "metrics.json").read_text())
@@ -133,6 +162,7 @@ def main(argv=None) -> int:
               f"({min(gated):.3f}–{max(gated):.3f}) | {statistics.median(plain):.3f} "
               f"({min(plain):.3f}–{max(plain):.3f}) | {statistics.median(ratios):.2f} "
               f"({min(ratios):.2f}–{max(ratios):.2f}) |", flush=True)
+    print_transfers(data, gate_config)
     return 0
 
 

@@ -679,6 +679,13 @@ NumPy's element-wise kernels (im2col, col2im, pooling, ReLU) run on one core wha
 thread count, PyTorch spreads everything over both, and the two libraries' worker threads, which
 spin between calls, share the same two cores in one process.
 
+**GPU (CuPy): unmeasured.** No GPU has been available on this project's machines so far, so
+every table here is CPU only: there is no CuPy column, no comparison with PyTorch on CUDA and no
+same-seed CuPy-against-CPU run yet. What the CPU can check is checked: the suite runs under the
+`strict` backend, which refuses host arrays in device code and counts the transfers a GPU would
+make (a gated training step: 4 copies to the device, 1 to the host, 4 scalar pulls, whatever the
+widths and the gates visited; `python benchmarks/bench_gates.py --transfers`).
+
 ## Machine
 """
 

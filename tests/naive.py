@@ -73,3 +73,25 @@ def softmax_cross_entropy(logits, labels):
         m = max(row)
         total += m + math.log(sum(math.exp(v - m) for v in row)) - row[label]
     return total / len(labels)
+
+
+def removal_linear_change(change, rows, cols, visit, W, consumer, stride=1, pad=0):
+    """(E5) for conv gates, the loop over the visited gates the removal estimator once ran:
+    the pairs of each gate s at a time, their flipped planes δ (P_s, H, W) against gate s's
+    H·W block of dense rows (``consumer="dense"``, W (n·H·W, M)) or its input-channel slice of
+    every filter (``consumer="conv"``, W (F, n, KH, KW))."""
+    n_pairs, (height, width) = len(rows), change.shape[2:]
+    result = None
+    for s in np.unique(cols):
+        pick = np.flatnonzero(cols == s)
+        planes = change[rows[pick], s]
+        if consumer == "dense":
+            block = W.reshape(-1, height * width, W.shape[1])[visit[s]]
+            part = planes.reshape(len(pick), -1) @ block
+        else:
+            w_slice = W[:, visit[s]:visit[s] + 1]
+            part = conv2d(planes[:, None], w_slice, np.zeros(W.shape[0]), stride, pad)
+        if result is None:
+            result = np.zeros((n_pairs,) + part.shape[1:])
+        result[pick] = part
+    return result

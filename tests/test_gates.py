@@ -6,10 +6,12 @@ import pytest
 from minibern import backend as B
 from minibern import gradcheck as G
 from minibern import layers as L
+from minibern.bernoulli import estimators
 from minibern.bernoulli.estimators import (MAX_EXACT_GATES, ExactEstimator, RemovalEstimator,
                                            exact_expected_loss, make_estimator)
 from minibern.bernoulli.gate import BernoulliGate, bernoulli_bytes
 from minibern.losses import per_example_cross_entropy
+from tests import naive
 
 
 @pytest.mark.parametrize("shape", [(4, 3), (2, 3, 4, 5)])
@@ -192,3 +194,31 @@ def test_an_all_on_gate_is_the_identity_and_still_gives_its_xi_gradient():
     np.testing.assert_allclose(B.to_numpy(gate.grad_xi), (dout * x).sum(axis=(0, 2, 3)), rtol=1e-12)
     gate.theta[2] = 0.0  # no longer all on: the product is taken again
     np.testing.assert_array_equal(B.to_numpy(gate.forward(B.asarray(x)))[:, 2], 0.0)
+
+
+@pytest.mark.parametrize("consumer", ["dense", "conv", "conv-strided"])
+@pytest.mark.parametrize("block_bytes", [None, 1, 3000])
+def test_batched_linear_change_matches_the_loop_over_gates(consumer, block_bytes, monkeypatch):
+    """(E5a)–(E5b), all pairs at once (in blocks of pairs, down to one pair per block), against
+    the per-gate loop they replace, on random pairs with repeated and unsorted gates."""
+    if block_bytes is not None:
+        monkeypatch.setattr(estimators, "PAIR_BLOCK_BYTES", block_bytes)
+    rng = np.random.default_rng(24)
+    n, n_units, height, width = 6, 5, 5, 4
+    if consumer == "dense":
+        layer = L.Dense(n_units * height * width, 7, rng=rng)
+        stride, pad = 1, 0
+    else:
+        stride, pad = (1, 1) if consumer == "conv" else (2, 0)
+        layer = L.Conv2D(n_units, 3, (3, 2), stride=stride, pad=pad, rng=rng)
+    visit = np.array([4, 0, 2, 3])
+    change = rng.standard_normal((n, visit.size, height, width)).astype(np.float32)
+    rows, cols = rng.integers(0, n, 23), rng.integers(0, visit.size, 23)
+    got = RemovalEstimator._linear_change(layer, B.asarray(change), B.asarray(rows),
+                                          B.asarray(cols), B.asarray(visit))
+    weight = B.to_numpy(layer.params["W"]).astype(np.float64)
+    expected = naive.removal_linear_change(change.astype(np.float64), rows, cols, visit, weight,
+                                           "dense" if consumer == "dense" else "conv", stride, pad)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_allclose(B.to_numpy(got), expected, rtol=1e-4,
+                               atol=1e-5 * np.abs(expected).max())

@@ -13,8 +13,9 @@ step (all of them, except for subsampled layers of the removal estimator).
     Unbiased two-point estimate: for each example and visited gate, the loss with ξ_{n,i}
     flipped, computed by a *batched partial forward*: the flip changes the gate output by
     δ_{n,i} = (1 − 2ξ_{n,i}) a_{n,i}, the next linear layer's pre-activation by δ_{n,i} times
-    row/filter i of its weights (E5), and only the layers after that are re-run, on the
-    (example, gate) pairs whose δ is non-zero. The last gate layer before the output layer is
+    row/filter i of its weights (E5) — for conv filters one batched product over all pairs,
+    (E5a)–(E5b) — and only the layers after that are re-run, on the (example, gate) pairs whose
+    δ is non-zero. The last gate layer before the output layer is
     visited in full every step; earlier layers on a random subset of ``subset`` gates (unbiased
     for the gates it visits).
 ``exact``  (E9)
@@ -33,6 +34,9 @@ np = B.host
 
 ESTIMATORS = ("first-order", "removal", "exact")
 MAX_EXACT_GATES = 12
+#: Scratch per block of (example, gate) pairs in the removal estimator's batched products
+#: (E5a)–(E5b), bytes.
+PAIR_BLOCK_BYTES = 4 * 2 ** 20
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,34 +89,46 @@ class RemovalEstimator:
             raise RuntimeError("run net.forward on the batch before the removal estimator")
         base_loss = per_example_cross_entropy(net.outputs[-1], labels)
         sites = gate_sites(net)
-        out = {}
+        visits = []
         for position, found in enumerate(sites):
-            name, gate = found.name, found.gate
-            n = gate.n_units
-            pool = np.arange(n) if candidates is None else np.flatnonzero(candidates[name])
+            n = found.gate.n_units
+            pool = np.arange(n) if candidates is None else np.flatnonzero(candidates[found.name])
             last = position == len(sites) - 1
             size = self.first_subset if position == 0 else self.subset
             if last or size is None or size >= pool.size:
-                visit = pool
+                visits.append(pool)
             else:
                 if rng is None:
                     raise RuntimeError("the subsampled removal estimator needs a host rng")
-                visit = np.sort(rng.choice(pool, size=size, replace=False))
-            delta = np.zeros(n)
-            if visit.size:
-                delta[visit] = self._layer_deltas(net, found, visit, labels, base_loss)
-            visited = np.zeros(n, dtype=bool)
+                visits.append(np.sort(rng.choice(pool, size=size, replace=False)))
+        # One copy of every layer's visited gates to the device and one of their sums back:
+        # the transfers of a step do not grow with the layers' widths or the visits.
+        bounds = np.cumsum([0] + [visit.size for visit in visits])
+        sums = []
+        if bounds[-1]:
+            visits_dev = B.asarray(np.concatenate(visits))
+            for found, start, stop in zip(sites, bounds[:-1], bounds[1:]):
+                if stop > start:
+                    sums.append(self._layer_sums(net, found, visits_dev[start:stop], labels,
+                                                 base_loss))
+            xp = B.get_array_module(sums[0])
+            sums = B.to_numpy(xp.concatenate(sums)) / labels.shape[0]  # (E8)
+        out = {}
+        for found, visit, start, stop in zip(sites, visits, bounds[:-1], bounds[1:]):
+            delta = np.zeros(found.gate.n_units)
+            delta[visit] = sums[start:stop] if stop > start else 0.0
+            visited = np.zeros(found.gate.n_units, dtype=bool)
             visited[visit] = True
-            out[name] = (delta, visited)
+            out[found.name] = (delta, visited)
         return out
 
-    def _layer_deltas(self, net, found, visit, labels, base_loss):
+    def _layer_sums(self, net, found, visit_dev, labels, base_loss):
+        """Σ_n d_{n,i} over the batch for the visited gates ``visit_dev`` (device ints (m,)) of
+        one gate layer: a device float64 array (m,), (E4)–(E8) without the 1/B."""
         gate = found.gate
         a, mask = gate.last_input, gate.mask
         xp = B.get_array_module(a)
-        batch = a.shape[0]
-        visit_dev = B.asarray(visit)
-        if len(visit) == gate.n_units:  # the whole layer: no gather needed
+        if visit_dev.shape[0] == gate.n_units:  # the whole layer: no gather needed
             a_sub, xi_sub = a, mask
         else:
             a_sub, xi_sub = a[:, visit_dev], mask[:, visit_dev]
@@ -121,26 +137,27 @@ class RemovalEstimator:
         linear = self._next_linear(net, found)
         active = change != 0 if a.ndim == 2 else (change != 0).any(axis=(2, 3))
         # (example, visited gate) pairs that change anything, example-major (flatnonzero:
-        # NumPy's 2-D nonzero is several times slower)
+        # NumPy's 2-D nonzero is several times slower; on a GPU it reads the count back)
         pairs = xp.flatnonzero(active)
         rows, cols = xp.divmod(pairs, active.shape[1])
+        per_pair = xp.zeros(active.shape, dtype=xp.float64)  # d_{n,i}, 0 where δ_{n,i} = 0
         if int(rows.shape[0]) == 0:
-            return np.zeros(len(visit))
+            return per_pair.sum(axis=0)
         if linear == len(net) - 1 and isinstance(net[linear], Dense) and a.ndim == 2:
             flipped = self._output_layer_losses(net[linear], net.outputs[linear], change, pairs,
                                                 rows, cols, visit_dev, labels)  # (E5′)
         else:
-            flipped = self._partial_forward_losses(net, linear, change, rows, cols, visit,
-                                                   visit_dev, labels)  # (E5)–(E6)
-        pair_delta = sign.ravel()[pairs] * (flipped - base_loss[rows])  # (E7)
-        sums = xp.bincount(cols, weights=pair_delta, minlength=len(visit))
-        return B.to_numpy(sums).astype(np.float64) / batch  # (E8)
+            flipped = self._partial_forward_losses(net, linear, change, rows, cols, visit_dev,
+                                                   labels)  # (E5)–(E6)
+        per_pair.reshape(-1)[pairs] = sign.ravel()[pairs] * (flipped - base_loss[rows])  # (E7)
+        return per_pair.sum(axis=0)  # Σ_n of (E8); a scatter, not bincount, whose output size
+        # a GPU would read back first
 
-    def _partial_forward_losses(self, net, linear, change, rows, cols, visit, visit_dev, labels):
+    def _partial_forward_losses(self, net, linear, change, rows, cols, visit_dev, labels):
         """ℓ_n with gate i flipped, per pair: (E5) into the next linear layer, then (E6)."""
         xp = B.get_array_module(change)
         h = xp.take(net.outputs[linear], rows, axis=0)  # a fresh (P, ...) array
-        h += self._linear_change(net[linear], change, rows, cols, visit, visit_dev)  # (E5)
+        h += self._linear_change(net[linear], change, rows, cols, visit_dev)  # (E5)
         # (E6): the rest of the network on the pairs. h is always a temporary of this loop
         # (a gather or a layer's fresh output), so ReLU and the gates work on it in place.
         for k in range(linear + 1, len(net)):
@@ -186,36 +203,74 @@ class RemovalEstimator:
         return found.consumer
 
     @staticmethod
-    def _linear_change(layer, change, rows, cols, visit, visit_dev):
-        """Change of the next linear layer's pre-activation for each pair, (E5)."""
+    def _linear_change(layer, change, rows, cols, visit_dev):
+        """Change of the next linear layer's pre-activation for every pair, (E5), (E5a), (E5b).
+
+        Parameters
+        ----------
+        layer : Dense or Conv2D
+            The gate's consumer.
+        change : array (N, m) or (N, m, H, W)
+            δ of (E4) for the m visited gates.
+        rows, cols : int arrays (P,)
+            Pair p is example ``rows[p]`` and visited gate ``cols[p]`` (an index into
+            ``visit_dev``, the visited gates' indices in the layer, (m,)).
+
+        Returns
+        -------
+        array (P, M) for a Dense consumer (M outputs), (P, F, OH, OW) for a Conv2D (F filters).
+
+        Notes
+        -----
+        All pairs at once, no loop over the visited gates. Through Flatten every pair's H·W
+        block of consumer rows is gathered, (p, H·W, M), and multiplied by its flattened δ in
+        one batched matrix product (E5a); for a Conv2D the flipped planes of all pairs are one
+        one-channel batch, (p, 1, H, W), unfolded by im2col, and multiplied by each pair's
+        filter slice gathered by gate, (p, F, KH·KW), (E5b). The scratch of a block of p pairs
+        is p·H·W·M·itemsize bytes (Flatten) or p·KH·KW·(OH·OW + F)·itemsize bytes (Conv2D);
+        blocks hold at most :data:`PAIR_BLOCK_BYTES` (one pair at least), e.g. 131 pairs of
+        LeNet-5's conv2 gates into fc1 (16·500 floats each). The result itself is
+        P·M·itemsize or P·F·OH·OW·itemsize bytes, the partial forward's input.
+        """
         xp = B.get_array_module(change)
         weight = layer.params["W"]
         if isinstance(layer, Dense) and change.ndim == 2:
             rows_of_w = xp.take(weight[visit_dev], cols, axis=0)  # W[i, :] of every pair's gate
             rows_of_w *= change[rows, cols][:, None]
             return rows_of_w  # (E5) dense
-        if isinstance(layer, Dense):  # gate on conv filters, through Flatten: a block of H·W rows
-            height, width = change.shape[2:]
-            blocks = weight.reshape(-1, height * width, weight.shape[1])  # (n, H·W, M)
-            result = xp.empty((rows.shape[0], weight.shape[1]), dtype=weight.dtype)
-            cols_host = B.to_numpy(cols)
-            for s in np.unique(cols_host):
-                pick = B.asarray(np.flatnonzero(cols_host == s))
-                patch = change[rows[pick], int(s)].reshape(pick.shape[0], height * width)
-                result[pick] = patch @ blocks[int(visit[s])]  # (E5) flatten
-            return result
-        # Conv2D: the flipped channel convolved with its slice of every filter
-        f, _, kh, kw = weight.shape
+        n_pairs, itemsize = int(rows.shape[0]), weight.dtype.itemsize
+        planes = change[rows, cols]  # δ_{n,i} of every pair, (P, H, W)
+        units = xp.take(visit_dev, cols)  # the gate of every pair, its index in the layer
+        if isinstance(layer, Dense):  # gate on conv filters, through Flatten
+            size, width = planes.shape[1] * planes.shape[2], weight.shape[1]
+            blocks = weight.reshape(-1, size, width)  # (n, H·W, M): unit i's rows
+            planes = planes.reshape(n_pairs, 1, size)
+            result = xp.empty((n_pairs, 1, width), dtype=weight.dtype)
+            for start, stop in _pair_blocks(n_pairs, size * width * itemsize):
+                gathered = xp.take(blocks, units[start:stop], axis=0)  # (p, H·W, M)
+                xp.matmul(planes[start:stop], gathered, out=result[start:stop])  # (E5a)
+            return result.reshape(n_pairs, width)
+        f, _, kh, kw = weight.shape  # Conv2D: each flipped plane against its filter slice
         _, _, oh, ow = layer.output_shape(change.shape)
-        result = xp.empty((rows.shape[0], f, oh, ow), dtype=weight.dtype)
-        cols_host = B.to_numpy(cols)
-        for s in np.unique(cols_host):
-            pick = B.asarray(np.flatnonzero(cols_host == s))
-            images = change[rows[pick], int(s)][:, None]  # (P_s, 1, H, W)
-            col = im2col(images, (kh, kw), layer.stride, layer.pad)
-            w_slice = weight[:, int(visit[s])].reshape(f, kh * kw)
-            result[pick] = (w_slice @ col).reshape(f, pick.shape[0], oh, ow).transpose(1, 0, 2, 3)  # (E5) conv
-        return result
+        by_unit = xp.ascontiguousarray(weight.transpose(1, 0, 2, 3)).reshape(-1, f, kh * kw)
+        result = xp.empty((n_pairs, f, oh * ow), dtype=weight.dtype)
+        ranges = _pair_blocks(n_pairs, kh * kw * (oh * ow + f) * itemsize)
+        scratch = xp.empty((ranges[0][1], kh, kw, oh, ow), dtype=planes.dtype)
+        for start, stop in ranges:
+            col = scratch[:stop - start]  # (p, KH, KW, OH, OW); im2col fills its transpose
+            im2col(planes[start:stop, None], (kh, kw), layer.stride, layer.pad,
+                   out=col.transpose(1, 2, 0, 3, 4)[None])
+            gathered = xp.take(by_unit, units[start:stop], axis=0)  # (p, F, KH·KW)
+            xp.matmul(gathered, col.reshape(stop - start, kh * kw, oh * ow),
+                      out=result[start:stop])  # (E5b)
+        return result.reshape(n_pairs, f, oh, ow)
+
+
+def _pair_blocks(n_pairs: int, bytes_per_pair: int) -> list:
+    """(start, stop) ranges covering ``n_pairs`` pairs, each of at most
+    :data:`PAIR_BLOCK_BYTES` of scratch (and at least one pair)."""
+    step = max(1, PAIR_BLOCK_BYTES // max(bytes_per_pair, 1))
+    return [(start, min(start + step, n_pairs)) for start in range(0, n_pairs, step)]
 
 
 # ---------------------------------------------------------------------------------------------
