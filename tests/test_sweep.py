@@ -10,7 +10,7 @@ sys.path.insert(0, str(REPO / "experiments"))
 import sweep  # noqa: E402
 
 TINY = ["--model", "lenet300", "--width-mult", "0.05", "--train-subset", "200",
-        "--batch-size", "50", "--gates", "--no-audit"]
+        "--batch-size", "50", "--gates", "--kappa", "0.01", "--no-audit"]
 
 
 @pytest.fixture
