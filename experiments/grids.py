@@ -24,7 +24,21 @@ GRIDS = {
             "gated": [*LENET300, "--gates"],
             "gated_no_rule": [*LENET300, "--gates", "--decide-alpha", "0"],
             "plain": LENET300,
-        }, seeds=(0, 1, 2, 3, 4)),
+        }),
+    },
+    "convergence": {
+        "about": "what each part of the θ step does (seed 0): raw estimates, the fast decay, "
+                 "certificates at 1, the legacy snap rules",
+        "runs": seeded({
+            "raw_estimates": [*LENET300, "--gates", "--average-visits", "1", "--decide-alpha",
+                              "0"],
+            "fast_decay": [*LENET300, "--gates", "--theta-decay", "0.5", "--decide-alpha", "0"],
+            "fast_decay_certify_both": [*LENET300, "--gates", "--theta-decay", "0.5",
+                                        "--decide-at-one"],
+            "certify_both": [*LENET300, "--gates", "--decide-at-one"],
+            "legacy_snap_rules": [*LENET300, "--gates", "--average-visits", "1", "--theta-decay",
+                                  "0.5", "--decide-alpha", "0", "--snap-tol", "0.01"],
+        }, seeds=(0,)),
     },
     "robustness": {
         "about": "gated LeNet-300-100 from 300-100, 600-200, 1200-400 and at init scales 0.5, 2",

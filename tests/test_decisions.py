@@ -30,9 +30,9 @@ class VisitAverages(GateState):
         return standard_error(self, self.window)
 
 
-def certified(theta, averages, alpha, min_visits):
+def certified(theta, averages, alpha, min_visits, at_one=True):
     return certify_rule(theta, averages.mean, averages.standard_error(), averages.visits, alpha,
-                        min_visits)
+                        min_visits, at_one)
 
 
 @pytest.mark.host_only
@@ -101,6 +101,16 @@ def test_a_constant_estimate_is_certified_at_min_visits():
     for k in range(1, 11):
         averages.update(np.array([1e-4, -1e-4, 1e-4]), np.ones(3, dtype=bool))
         assert certified(theta, averages, 0.05, min_visits=10).tolist() == [k == 10, False, False]
+
+
+@pytest.mark.host_only
+def test_gates_at_one_are_certified_only_when_asked():
+    averages = VisitAverages(2, window=20)
+    for _ in range(30):
+        averages.update(np.array([-1e-3, 1e-3]), np.ones(2, dtype=bool))
+    theta = np.array([1.0, 0.0])
+    assert certified(theta, averages, 0.05, 10, at_one=False).tolist() == [False, True]
+    assert certified(theta, averages, 0.05, 10, at_one=True).tolist() == [True, True]
 
 
 @pytest.mark.host_only

@@ -19,9 +19,11 @@ step itself decide θ (docs/derivations/convergence.md). The clock t counts epoc
 so ``--theta-decay`` is in epochs.
 
 *Decision rule* (``decide_alpha`` > 0, our departure from the paper, measured in
-docs/RESULTS.md): a gate the projection has put on a vertex is *certified* and frozen there when
-a time-uniform level-α sign test of ḡ agrees with the vertex (C8)–(C10); frozen gates are not
-visited, so the estimator's cost falls as gates are decided. Every decision is audited at the
+docs/RESULTS.md): a gate the projection has put on 0 is *certified* and frozen there when a
+time-uniform level-α sign test of ḡ agrees (C8)–(C10), and is then removed after the pruning
+patience; with ``decide_at_one`` gates at 1 are certified the same way (C10′, off by default:
+usefulness measured early need not last, and the audit finds such certificates often false in
+wide layers). Frozen gates are not visited, so the estimator's cost falls as gates are decided. Every decision is audited at the
 end of training against the sign of the gradient on the whole training set (C11)–(C12,
 :mod:`minibern.bernoulli.audit`), in ``metrics.json``'s ``decisions``.
 
@@ -74,7 +76,7 @@ class GateConfig:
     kappa: float = 5.5
     kappa_per_param: bool = False
     theta_lr: float = 50.0
-    theta_decay: float | None = 0.5
+    theta_decay: float | None = 5.0
     theta_init: float = 1.0
     hyperprior: bool = True
     gamma: float = 0.5
@@ -90,6 +92,7 @@ class GateConfig:
     average_visits: int = 20
     decide_alpha: float = 0.05
     decide_min_visits: int = 10
+    decide_at_one: bool = False
     audit: bool = True
 
     def validate(self) -> "GateConfig":
@@ -192,7 +195,8 @@ class GateTrainer(Hook):
             if self.config.decide_alpha:
                 certified = movable & certify_rule(
                     theta, state.mean, standard_error(state, self.config.average_visits),
-                    state.visits, self.config.decide_alpha, self.config.decide_min_visits)  # (C10)
+                    state.visits, self.config.decide_alpha, self.config.decide_min_visits,
+                    self.config.decide_at_one)  # (C10), (C10′)
                 state.frozen |= certified
                 state.certified |= certified
             self._snap(name, gate, movable, clock)

@@ -64,10 +64,13 @@ def sequential_threshold(visits, alpha: float):
     return np.sqrt(2.0 * np.log(math.pi ** 2 * k ** 2 / (6.0 * alpha)))  # (C9)
 
 
-def certify_rule(theta, mean, standard_error, visits, alpha: float, min_visits: int):
+def certify_rule(theta, mean, standard_error, visits, alpha: float, min_visits: int,
+                 at_one: bool = False):
     """Gates on a vertex whose sign test (C10) agrees with it, after ``min_visits`` visits:
-    θ = 1 with ḡ + z_k s_k < 0, or θ = 0 with ḡ − z_k s_k > 0 (host arrays (n,))."""
+    θ = 0 with ḡ − z_k s_k > 0 and, only if ``at_one``, θ = 1 with ḡ + z_k s_k < 0 (C10′)
+    (host arrays (n,))."""
     bound = sequential_threshold(visits, alpha) * standard_error
-    at_one = (theta == 1.0) & (mean + bound < 0.0)  # (C10)
-    at_zero = (theta == 0.0) & (mean - bound > 0.0)  # (C10)
-    return (visits >= min_visits) & (at_one | at_zero)
+    certified = (theta == 0.0) & (mean - bound > 0.0)  # (C10)
+    if at_one:
+        certified |= (theta == 1.0) & (mean + bound < 0.0)  # (C10)
+    return (visits >= min_visits) & certified

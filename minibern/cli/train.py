@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "level-α sign test agrees, (C8)–(C10) (0: no rule)")
     gates.add_argument("--decide-min-visits", type=int, default=GateConfig.decide_min_visits,
                        help="visits before the decision rule may certify a gate")
+    gates.add_argument("--decide-at-one", action="store_true",
+                       help="let the decision rule also certify (freeze) gates at θ = 1, (C10′)")
     gates.add_argument("--no-audit", action="store_true",
                        help="skip the end-of-run check of every decision on the whole training "
                             "set, (C11)–(C12)")
@@ -118,7 +120,7 @@ def gate_config_from_args(args) -> GateConfig:
                       prune=not args.no_prune, prune_patience=args.prune_patience,
                       snapshot_every=args.snapshot_every, average_visits=args.average_visits,
                       decide_alpha=args.decide_alpha, decide_min_visits=args.decide_min_visits,
-                      audit=not args.no_audit)
+                      decide_at_one=args.decide_at_one, audit=not args.no_audit)
 
 
 def main(argv=None) -> int:
