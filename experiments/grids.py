@@ -63,6 +63,9 @@ GRIDS = {
     },
     "lenet5": {
         "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units)",
-        "runs": seeded({"gated": [*LENET5, "--gates"]}),
+        "runs": {**seeded({"gated": [*LENET5, "--gates"]}),
+                 **seeded({"gated_fast_decay_certify_both": [*LENET5, "--gates", "--theta-decay",
+                                                             "0.5", "--decide-at-one"]},
+                          seeds=(0,))},
     },
 }
