@@ -40,6 +40,11 @@ GRIDS = {
                                   "0.5", "--decide-alpha", "0", "--snap-tol", "0.01"],
         }, seeds=(0,)),
     },
+    "kappa": {
+        "about": "the size–error trade-off: κ per unit below the default 5.5 (seed 0)",
+        "runs": seeded({f"kappa{kappa}": [*LENET300, "--gates", "--kappa", kappa]
+                        for kappa in ("1", "2.5")}, seeds=(0,)),
+    },
     "robustness": {
         "about": "gated LeNet-300-100 from 300-100, 600-200, 1200-400 and at init scales 0.5, 2",
         "reference": "width1_scale1",
