@@ -84,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="W: θ steps on the average of a gate's last ~2W estimates, (C3) in "
                             "docs/derivations/convergence.md (1: the last estimate alone)")
     gates.add_argument("--decide-alpha", type=float, default=GateConfig.decide_alpha,
-                       help="decision rule: freeze a gate on its vertex once a time-uniform "
-                            "level-α sign test agrees, (C8)–(C10) (0: no rule)")
+                       help="decision rule: freeze a gate at 0 (and remove it) once a "
+                            "time-uniform level-α sign test agrees, (C8)–(C10) (0: no rule)")
     gates.add_argument("--decide-min-visits", type=int, default=GateConfig.decide_min_visits,
                        help="visits before the decision rule may certify a gate")
     gates.add_argument("--decide-at-one", action="store_true",
