@@ -4,8 +4,8 @@ What you learn
     What the flattening hyper-prior does on a real network. The same gated LeNet-300-100, the
     same initial weights, the same batches and gate draws, trained twice: once as tutorial 6
     does (the hyper-prior, whose minimum over γ leaves the price κθ, linear in θ), and once with
-    a fixed prior γ = ½ in its place (the paper's point of comparison, the CLI's
-    ``--no-hyperprior --decide-alpha 0``). With the hyper-prior the slope of the prior term is
+    a fixed prior γ = ½ in its place (the paper's point of comparison; the CLI's
+    ``--no-hyperprior --decide-alpha 0``, with θ started inside the box, step 2). With the hyper-prior the slope of the prior term is
     the constant κ/N and the projected step puts θ on exactly 0 or 1; with fixed γ it is
     (logit θ − logit γ)/N, which is ±∞ at the corners, so every θ stays strictly inside: a gate
     that is not needed hovers near γ instead of switching off, and no unit is ever removed.
@@ -76,8 +76,9 @@ for label, gate_config in RUNS.items():
 # Removed units count as θ = 0 in the snapshots (they were exactly 0 when removed). Fixed γ's
 # slope at the box's edges is ±logit(1 − ε)/N ≈ ±13.8/N, far steeper than κ/N: a θ step sized
 # for the hyper-prior throws a gate the loss does not care about from one edge to the other,
-# and the visit average (C3) holds it there for a while; as the step size decays such gates
-# settle near σ(logit γ − Δ_i) (B18), which the 20-epoch run shows better than --quick.
+# and the visit average (C3) holds it there for a while; only as the step size decays (B21)
+# can such gates settle towards σ(logit γ − Δ_i) (B18). Within 1e-3 of a corner therefore does
+# not mean decided here; exactly 0 — what removes a unit — never happens.
 final = {}
 for label in RUNS:
     run_metrics, history = load_run(args.out / FOLDERS[label])

@@ -58,7 +58,7 @@ for name, layer in net:
 # %% 3. Keep a picture of every conv1 filter, also of those that will be removed
 # A hook sees the network after every weight step; placed before the gate trainer, it sees a
 # filter one last time before the step that removes it. gate.unit_index maps the rows still in
-# the arrays to the original filter numbers (P2).
+# the arrays to the original filter numbers.
 class Conv1Filters(Hook):
     """The latest weights (KH, KW) of each original conv1 filter, as host arrays."""
 

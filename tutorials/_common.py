@@ -41,7 +41,10 @@ def tutorial_args(doc: str, *, quick: str, out: str, extra=None, argv=None):
         extra(parser)
     args = parser.parse_args([] if argv is None and _in_notebook() else argv)
     if args.backend:
-        minibern.set_backend(args.backend)
+        try:
+            minibern.set_backend(args.backend)
+        except minibern.backend.BackendUnavailableError as error:  # no CuPy or no GPU: say so
+            parser.error(str(error))
     args.out = Path(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     return args
