@@ -136,29 +136,63 @@ def _snapshot_epochs(history):
     return steps * len(history["train_loss"]) / max(steps[-1], 1.0)
 
 
-def plot_theta_trajectories(run_dir, out_dir=None, per_layer: int = 40, seed: int = 0) -> Path:
-    """``theta_trajectories.png``: θ of a random sample of gates per layer over training, one
-    panel per gate layer, coloured by where θ ended (1: blue, 0: red, between: grey)."""
-    plt = pyplot()
+def draw_theta_trajectories(axes, run_dir, per_layer: int = 40, seed: int = 0,
+                            label: str = "") -> None:
+    """Draw θ of a random sample of ``per_layer`` gates per gate layer of ``run_dir`` over
+    training, one gate layer per axis of ``axes``, coloured by where θ ended (1: blue, 0: red,
+    between: grey); ``label`` starts each panel's title."""
     metrics, history = load_run(run_dir)
     snaps, epochs = history["theta_snapshots"], _snapshot_epochs(history)
     blocks = _gate_blocks(metrics, history)
+    if len(axes) != len(blocks):
+        raise ValueError(f"{run_dir} has {len(blocks)} gate layers, {len(axes)} axes were given")
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(1, len(blocks), figsize=(4.2 * len(blocks), 3.4), sharey=True)
-    for ax, (name, columns) in zip(np.atleast_1d(axes), blocks):
+    for ax, (name, columns) in zip(axes, blocks):
         layer = snaps[:, columns]
         sample = np.sort(rng.choice(layer.shape[1], min(per_layer, layer.shape[1]), replace=False))
         final = layer[-1]
         for j in sample:
             color = "C0" if final[j] == 1.0 else "C3" if final[j] == 0.0 else "0.5"
             ax.plot(epochs, layer[:, j], color=color, lw=0.8, alpha=0.7)
-        ax.set_title(f"{name}: {len(sample)} of {layer.shape[1]} gates; at the end "
+        ax.set_title(f"{label}{name}: {len(sample)} of {layer.shape[1]} gates; at the end "
                      f"{int((final == 1).sum())} at 1, {int((final == 0).sum())} at 0", fontsize=8)
         ax.set_xlabel("epoch")
         ax.set_ylim(-0.03, 1.03)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("θ (blue: ends at 1, red: at 0, grey: between)")
+    axes[0].set_ylabel("θ (blue: ends at 1, red: at 0, grey: between)", fontsize=8)
+
+
+def _gate_grid(plt, runs: dict, width: float, height: float):
+    """A figure with one row per run of ``runs`` ({label: run directory}) and one column per
+    gate layer (every run must have the same gate layers)."""
+    columns = {len(_gate_blocks(*load_run(run_dir))) for run_dir in runs.values()}
+    if len(columns) != 1:
+        raise ValueError(f"the runs have different numbers of gate layers: {sorted(columns)}")
+    n = columns.pop()
+    return plt.subplots(len(runs), n, figsize=(width * n, height * len(runs)), squeeze=False,
+                        sharey=True)
+
+
+def plot_theta_trajectories(run_dir, out_dir=None, per_layer: int = 40, seed: int = 0) -> Path:
+    """``theta_trajectories.png``: :func:`draw_theta_trajectories`, one panel per gate layer."""
+    fig, axes = _gate_grid(pyplot(), {"": run_dir}, 4.2, 3.4)
+    draw_theta_trajectories(axes[0], run_dir, per_layer, seed)
     return save_figure(fig, Path(out_dir or run_dir) / "theta_trajectories.png")
+
+
+def compare_theta_trajectories(runs: dict, path, per_layer: int = 40, seed: int = 0) -> Path:
+    """One row of :func:`draw_theta_trajectories` per run of ``runs`` ({label: run directory},
+    the same gate layers), the same gates sampled in every row; saved at ``path``."""
+    fig, axes = _gate_grid(pyplot(), runs, 4.2, 3.2)
+    for row, (label, run_dir) in zip(axes, runs.items()):
+        draw_theta_trajectories(row, run_dir, per_layer, seed, label=f"{label}: ")
+    return save_figure(fig, path)
+
+
+def _theta_histogram(ax, values, color, title) -> None:
+    ax.hist(values, bins=np.linspace(0, 1, 41), color=color)
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=8)
 
 
 def plot_theta_histograms(run_dir, out_dir=None, moments: int = 4) -> Path:
@@ -173,15 +207,32 @@ def plot_theta_histograms(run_dir, out_dir=None, moments: int = 4) -> Path:
                              squeeze=False, sharex=True)
     for r, (name, columns) in enumerate(blocks):
         for c, row in enumerate(rows):
-            ax = axes[r, c]
-            ax.hist(snaps[row, columns], bins=np.linspace(0, 1, 41), color=f"C{r}")
-            ax.set_yscale("log")
-            ax.set_title(f"{name}, epoch {epochs[row]:.1f}", fontsize=8)
+            _theta_histogram(axes[r, c], snaps[row, columns], f"C{r}",
+                             f"{name}, epoch {epochs[row]:.1f}")
         axes[r, 0].set_ylabel("gates")
     for ax in axes[-1]:
         ax.set_xlabel("θ")
     fig.suptitle("θ of every gate converging to 0 or 1", fontsize=10)
     return save_figure(fig, Path(out_dir or run_dir) / "theta_hist.png")
+
+
+def compare_theta_histograms(runs: dict, path) -> Path:
+    """Histograms of the final θ per gate layer (columns), one row per run of ``runs``
+    ({label: run directory}); the title counts the gates exactly at 0 and 1 and within 1e-3 of
+    either. Saved at ``path``."""
+    fig, axes = _gate_grid(pyplot(), runs, 3.4, 2.6)
+    for r, (label, run_dir) in enumerate(runs.items()):
+        metrics, history = load_run(run_dir)
+        final = history["theta_snapshots"][-1]
+        for ax, (name, columns) in zip(axes[r], _gate_blocks(metrics, history)):
+            theta = final[columns]
+            near = int(np.sum(np.minimum(theta, 1 - theta) <= 1e-3))
+            _theta_histogram(ax, theta, f"C{r}",
+                             f"{label}: {name}\n{int(np.isin(theta, (0.0, 1.0)).sum())} exactly "
+                             f"0 or 1, {near} within 1e-3, of {theta.size}")
+            ax.set_xlabel("final θ")
+        axes[r, 0].set_ylabel("gates")
+    return save_figure(fig, path)
 
 
 def plot_input_pixels(run_dir, out_dir=None, moments: int = 3) -> Path | None:

@@ -118,6 +118,63 @@ def test_tutorial_6_and_10_the_main_job_and_its_numpy_only_model(mnist_dir, tmp_
     assert f"test error {100 * metrics['test_error']:.2f}% on 10000 images" in _result(out, 10)
 
 
+def test_tutorial_7_only_the_hyperprior_puts_theta_on_0_or_1(mnist_dir, tmp_path):
+    out = _tutorial("07_why_the_hyperprior_matters.py", tmp_path, "--data", mnist_dir)
+    _result(out, 7)
+    _assert_pngs(tmp_path, "ablation_trajectories.png", "ablation_hist.png")
+    runs = {}
+    for folder in ("hyperprior", "fixed_gamma"):
+        metrics = json.loads((tmp_path / folder / "metrics.json").read_text())
+        with np.load(tmp_path / folder / "history.npz") as history:
+            runs[folder] = metrics, history["theta_snapshots"]
+    (with_prior, with_theta), (fixed, fixed_theta) = runs["hyperprior"], runs["fixed_gamma"]
+    assert with_prior["decided_1e-3"] > fixed["decided_1e-3"] + 0.2
+    assert not np.isin(fixed_theta, (0.0, 1.0)).any()  # never on a corner, at any snapshot
+    assert sum(g["removed"] for g in fixed["gates"]) == 0
+    assert np.isin(with_theta[-1], (0.0, 1.0)).mean() > 0.5
+    assert sum(g["removed"] for g in with_prior["gates"]) > 0
+
+
+def test_tutorial_8_gated_lenet5_moves_its_gates_and_draws_conv1(mnist_dir, tmp_path):
+    out = _tutorial("08_gated_lenet5.py", tmp_path, "--data", mnist_dir)
+    assert "tutorial 8: gated LeNet-5-Caffe, 2 epochs: architecture" in _result(out, 8)
+    _assert_pngs(tmp_path, "conv1_filters.png", "theta_trajectories.png", "theta_hist.png",
+                 "units_per_layer.png")
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [g["name"] for g in metrics["gates"]] == ["gate_conv1", "gate_conv2", "gate_fc1"]
+    with np.load(tmp_path / "history.npz") as history:
+        snaps = history["theta_snapshots"]
+    assert snaps.shape[1] == sum(g["total"] for g in metrics["gates"])
+    assert (snaps[-1] < 1.0).sum() > 0 and (snaps.min(axis=0) < 0.5).any()  # some gates moved
+    kept = re.search(r"conv1 filters kept \[([\d, ]*)\], switched off \[([\d, ]*)\]", out)
+    assert kept and len(re.findall(r"\d+", kept[1] + " " + kept[2])) == metrics["gates"][0]["total"]
+
+
+def test_tutorial_9_draws_kept_units_against_the_reference(mnist_dir, tmp_path):
+    out = _tutorial("09_robustness.py", tmp_path, "--data", mnist_dir)
+    line = _result(out, 9)
+    _assert_pngs(tmp_path, "robustness.png")
+    spreads = re.findall(r"step 5: spread (\S+)((?:\s+\S+\s+[+-][0-9.]+ %)+)", out)
+    assert len(spreads) == 3, out  # every configuration but the reference
+    for _, values in spreads:
+        numbers = [float(v) for v in re.findall(r"([+-][0-9.]+) %", values)]
+        assert len(numbers) == 3 and all(np.isfinite(numbers))
+    assert "4 configurations, 12 runs" in line
+    assert len(list((tmp_path / "runs" / "robustness").glob("*/metrics.json"))) == 12
+
+
+def test_tutorial_11_strict_matches_numpy_bit_for_bit(mnist_dir, tmp_path):
+    out = _tutorial("11_on_a_gpu.py", tmp_path, "--data", mnist_dir)
+    assert "agree bit for bit" in _result(out, 11)
+    _assert_pngs(tmp_path, "backend_theta.png", "transfers_per_step.png")
+    comparison = json.loads((tmp_path / "comparison.json").read_text())
+    assert comparison["backend"] == "strict"
+    assert comparison["max_theta_diff"] == 0.0 and comparison["max_weight_diff"] == 0.0
+    assert comparison["architecture"]["strict"] == comparison["architecture"]["numpy"]
+    assert comparison["test_error"]["strict"] == comparison["test_error"]["numpy"]
+    assert re.search(r"transfers per training step .*: to_device \d+/\d+", out)
+
+
 @pytest.mark.parametrize("model, options, gated", [
     ("lenet300", ["--gates", "--snapshot-every", "2"], True),
     # a small θ step: on 300 images the default may switch off all 5 filters of conv1, and

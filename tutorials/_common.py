@@ -7,7 +7,9 @@ NumPy alone.
 
 ``tutorial_args(__doc__, quick=..., out=...)`` parses ``--backend --seed --quick --out`` (plus any
 options a tutorial adds through ``extra``), selects the array backend, creates ``--out`` and
-returns the namespace. Run inside a notebook (the ``# %%`` cells opened in Jupyter or an editor),
+returns the namespace; ``mnist_options`` is the ``extra`` of the tutorials that read MNIST, and
+``training_tutorial`` also loads it and sets up the run. ``gated_run`` trains a gated network the way tutorial 6 does step by
+step, for the tutorials that build on it (7, 8, 11). Run inside a notebook (the ``# %%`` cells opened in Jupyter or an editor),
 the kernel's own command line is ignored and the defaults are used.
 """
 from __future__ import annotations
@@ -39,8 +41,67 @@ def tutorial_args(doc: str, *, quick: str, out: str, extra=None, argv=None):
         extra(parser)
     args = parser.parse_args([] if argv is None and _in_notebook() else argv)
     if args.backend:
-        minibern.set_backend(args.backend)
+        try:
+            minibern.set_backend(args.backend)
+        except minibern.backend.BackendUnavailableError as error:  # no CuPy or no GPU: say so
+            parser.error(str(error))
     args.out = Path(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     return args
 
+
+
+def mnist_options(epochs=None, more=None):
+    """An ``extra`` for :func:`tutorial_args`: ``--data`` (the MNIST folder), with ``epochs``
+    also ``--epochs`` (that default), and whatever ``more(parser)`` adds."""
+    def add(parser):
+        if epochs is not None:
+            parser.add_argument("--epochs", type=int, default=epochs)
+        parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA)")
+        if more is not None:
+            more(parser)
+    return add
+
+
+def training_tutorial(doc, *, out, model, quick_epochs, quick_subset, epochs=None, more=None):
+    """:func:`tutorial_args` (with ``--data``, ``--epochs`` unless ``epochs`` is fixed, and what
+    ``more(parser)`` adds), MNIST loaded, and the run's settings with tutorial 6's learning rate
+    1e-3/(1 + epoch/5): under ``--quick`` ``quick_epochs`` epochs on the first ``quick_subset``
+    training images at half the widths, else ``epochs`` (default ``--epochs``, 20) on all of them
+    at full width. Returns ``(args, data, width_mult, TrainConfig)``."""
+    from minibern.data import load_mnist
+    from minibern.training.trainer import TrainConfig
+
+    quick = f"{quick_epochs} epochs on {quick_subset:,} images, half the widths"
+    args = tutorial_args(doc, quick=quick, out=out,
+                         extra=mnist_options(None if epochs else 20, more))
+    data = load_mnist(args.data)  # host arrays; the last 5,000 training images validate
+    width = 0.5 if args.quick else 1.0
+    config = TrainConfig(model=model, epochs=quick_epochs if args.quick else epochs or args.epochs,
+                         seed=args.seed, width_mult=width,
+                         train_subset=quick_subset if args.quick else None, lr_decay=5.0)
+    return args, data, width, config
+
+
+def gated_run(net, data, config, gate_config, out=None, *, hooks=(), snapshots_per_epoch=5,
+              log=print):
+    """Tutorial 6's steps 2–4 in one call: move ``data`` to the backend (``config.train_subset``
+    images), record θ ``snapshots_per_epoch`` times per epoch (``gate_config.snapshot_every``),
+    train ``net`` with a :class:`~minibern.bernoulli.hook.GateTrainer` after ``hooks``, and with
+    ``out`` write the run directory (metrics.json, history.npz, checkpoint.npz). Returns
+    ``(metrics, trainer)``."""
+    from dataclasses import replace
+
+    from minibern.bernoulli.hook import GateTrainer
+    from minibern.training.trainer import Trainer, device_splits, write_run_files
+
+    splits = device_splits(data, net.input_shape, config.train_subset)
+    steps_per_epoch = -(-splits["train"].size // config.batch_size)
+    gate_config = replace(gate_config,
+                          snapshot_every=max(1, steps_per_epoch // snapshots_per_epoch))
+    gates = GateTrainer(net, gate_config, n_data=splits["train"].size)
+    trainer = Trainer(net, splits, config, hooks=[*hooks, gates], log=log)
+    metrics = trainer.fit(out)
+    if out is not None:
+        write_run_files(out, metrics)
+    return metrics, trainer
