@@ -155,6 +155,8 @@ class GateTrainer(Hook):
             gate.needs_grad_xi = config.estimator == "first-order"
         bounds = (0.0, 1.0) if config.hyperprior else (1e-6, 1 - 1e-6)
         self.sgd = ProjectedSGD(config.theta_lr, config.theta_decay, bounds=bounds)
+        for _, _, gate in self.gates:  # θ starts inside the box the step projects onto (B20)
+            np.clip(gate.theta, *bounds, out=gate.theta)
         self.kappa = {found.name: obj.kappa_per_unit(config.kappa, unit_params(net, found),
                                                      config.kappa_per_param)
                       for found in gate_sites(net)}
