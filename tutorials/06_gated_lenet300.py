@@ -61,12 +61,14 @@ net = lenet300_100(seed=run_rngs(config.seed)[0], gates=True, theta_init=1.0)
 splits = device_splits(data, net.input_shape, config.train_subset)
 print("step 2: " + "  ".join(f"{name} {type(layer).__name__}" for name, layer in net))
 
-# %% 3. How θ learns: the defaults of GateConfig (docs/derivations/estimators.md, "Measured")
+# %% 3. How θ learns: the defaults of GateConfig (docs/derivations/convergence.md)
 # Per step, the removal estimator measures Δ for the last hidden layer's gates and for 16 random
-# gates of each earlier layer (E4)–(E8); each visited θ takes the projected step
-# θ ← clip(θ − η_t (Δ/N + κ/N), 0, 1) with η_t = 50/(1 + epoch/0.5) (E10), (B20)–(B21). A θ
-# within 0.01 of 0 or 1 long enough snaps there; a unit at θ = 0 for 30 visits leaves the arrays
-# (P6). snapshot_every records θ of every gate five times per epoch, for the trajectories.
+# gates of each earlier layer (E4)–(E8). Each visited gate folds its estimate Δ/N + κ/N (E10)
+# into its average over its last ~40 visits (C3), and θ takes the projected step on that average,
+# θ ← clip(θ − η_t · average, 0, 1) with η_t = 50/(1 + epoch/5) (C6), (B20)–(B21): θ stays exactly
+# on 0 or 1 while the average points there (C7). A gate at 0 whose average is confidently
+# positive is certified and frozen (C10); a unit at θ = 0 for 30 visits leaves the arrays (P6).
+# snapshot_every records θ of every gate five times per epoch, for the trajectories.
 steps_per_epoch = -(-splits["train"].size // config.batch_size)
 gate_config = GateConfig(kappa=args.kappa, snapshot_every=max(1, steps_per_epoch // 5))
 gates = GateTrainer(net, gate_config, n_data=splits["train"].size)
