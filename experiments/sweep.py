@@ -224,8 +224,36 @@ BLAS thread per run, two runs at a time on a shared 2-core machine: compare with
 """
 
 
+def results_figures(root: Path, figures: Path) -> list[str]:
+    """Draw the page's figures from the runs (needs matplotlib); Markdown lines embedding them,
+    relative to docs/. Figures whose runs are missing are left out."""
+    try:
+        from minibern import plots
+    except ImportError as error:  # matplotlib is the "plots" extra
+        return [f"(figures not drawn: {error}; pip install \".[plots]\")\n"]
+    gated = run_dir(root, "lenet300", "gated_seed0")
+    ablation = run_dir(root, "ablation", "no_hyperprior_seed0")
+    lines = []
+    figures.mkdir(parents=True, exist_ok=True)
+
+    def finished(run: Path) -> bool:
+        return (run / "metrics.json").exists() and (run / "history.npz").exists()
+
+    if finished(gated) and finished(ablation):
+        plots.compare_theta_trajectories({"hyper-prior": gated, "fixed γ": ablation},
+                                         figures / "theta_trajectories.png")
+        lines.append("θ of 40 gates per layer over training (one snapshot per epoch), LeNet-300-100"
+                     " seed 0, with the flattening hyper-prior (top) and with a fixed γ = ½"
+                     " (bottom):\n\n![θ trajectories](figures/theta_trajectories.png)\n")
+    if finished(gated):
+        plots.plot_input_pixels(gated, figures)
+        lines.append("The input pixels that survive (LeNet-300-100, seed 0):\n\n"
+                     "![surviving input pixels](figures/input_pixels.png)\n")
+    return lines
+
+
 def write_results(root: Path, path: Path) -> str:
-    parts = [RESULTS_HEADER]
+    parts = [RESULTS_HEADER, *results_figures(root, path.parent / "figures")]
     for grid, spec in GRIDS.items():
         header, rows = table(root, grid)
         parts.append(f"## {grid}: {spec['about']}\n")
