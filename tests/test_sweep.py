@@ -69,3 +69,22 @@ def test_table_pools_seeds_as_mean_and_sample_std(monkeypatch, tmp_path):
     assert dict(zip(header, rows[1]))["decided_%"] == ""
     spread_header, spread_rows = sweep.spread(tmp_path, "fake", "a")
     assert spread_rows[1] == ["b", "+97 %", "-9 %"]
+
+
+@pytest.mark.host_only
+def test_results_page_has_a_table_per_grid_and_says_what_is_missing(tmp_path):
+    root = tmp_path / "runs"
+    directory = root / "lenet300"
+    directory.mkdir(parents=True)
+    (directory / "gated_seed0").mkdir()
+    metrics = {"architecture": [200, 120, 80], "params": 36000, "flops_per_example": 35800,
+               "test_error": 0.021, "val_error": 0.019, "epoch_seconds": [3.0, 2.0],
+               "decided_1e-3": 0.97}
+    (directory / "gated_seed0" / "metrics.json").write_text(json.dumps(metrics))
+    page = sweep.write_results(root, tmp_path / "RESULTS.md")
+    assert (tmp_path / "RESULTS.md").read_text() == page
+    lenet300 = page.split("## lenet300")[1].split("## ")[0]
+    assert "| gated | 1 | 200 ± 0 / 120 ± 0 / 80 ± 0 |" in lenet300
+    assert "2.10 ± 0.00" in lenet300 and "97.00 ± 0.00" in lenet300
+    for grid in set(sweep.GRIDS) - {"lenet300"}:
+        assert "Not run yet." in page.split(f"## {grid}:")[1].split("## ")[0]
