@@ -289,7 +289,7 @@ class Data:
             except Exception:  # noqa: BLE001 - try the next folder
                 continue
             images, labels = mnist.train_images[:self.n], mnist.train_labels[:self.n]
-            self.source = f"MNIST from {candidate}"
+            self.source = "MNIST (the first training images)"
             break
         if images is None:
             rng = np.random.default_rng(0)
