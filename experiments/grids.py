@@ -66,6 +66,13 @@ GRIDS = {
         "about": "the rule's decisions at 0 audited too: units stay in the arrays (--no-prune)",
         "runs": seeded({"no_prune": [*LENET300, "--gates", "--no-prune"]}, seeds=(0,)),
     },
+    "timing": {
+        "about": "whole-run wall time, gated against un-gated, alternated one run at a time on an "
+                 "otherwise idle machine (`--jobs 1`)",
+        "runs": {name: args for seed in (0, 1) for name, args in (
+            (f"gated_seed{seed}", [*LENET300, "--gates", "--no-audit", "--seed", str(seed)]),
+            (f"plain_seed{seed}", [*LENET300, "--seed", str(seed)]))},
+    },
     "lenet5": {
         "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units)",
         "runs": {**seeded({"gated": [*LENET5, "--gates"]}),

@@ -115,7 +115,8 @@ def run_numbers(metrics: dict, directory: Path | None = None) -> dict:
     numbers = {"architecture": list(metrics["architecture"]), "params": metrics["params"],
                "flops": metrics["flops_per_example"],
                "test_error_%": 100 * metrics["test_error"], "val_error_%": 100 * metrics["val_error"],
-               "first_epoch_s": seconds[0], "mean_epoch_s": sum(seconds) / len(seconds)}
+               "first_epoch_s": seconds[0], "mean_epoch_s": sum(seconds) / len(seconds),
+               "run_s": sum(seconds)}
     if "decided_1e-3" in metrics:
         numbers["decided_%"] = 100 * metrics["decided_1e-3"]
     decisions = metrics.get("decisions") or {}
@@ -219,8 +220,10 @@ fc1 units. *params*, *flops*: of the deterministic network (per example, multipl
 *arrays_e3/kept*: units still in the weight arrays after epoch 3 over the final kept units, per
 layer (early pruning). *false_rule_%*, *false_proj_%*: decisions that the end-of-run audit on the whole training set
 contradicts (C12), among the audited rule-certified and projection-only gates (units already
-removed cannot be audited: the `audit` grid keeps them). *first_epoch_s*, *mean_epoch_s*: one
-BLAS thread per run, two runs at a time on a shared 2-core machine: compare within a table only.
+removed cannot be audited: the `audit` grid keeps them). *first_epoch_s*, *mean_epoch_s*,
+*run_s* (all epochs' training passes, without evaluation and checkpoints): one BLAS thread per
+run, two or three runs at a time on a shared 2-core machine except in the `timing` grid (one
+run at a time, nothing else running): compare within a table only.
 """
 
 
