@@ -29,7 +29,7 @@ Time on a 2-core CPU
     python tutorials/07_why_the_hyperprior_matters.py --out runs/tutorial7
 """
 # %% 1. Options, data and the run's settings (tutorial 6's, at half the widths in --quick)
-from _common import gated_run, training_tutorial
+from _common import gated_run, rule_share, training_tutorial
 
 from minibern import backend as B
 from minibern.bernoulli.hook import GateConfig
@@ -119,7 +119,8 @@ print(f"step 6: {', '.join(p.name for p in figures)}")
 # %% Result
 hyper, fixed = RUNS
 print(f"tutorial 7: decided within 1e-3: {100 * decided[hyper]:.1f}% with the hyper-prior, "
-      f"{100 * decided[fixed]:.1f}% with fixed γ = ½; exactly 0 or 1: {exact[hyper]} vs "
+      f"{100 * decided[fixed]:.1f}% with fixed γ = ½ ({rule_share(metrics[hyper])}, with the "
+      f"hyper-prior); exactly 0 or 1: {exact[hyper]} vs "
       f"{exact[fixed]} gates; units removed: {removed[hyper]} vs {removed[fixed]}; test error "
       f"{100 * metrics[hyper]['test_error']:.2f}% vs {100 * metrics[fixed]['test_error']:.2f}%; "
       f"figures in {args.out}")

@@ -31,7 +31,7 @@ Time on a 2-core CPU
     python tutorials/08_gated_lenet5.py --out runs/tutorial8
 """
 # %% 1. Options, data and the run's settings (tutorial 6's, at half the widths in --quick)
-from _common import gated_run, pyplot, save, training_tutorial
+from _common import gated_run, pyplot, rule_share, save, training_tutorial
 
 from minibern import backend as B
 from minibern.bernoulli.hook import GateConfig
@@ -123,4 +123,4 @@ print(f"tutorial 8: gated LeNet-5-Caffe, {metrics['epochs']} epochs: architectur
       f"fc1 inputs / fc1 units; params ×{metrics['compression_params']:.1f} fewer), "
       f"{int(moved.sum())}/{snaps.shape[1]} gates moved, test error "
       f"{100 * metrics['test_error']:.2f}%, gates decided {100 * metrics['decided_1e-3']:.1f}% "
-      f"(within 1e-3); figures in {args.out}")
+      f"(within 1e-3; {rule_share(metrics)}); figures in {args.out}")

@@ -83,6 +83,17 @@ def training_tutorial(doc, *, out, model, quick_epochs, quick_subset, epochs=Non
     return args, data, width, config
 
 
+def rule_share(metrics) -> str:
+    """How many gates the decision rule certified, so a quoted decided share says whether a rule
+    helped make it (docs/derivations/convergence.md (C10); the figures without the rule, over
+    seeds, are the ``gated_no_rule`` rows of docs/RESULTS.md)."""
+    decisions = metrics.get("decisions") or {}
+    if not decisions.get("alpha"):
+        return "no decision rule"
+    return (f"{100 * decisions['share_by_rule']:.1f}% of all gates certified at 0 by the decision "
+            "rule, the rest by the θ step alone")
+
+
 def gated_run(net, data, config, gate_config, out=None, *, hooks=(), snapshots_per_epoch=5,
               log=print):
     """Tutorial 6's steps 2–4 in one call: move ``data`` to the backend (``config.train_subset``
