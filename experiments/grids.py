@@ -9,6 +9,7 @@ from __future__ import annotations
 LENET300 = ["--model", "lenet300", "--epochs", "20", "--lr-decay", "5"]
 LENET5 = ["--model", "lenet5", "--epochs", "20", "--lr-decay", "5"]
 SEEDS = (0, 1, 2)
+FIVE_SEEDS = (0, 1, 2, 3, 4)
 
 
 def seeded(configurations: dict, seeds=SEEDS) -> dict:
@@ -24,7 +25,7 @@ GRIDS = {
             "gated": [*LENET300, "--gates"],
             "gated_no_rule": [*LENET300, "--gates", "--decide-alpha", "0"],
             "plain": LENET300,
-        }),
+        }, seeds=FIVE_SEEDS),
     },
     "convergence": {
         "about": "what each part of the θ step does (seed 0): raw estimates, the fast decay, "
@@ -56,6 +57,15 @@ GRIDS = {
             "width1_scale2": [*LENET300, "--gates", "--init-scale", "2"],
         }),
     },
+    "unit_cost": {
+        "about": "κ per expected parameter (B14′) instead of per unit, from 300-100, 600-200 and "
+                 "1200-400",
+        "reference": "expected0.03_width1",
+        "runs": seeded({f"expected{kappa}_width{width}": [
+            *LENET300, "--gates", "--kappa-expected-params", "--kappa", kappa,
+            "--width-mult", width] for kappa in ("0.03",) for width in ("1", "2", "4")},
+            seeds=(0,)),
+    },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",
         "runs": seeded({
@@ -75,7 +85,7 @@ GRIDS = {
     },
     "lenet5": {
         "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units)",
-        "runs": {**seeded({"gated": [*LENET5, "--gates"]}),
+        "runs": {**seeded({"gated": [*LENET5, "--gates"]}, seeds=FIVE_SEEDS),
                  **seeded({"gated_fast_decay_certify_both": [*LENET5, "--gates", "--theta-decay",
                                                              "0.5", "--decide-at-one"]},
                           seeds=(0,))},

@@ -55,7 +55,8 @@ from minibern.bernoulli.pruning import remove_units, restore_structure
 from minibern.bernoulli.rules import certify_rule, keep_rule, prune_rule, streak, zero_rule
 from minibern.bernoulli.state import FIELDS, GateState
 from minibern.bernoulli.theta_sgd import ProjectedSGD
-from minibern.bernoulli.topology import gate_layers, gate_sites, kept_units, unit_params
+from minibern.bernoulli.topology import (gate_layers, gate_sites, kept_units, unit_params,
+                                         weight_blocks)
 from minibern.training.trainer import Hook
 
 np = B.host
@@ -75,6 +76,7 @@ class GateConfig:
     estimator: str = "removal"
     kappa: float = 5.5
     kappa_per_param: bool = False
+    kappa_expected_params: bool = False
     theta_lr: float = 50.0
     theta_decay: float | None = 5.0
     theta_init: float = 1.0
@@ -113,6 +115,9 @@ class GateConfig:
         obj.check_theta(np.asarray(self.theta_init), "theta_init")
         if not self.kappa >= 0:
             raise ValueError(f"kappa must be >= 0, got {self.kappa!r}; use e.g. --kappa 5.5")
+        if self.kappa_per_param and self.kappa_expected_params:
+            raise ValueError("kappa_per_param and kappa_expected_params are two ways to price a "
+                             "unit; choose one (--kappa-per-param or --kappa-expected-params)")
         if not self.theta_lr > 0:
             raise ValueError(f"theta_lr must be > 0, got {self.theta_lr!r}")
         if self.theta_decay is not None and not self.theta_decay > 0:
@@ -157,9 +162,11 @@ class GateTrainer(Hook):
         self.sgd = ProjectedSGD(config.theta_lr, config.theta_decay, bounds=bounds)
         for _, _, gate in self.gates:  # θ starts inside the box the step projects onto (B20)
             np.clip(gate.theta, *bounds, out=gate.theta)
+        self.blocks = weight_blocks(net) if config.kappa_expected_params else None
         self.kappa = {found.name: obj.kappa_per_unit(config.kappa, unit_params(net, found),
                                                      config.kappa_per_param)
                       for found in gate_sites(net)}
+        self._price_units()
         self.states = {name: GateState(g.n_units) for _, name, g in self.gates}
         self.removed_certified = {name: 0 for _, name, _ in self.gates}
         self.audit_report = None
@@ -181,6 +188,7 @@ class GateTrainer(Hook):
         estimates = self.estimator.estimate(self.net, trainer.batch_labels, rng=trainer.hook_rng,
                                             candidates=candidates)
         clock = self._epoch_clock(trainer)
+        self._price_units()
         for _, name, gate in self.gates:
             delta, visited = estimates[name]
             theta = gate.theta
@@ -208,8 +216,17 @@ class GateTrainer(Hook):
         if every and (trainer.global_step + 1) % every == 0:
             self.record(trainer, trainer.global_step + 1)
 
+    def _price_units(self) -> None:
+        """With ``kappa_expected_params``, κ_i of (B14′) from the current expected widths."""
+        if self.blocks is None:
+            return
+        self.kappa = obj.expected_parameters(
+            self.blocks, {name: gate.theta for _, name, gate in self.gates}, self.config.kappa)[1]
+        self._penalty_grads = {}
+
     def _penalty_grad(self, name, theta):
-        """(B15)'s gradient κ_l/N, which does not depend on θ: computed once per layer width."""
+        """(B15)'s gradient κ_i/N, which does not depend on θ_i: computed once per layer width
+        (per step with (B14′), whose κ_i follow the other layers' expected widths)."""
         cached = self._penalty_grads.get(name)
         if cached is None or cached.shape != theta.shape:
             cached = self._penalty_grads[name] = obj.flattened_penalty(
@@ -246,6 +263,7 @@ class GateTrainer(Hook):
         self.removed_certified[name] += int((self.states[name].certified & ~keep).sum())
         self.states[name].keep(keep)
         self.gates = gate_layers(self.net)
+        self.blocks = weight_blocks(self.net) if self.blocks is not None else None
 
     def load_structure(self, state: dict) -> None:
         """Before a checkpoint's arrays are loaded: remove the units the saved run had removed."""
@@ -253,6 +271,7 @@ class GateTrainer(Hook):
                 if f"unit_index/{name}" in state}
         restore_structure(self.net, kept)
         self.gates = gate_layers(self.net)
+        self.blocks = weight_blocks(self.net) if self.blocks is not None else None
         self.states = {name: GateState(gate.n_units) for _, name, gate in self.gates}
 
     def pruning_report(self) -> dict:

@@ -456,3 +456,53 @@ def gated_regression_expected_loss(theta, v, x, y):
     x2 = xp.sum(x * x, axis=0)
     grad_v = (-2 * th * rx + 2 * variance * v * x2) / n  # (B25)
     return value, B.to_numpy(grad_theta).astype(np.float64), grad_v
+
+
+def expected_parameters(blocks, thetas: dict, kappa_per_param):
+    r"""The expected parameter count of a gated network and the unit costs it implies.
+
+    A weight joining input unit i to output unit j of a linear layer is present iff both units
+    are kept; a bias iff its unit is. With independent gates, the expected count is bilinear in
+    the widths :math:`S = \sum_i \theta_i` of the gated sides (an ungated side counts its width):
+
+    .. math::
+        P(\theta) = \sum_{\text{layers}} K\, S_{\text{in}} S_{\text{out}} + S_{\text{out}},
+        \qquad
+        \kappa_i = \kappa\,\frac{\partial P}{\partial\theta_i}
+                 = \kappa\,\bigl(K_{\text{in}}\,S_{\text{in}} + 1\bigr)
+                   + \kappa\,K_{\text{out}}\,S_{\text{out}}                     \tag{B14′}
+
+    where the first term is unit i's incoming weights and bias (as output of its producer) and
+    the second its outgoing weights (as input of its consumer), each counted only over the
+    units on the other side that are expected to be kept. At a vertex, P is the parameter count
+    of the kept network; κ·P is multilinear, so the vertex argument (B16)–(B18) still holds.
+
+    Parameters
+    ----------
+    blocks : list of :class:`~minibern.bernoulli.topology.WeightBlock`
+    thetas : dict
+        ``{gate name: host θ array (n,)}``.
+    kappa_per_param : float >= 0
+        κ, the cost of one parameter.
+
+    Returns
+    -------
+    value : float
+        κ·P(θ).
+    unit_costs : dict
+        ``{gate name: host float64 array (n,)}``, κ_i of (B14′), to be used in (B15).
+    """
+    kappa = float(_check_kappa(kappa_per_param))
+    width = {name: float(np.sum(theta)) for name, theta in thetas.items()}
+    slope = {name: 0.0 for name in thetas}
+    value = 0.0
+    for block in blocks:
+        s_in = width[block.inputs] if block.inputs else float(block.n_inputs)
+        s_out = width[block.outputs] if block.outputs else float(block.n_outputs)
+        value += block.rows_per_input * s_in * s_out + s_out
+        if block.inputs:
+            slope[block.inputs] += block.rows_per_input * s_out
+        if block.outputs:
+            slope[block.outputs] += block.rows_per_input * s_in + 1.0
+    return kappa * value, {name: np.full(np.shape(theta), kappa * slope[name])
+                           for name, theta in thetas.items()}

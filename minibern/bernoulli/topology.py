@@ -115,3 +115,48 @@ def kept_units(net) -> dict:
     """``{gate name: units kept by the evaluation mask 1[θ ≥ ½]}``: the ``kept`` of
     :func:`minibern.training.summary.summarize` for a gated network."""
     return {name: int((gate.theta >= 0.5).sum()) for _, name, gate in gate_layers(net)}
+
+
+@dataclass(frozen=True)
+class WeightBlock:
+    """A linear layer's weights seen as (input units) × (output units), for the expected
+    parameter count (B14′): ``rows_per_input`` weights join one input unit to one output unit
+    (1 for Dense, KH·KW for Conv2D, H·W for a Dense behind a Flatten of gated channels).
+
+    ``inputs``/``outputs`` name the gate on the layer's input/output units, or None when that
+    side is ungated; ``n_inputs``/``n_outputs`` are the current widths of the ungated sides.
+    """
+
+    layer: int
+    inputs: str | None
+    outputs: str | None
+    rows_per_input: int
+    n_inputs: int
+    n_outputs: int
+
+
+def weight_blocks(net) -> list[WeightBlock]:
+    """One :class:`WeightBlock` per Dense/Conv2D of ``net``. ValueError when two gates feed
+    the same side of a layer (the expected count would no longer be bilinear in the widths)."""
+    sites = gate_sites(net)
+    blocks = []
+    for index, (name, layer) in enumerate(net):
+        if not isinstance(layer, LINEAR):
+            continue
+        before = [s for s in sites if s.consumer == index]
+        after = [s for s in sites if s.producer == index]
+        if len(before) > 1 or len(after) > 1:
+            raise ValueError(f"layer {name!r} has {len(before)} gates on its inputs and "
+                             f"{len(after)} on its outputs; the expected parameter count needs at "
+                             "most one on each side — use --kappa-per-param instead")
+        weights = layer.params["W"]
+        if isinstance(layer, L.Dense):
+            rows, n_out = int(weights.shape[0]), int(weights.shape[1])
+            per_input = rows // before[0].gate.n_units if before else 1
+            n_in = rows // per_input
+        else:
+            n_out, n_in, kh, kw = (int(d) for d in weights.shape)
+            per_input = kh * kw
+        blocks.append(WeightBlock(index, before[0].name if before else None,
+                                  after[0].name if after else None, per_input, n_in, n_out))
+    return blocks

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="flattening strength κ: cost of keeping one unit (or one parameter)")
     gates.add_argument("--kappa-per-param", action="store_true",
                        help="κ per parameter of a unit instead of per unit")
+    gates.add_argument("--kappa-expected-params", action="store_true",
+                       help="κ per expected parameter: a unit costs κ × its incoming, bias and "
+                            "outgoing weights to the units expected to be kept, (B14′)")
     gates.add_argument("--theta-lr", type=float, default=GateConfig.theta_lr, help="η₀ of θ's SGD")
     gates.add_argument("--theta-decay", type=float, default=GateConfig.theta_decay,
                        help="τ in epochs: η_t = η₀/(1 + t/τ)")
@@ -112,7 +115,8 @@ def _fail(log_file, error, status: int = 1) -> int:
 
 def gate_config_from_args(args) -> GateConfig:
     return GateConfig(estimator=args.estimator, kappa=args.kappa,
-                      kappa_per_param=args.kappa_per_param, theta_lr=args.theta_lr,
+                      kappa_per_param=args.kappa_per_param,
+                      kappa_expected_params=args.kappa_expected_params, theta_lr=args.theta_lr,
                       theta_decay=args.theta_decay, theta_init=args.theta_init,
                       hyperprior=not args.no_hyperprior, subset=args.subset, first_subset=args.first_subset,
                       snap_tol=args.snap_tol, keep_patience=args.keep_patience,
