@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grids import GRIDS  # noqa: E402
+from published import published_markdown  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / "runs"
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -270,6 +271,7 @@ def write_results(root: Path, path: Path) -> str:
             if spread_rows:
                 parts.append(f"\nKept units per layer against `{reference}` (means):\n\n"
                              + markdown(spread_header, spread_rows))
+    parts.append(published_markdown())
     text = "\n".join(parts)
     path.write_text(text, encoding="utf-8")
     return text
