@@ -63,8 +63,17 @@ GRIDS = {
         "reference": "expected0.03_width1",
         "runs": seeded({f"expected{kappa}_width{width}": [
             *LENET300, "--gates", "--kappa-expected-params", "--kappa", kappa,
-            "--width-mult", width] for kappa in ("0.03",) for width in ("1", "2", "4")},
+            "--width-mult", width] for kappa, widths in (("0.03", "124"), ("0.1", "12"))
+            for width in widths},
             seeds=(0,)),
+    },
+    "warmup": {
+        "about": "the θ step ramped up over the first epoch (B21′), from 300-100 and 600-200 "
+                 "(seed 0)",
+        "reference": "warmup1_width1",
+        "runs": seeded({f"warmup1_width{width}": [*LENET300, "--gates", "--theta-warmup", "1",
+                                                  "--width-mult", width]
+                        for width in ("1", "2")}, seeds=(0,)),
     },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",

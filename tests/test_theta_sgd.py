@@ -152,8 +152,29 @@ def test_bad_lr0(lr0):
         ProjectedSGD(lr0)
 
 
+def test_warmup_keeps_a_start_up_transient_from_deciding_a_gate():
+    """(B21′): a gradient that points the wrong way for the first 5 steps (an untrained net's
+    transient) and then the right way. Without the ramp the big early steps put θ on 0 at once;
+    with it θ barely moves and returns to 1. After the ramp both schedules are the same."""
+    def run(warmup):
+        opt, theta, path = ProjectedSGD(1.0, decay_steps=200, warmup=warmup), np.ones(1), []
+        for step in range(400):
+            grad = np.array([0.5 if step < 5 else -0.01])
+            opt.update(theta, grad)
+            path.append(float(theta[0]))
+        return opt, path
+    plain, without = run(0.0)
+    ramped, with_ramp = run(100.0)
+    assert min(without[:6]) == 0.0
+    assert min(with_ramp) > 0.9 and with_ramp[-1] == 1.0
+    assert ramped.step_size(150) == pytest.approx(plain.step_size(150), rel=1e-12)
+    assert ramped.step_size(50) < plain.step_size(50)
+
+
 @host_only
 def test_bad_constructor_arguments():
+    with pytest.raises(ValueError, match=r"warmup must be a finite number >= 0, got -1"):
+        ProjectedSGD(1.0, warmup=-1.0)
     with pytest.raises(ValueError, match=r"decay_steps must be a finite number > 0, got 0"):
         ProjectedSGD(1.0, decay_steps=0)
     with pytest.raises(ValueError, match=r"bounds must satisfy 0 <= low < high <= 1, got "

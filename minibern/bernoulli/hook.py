@@ -79,6 +79,7 @@ class GateConfig:
     kappa_expected_params: bool = False
     theta_lr: float = 50.0
     theta_decay: float | None = 5.0
+    theta_warmup: float = 0.0
     theta_init: float = 1.0
     hyperprior: bool = True
     gamma: float = 0.5
@@ -101,7 +102,7 @@ class GateConfig:
         """Raise ValueError naming the first bad field, its value and the fix (NaN and infinity
         are refused everywhere)."""
         for name in ("kappa", "theta_lr", "theta_init", "gamma", "snap_tol", "keep_after",
-                     "theta_decay", "decide_alpha"):
+                     "theta_decay", "theta_warmup", "decide_alpha"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float))
                                           and not isinstance(value, bool) and math.isfinite(value)):
@@ -120,6 +121,9 @@ class GateConfig:
                              "unit; choose one (--kappa-per-param or --kappa-expected-params)")
         if not self.theta_lr > 0:
             raise ValueError(f"theta_lr must be > 0, got {self.theta_lr!r}")
+        if not self.theta_warmup >= 0:
+            raise ValueError(f"theta_warmup must be >= 0 (epochs; 0: no ramp), got "
+                             f"{self.theta_warmup!r}")
         if self.theta_decay is not None and not self.theta_decay > 0:
             raise ValueError(f"theta_decay must be > 0 (epochs), got {self.theta_decay!r}")
         if not 0 < self.gamma < 1:
@@ -159,7 +163,8 @@ class GateTrainer(Hook):
         for _, _, gate in self.gates:  # only the first-order estimator reads ∂ℓ/∂ξ (E3)
             gate.needs_grad_xi = config.estimator == "first-order"
         bounds = (0.0, 1.0) if config.hyperprior else (1e-6, 1 - 1e-6)
-        self.sgd = ProjectedSGD(config.theta_lr, config.theta_decay, bounds=bounds)
+        self.sgd = ProjectedSGD(config.theta_lr, config.theta_decay, bounds=bounds,
+                                warmup=config.theta_warmup)
         for _, _, gate in self.gates:  # θ starts inside the box the step projects onto (B20)
             np.clip(gate.theta, *bounds, out=gate.theta)
         self.blocks = weight_blocks(net) if config.kappa_expected_params else None

@@ -43,6 +43,9 @@ class ProjectedSGD:
     decay_steps : float > 0 or None
         :math:`\tau`, in the units of ``t`` (steps by default). ``None``: constant step size
         (no Robbins–Monro guarantee: noisy estimates then keep θ moving).
+    warmup : float >= 0
+        :math:`t_w`, in the units of ``t``: the step ramps up linearly over the first
+        :math:`t_w` (B21′); 0 (default): no ramp.
     bounds : (float, float)
         The box :math:`[\ell, u] \subseteq [0, 1]` θ is projected onto; default (0, 1). The fixed-γ
         ablation uses (eps, 1 − eps), on which its KL gradient (B6) is finite.
@@ -59,7 +62,8 @@ class ProjectedSGD:
     can settle exactly instead of jittering at the scale of :math:`\eta\,\mathrm{std}(\hat g)`.
     """
 
-    def __init__(self, lr0: float, decay_steps: float | None = None, bounds=(0.0, 1.0)):
+    def __init__(self, lr0: float, decay_steps: float | None = None, bounds=(0.0, 1.0),
+                 warmup: float = 0.0):
         self.lr0 = _positive(lr0, "lr0", "use e.g. lr0=1.0 (θ is a probability: steps of order "
                                          "0.01–1 per update)")
         self.decay_steps = None if decay_steps is None else _positive(
@@ -73,15 +77,21 @@ class ProjectedSGD:
             raise ValueError(f"bounds must satisfy 0 <= low < high <= 1, got {bounds!r}; "
                              "use (0.0, 1.0), or (eps, 1 - eps) for the fixed-γ ablation")
         self.bounds = (low, high)
+        if not (isinstance(warmup, (int, float)) and math.isfinite(warmup) and warmup >= 0):
+            raise ValueError(f"warmup must be a finite number >= 0, got {warmup!r}; use 0 for no "
+                             "ramp")
+        self.warmup = float(warmup)
         self.steps = 0
 
     def step_size(self, t) -> float:
-        r""":math:`\eta_t = \eta_0/(1 + t/\tau)` (B21); ``lr0`` if ``decay_steps`` is None."""
+        r""":math:`\eta_t = \eta_0/(1 + t/\tau)` (B21); ``lr0`` if ``decay_steps`` is None;
+        times :math:`\min(1, t/t_w)` with a warm-up (B21′)."""
         if not t >= 0:
             raise ValueError(f"t must be >= 0 (a step count or fractional epoch), got {t!r}")
+        ramp = min(1.0, t / self.warmup) if self.warmup else 1.0  # (B21′)
         if self.decay_steps is None:
-            return self.lr0
-        return self.lr0 / (1.0 + t / self.decay_steps)  # (B21)
+            return ramp * self.lr0
+        return ramp * self.lr0 / (1.0 + t / self.decay_steps)  # (B21)
 
     def update(self, theta, grad, t=None, mask=None) -> float:
         r"""One projected step in place, :math:`\theta \leftarrow \Pi(\theta - \eta_t\hat g)` (B20).

@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--theta-lr", type=float, default=GateConfig.theta_lr, help="η₀ of θ's SGD")
     gates.add_argument("--theta-decay", type=float, default=GateConfig.theta_decay,
                        help="τ in epochs: η_t = η₀/(1 + t/τ)")
+    gates.add_argument("--theta-warmup", type=float, default=GateConfig.theta_warmup,
+                       help="t_w in epochs: the θ step ramps up linearly over the first t_w "
+                            "epochs, (B21′) (0: no ramp)")
     gates.add_argument("--theta-init", type=float, default=GateConfig.theta_init, help="θ₀ in [0, 1]")
     gates.add_argument("--no-hyperprior", action="store_true",
                        help="ablation: fixed γ = 0.5 (KL term) instead of the flattening hyper-prior")
@@ -117,7 +120,8 @@ def gate_config_from_args(args) -> GateConfig:
     return GateConfig(estimator=args.estimator, kappa=args.kappa,
                       kappa_per_param=args.kappa_per_param,
                       kappa_expected_params=args.kappa_expected_params, theta_lr=args.theta_lr,
-                      theta_decay=args.theta_decay, theta_init=args.theta_init,
+                      theta_decay=args.theta_decay, theta_warmup=args.theta_warmup,
+                      theta_init=args.theta_init,
                       hyperprior=not args.no_hyperprior, subset=args.subset, first_subset=args.first_subset,
                       snap_tol=args.snap_tol, keep_patience=args.keep_patience,
                       keep_after=args.keep_after, zero_patience=args.zero_patience,
