@@ -63,7 +63,7 @@ GRIDS = {
         "reference": "expected0.03_width1",
         "runs": seeded({f"expected{kappa}_width{width}": [
             *LENET300, "--gates", "--kappa-expected-params", "--kappa", kappa,
-            "--width-mult", width] for kappa, widths in (("0.03", "124"), ("0.1", "12"))
+            "--width-mult", width] for kappa, widths in (("0.03", "124"), ("0.1", "124"))
             for width in widths},
             seeds=(0,)),
     },
