@@ -88,3 +88,14 @@ def test_results_page_has_a_table_per_grid_and_says_what_is_missing(tmp_path):
     assert "2.10 ± 0.00" in lenet300 and "97.00 ± 0.00" in lenet300
     for grid in set(sweep.GRIDS) - {"lenet300"}:
         assert "Not run yet." in page.split(f"## {grid}:")[1].split("## ")[0]
+
+
+def test_results_page_sets_the_published_numbers_beside_ours_with_sources(tmp_path):
+    from published import PUBLISHED
+    page = sweep.write_results(tmp_path / "runs", tmp_path / "RESULTS.md")
+    section = page.split("## Published structured pruning")[1]
+    for network, method, architecture, error, source in PUBLISHED:
+        row = next(line for line in section.splitlines()
+                   if line.startswith(f"| {network} | {method} | {architecture} |"))
+        assert f"| {error} |" in row and "arXiv" in row
+    assert "best test error" in section and "final" in section
