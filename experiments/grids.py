@@ -75,6 +75,11 @@ GRIDS = {
                                                   "--width-mult", width]
                         for width in ("1", "2")}, seeds=(0,)),
     },
+    "longer": {
+        "about": "the default gated run trained for 40 epochs instead of 20 (seed 0)",
+        "runs": seeded({"gated_40_epochs": ["--model", "lenet300", "--epochs", "40", "--lr-decay",
+                                            "5", "--gates"]}, seeds=(0,)),
+    },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",
         "runs": seeded({
