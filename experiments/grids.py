@@ -60,10 +60,11 @@ GRIDS = {
     "unit_cost": {
         "about": "κ per expected parameter (B14′) instead of per unit, from 300-100, 600-200 and "
                  "1200-400",
-        "reference": "expected0.03_width1",
+        "reference": {f"expected{kappa}_width{width}": f"expected{kappa}_width1"
+                      for kappa in ("0.03", "0.1", "0.2") for width in ("1", "2", "4")},
         "runs": seeded({f"expected{kappa}_width{width}": [
             *LENET300, "--gates", "--kappa-expected-params", "--kappa", kappa,
-            "--width-mult", width] for kappa, widths in (("0.03", "124"), ("0.1", "124"))
+            "--width-mult", width] for kappa, widths in (("0.03", "124"), ("0.1", "124"), ("0.2", "124"))
             for width in widths},
             seeds=(0,)),
     },

@@ -181,22 +181,32 @@ def write_table(root: Path, grid: str) -> str:
     return text
 
 
-def spread(root: Path, grid: str, reference: str) -> tuple[list[str], list[list[str]]]:
-    """Per configuration and layer: mean kept units relative to ``reference``'s mean, in %."""
+def spread(root: Path, grid: str, reference) -> tuple[list[str], list[list[str]]]:
+    """Per configuration and layer: mean kept units relative to its reference's mean, in %.
+
+    ``reference`` is one configuration for all, or ``{configuration: its reference}`` (a
+    configuration missing from the dict is not compared)."""
     means = {}
     for name in GRIDS[grid]["runs"]:
         path = run_dir(root, grid, name) / "metrics.json"
         if path.exists():
             config = name.rsplit("_seed", 1)[0]
             means.setdefault(config, []).append(json.loads(path.read_text())["architecture"])
-    if reference not in means:
-        return [], []
-    base = [sum(column) / len(column) for column in zip(*means[reference])]
-    rows = []
+    against = (reference if isinstance(reference, dict)
+               else {config: reference for config in means})
+    rows, width = [], 0
     for config, archs in means.items():
+        base_name = against.get(config)
+        if base_name not in means:
+            continue
+        base = [sum(column) / len(column) for column in zip(*means[base_name])]
         layer_means = [sum(column) / len(column) for column in zip(*archs)]
-        rows.append([config, *(f"{100 * (m / b - 1):+.0f} %" for m, b in zip(layer_means, base))])
-    return ["configuration", *(f"layer {i}" for i in range(len(base)))], rows
+        width = len(base)
+        rows.append([config, base_name,
+                     *(f"{100 * (m / b - 1):+.0f} %" for m, b in zip(layer_means, base))])
+    if not rows:
+        return [], []
+    return ["configuration", "against", *(f"layer {i}" for i in range(width))], rows
 
 
 def markdown(header: list[str], rows: list[list[str]]) -> str:
@@ -269,7 +279,8 @@ def write_results(root: Path, path: Path) -> str:
         if reference:
             spread_header, spread_rows = spread(root, grid, reference)
             if spread_rows:
-                parts.append(f"\nKept units per layer against `{reference}` (means):\n\n"
+                named = reference if isinstance(reference, str) else "the reference of each row"
+                parts.append(f"\nKept units per layer against `{named}` (means):\n\n"
                              + markdown(spread_header, spread_rows))
     parts.append(published_markdown())
     text = "\n".join(parts)

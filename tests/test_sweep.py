@@ -68,7 +68,10 @@ def test_table_pools_seeds_as_mean_and_sample_std(monkeypatch, tmp_path):
     assert row["test_error_%"] == "1.50 ± 0.71" and row["decided_%"] == "85.00 ± 7.07"
     assert dict(zip(header, rows[1]))["decided_%"] == ""
     spread_header, spread_rows = sweep.spread(tmp_path, "fake", "a")
-    assert spread_rows[1] == ["b", "+97 %", "-9 %"]
+    assert spread_rows[1] == ["b", "a", "+97 %", "-9 %"]
+    _fake_run(tmp_path, "b_seed0", [200, 50], 0.030)
+    per_row = dict((row[0], row[1:]) for row in sweep.spread(tmp_path, "fake", {"b": "b"})[1])
+    assert per_row == {"b": ["b", "+0 %", "+0 %"]}  # "a" has no reference of its own
 
 
 @pytest.mark.host_only
