@@ -75,6 +75,15 @@ GRIDS = {
                                                   "--width-mult", width]
                         for width in ("1", "2")}, seeds=(0,)),
     },
+    "weight_prior": {
+        "about": "the Gaussian weight prior of (B3) switched on (--weight-decay = 1/(Nσ²)), from "
+                 "300-100 and 600-200 (seed 0)",
+        "reference": {f"decay{decay}_width{width}": f"decay{decay}_width1"
+                      for decay in ("1e-4", "5e-4") for width in ("1", "2")},
+        "runs": seeded({f"decay{decay}_width{width}": [*LENET300, "--gates", "--weight-decay",
+                                                       decay, "--width-mult", width]
+                        for decay in ("1e-4", "5e-4") for width in ("1", "2")}, seeds=(0,)),
+    },
     "longer": {
         "about": "the default gated run trained for 40 epochs instead of 20 (seed 0)",
         "runs": seeded({"gated_40_epochs": ["--model", "lenet300", "--epochs", "40", "--lr-decay",
