@@ -16,7 +16,15 @@ table::
 
     python benchmarks/bench_gates.py --compare --rounds 9
 
-Both modes end with the host↔device transfers of a gated step after the first, as the strict
+With ``--breakdown`` it splits the full-width gated step of LeNet-300-100 and LeNet-5-Caffe into
+its parts (the gates' forward and backward with the mask sampling, the removal estimator per gate
+layer, the θ step with the averages and the decision rule, and the rest: the layers, the loss and
+the optimiser) by timing each part's calls inside the same steps, next to the un-gated step of the
+same network, in milliseconds per step::
+
+    python benchmarks/bench_gates.py --breakdown --rounds 5
+
+All modes end with the host↔device transfers of a gated step after the first, as the strict
 backend counts them (copies to the device / to the host / scalar pulls, which a GPU waits for;
 ``minibern.backend.counting_transfers``) — a small constant that does not depend on the widths
 or the gates visited. ``--transfers`` prints only those::
@@ -37,7 +45,7 @@ import numpy as np
 
 from estimator_table import ROWS
 from minibern import backend as B
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateConfig, GateTrainer, gate_config_for
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
 from minibern.models import lenet300_100
@@ -60,7 +68,7 @@ def gated_trainer(data, theta_full, gate_config, steps):
             theta = theta_full[start:start + gate.n_units]
             start += gate.n_units
             gate.theta[:] = theta
-            hook.frozen[name][:] = (theta == 0.0) | (theta == 1.0)
+            hook.states[name].frozen[:] = (theta == 0.0) | (theta == 1.0)
             if (theta == 0.0).any():
                 hook._remove(name, theta > 0.0, trainer.optimizer)  # as pruning would have
     return trainer
@@ -103,6 +111,94 @@ def compare_settings(data, rounds: int, steps: int) -> None:
     print(f"| no gates | {statistics.median(plain):.3f} ({min(plain):.3f}–{max(plain):.3f}) | 1 |")
 
 
+class PartTimer:
+    """Accumulates the wall time of chosen methods, by part name, while installed."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._saved = []
+
+    def wrap(self, owner, attribute, part):
+        original = getattr(owner, attribute)
+        seconds = self.seconds
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                name = part(*args) if callable(part) else part
+                seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - start
+        self._saved.append((owner, attribute, original))
+        setattr(owner, attribute, timed)
+
+    def remove(self):
+        for owner, attribute, original in reversed(self._saved):
+            setattr(owner, attribute, original)
+        self._saved = []
+
+
+def breakdown(data, model: str, rounds: int, steps: int) -> None:
+    """ms per step of each part of the full-width gated step of ``model``, and the un-gated step
+    of the same network, medians over ``rounds`` (alternated)."""
+    from minibern.bernoulli.estimators import RemovalEstimator
+    from minibern.bernoulli.gate import BernoulliGate
+    from minibern.models import build_model
+
+    def trainer_for(gates):
+        config = TrainConfig(model=model, epochs=1, train_subset=100 * steps)
+        net = build_model(model, seed=run_rngs(0)[0], gates=gates)
+        trainer = Trainer(net, device_splits(data, net.input_shape, config.train_subset), config,
+                          log=lambda *_: None)
+        if gates:
+            hook = GateTrainer(net, gate_config_for(model), 55_000)
+            trainer.hooks = [hook]
+            hook.before_fit(trainer)
+        return trainer
+
+    parts, plain = {}, []
+    for r in range(rounds):
+        for gates in ((True, False) if r % 2 == 0 else (False, True)):
+            trainer = trainer_for(gates)
+            if not gates:
+                plain.append(seconds_per_100(trainer, steps) * 10)  # ms per step
+                continue
+            timer = PartTimer()
+            timer.wrap(BernoulliGate, "forward", "gates: forward and mask sampling")
+            timer.wrap(BernoulliGate, "backward", "gates: backward")
+            timer.wrap(RemovalEstimator, "estimate", "estimator: total")
+            timer.wrap(RemovalEstimator, "_layer_sums",
+                       lambda self, net, found, *rest: f"estimator: {found.name}")
+            timer.wrap(GateTrainer, "after_backward", "θ step, averages, rule (+ estimator)")
+            timer.wrap(GateTrainer, "after_step", "pruning check")
+            try:
+                total = seconds_per_100(trainer, steps) * 10
+            finally:
+                timer.remove()
+            seconds = dict(timer.seconds)
+            seconds["θ step, averages, rule (+ estimator)"] -= seconds["estimator: total"]
+            seconds["estimator: total"] -= sum(v for k, v in seconds.items()
+                                               if k.startswith("estimator: ") and k != "estimator: total")
+            named = {("θ step, averages, rule" if k.startswith("θ step") else
+                      "estimator: sampling, gathers, sums" if k == "estimator: total" else k):
+                     1000 * v / steps for k, v in seconds.items()}
+            named["layers, loss, optimiser (the rest)"] = total - sum(named.values())
+            named["gated step, total"] = total
+            for key, value in named.items():
+                parts.setdefault(key, []).append(value)
+    base = statistics.median(plain)
+    print(f"\n{model}, full width, every gate movable; ms per step, median of {rounds} rounds of "
+          f"{steps} steps; share of the un-gated step ({base:.2f} ms) in the last column")
+    print("| part | ms per step | / un-gated step |")
+    print("|---|---|---|")
+    order = sorted((k for k in parts if k != "gated step, total"),
+                   key=lambda k: (not k.startswith("layers"), k))
+    for key in [*order, "gated step, total"]:
+        value = statistics.median(parts[key])
+        print(f"| {key} | {value:.2f} | {value / base:.2f} |")
+    print(f"| un-gated step | {base:.2f} | 1 |")
+
+
 def print_transfers(data, gate_config, theta_full=None, steps: int = 4) -> None:
     """The strict backend's transfer counts of the gated steps after the first (full width
     unless ``theta_full`` describes a later state), one line."""
@@ -124,6 +220,8 @@ def main(argv=None) -> int:
     target.add_argument("--run", help="a gated LeNet-300-100 run directory")
     target.add_argument("--compare", action="store_true",
                         help="compare the estimator table's settings at full width")
+    target.add_argument("--breakdown", action="store_true",
+                        help="split the full-width gated step of both LeNets into its parts")
     target.add_argument("--transfers", action="store_true",
                         help="only count the transfers of a gated step (default settings)")
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
@@ -131,8 +229,11 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
-    if args.compare or args.transfers:
+    if args.compare or args.transfers or args.breakdown:
         data = load_mnist(args.data)
+        if args.breakdown:
+            for model in ("lenet300", "lenet5"):
+                breakdown(data, model, args.rounds, args.steps)
         if args.compare:
             compare_settings(data, args.rounds, args.steps)
         print_transfers(data, GateConfig())

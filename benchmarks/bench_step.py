@@ -8,7 +8,7 @@ in each round:
 * **minibern**: ``Trainer.train_epoch`` on a ``train_subset`` of 100·steps MNIST images (a
   fresh network and trainer each round, built outside the timer);
 * **minibern, gates on**: the same with ``build_model(..., gates=True)`` and a
-  :class:`minibern.bernoulli.hook.GateTrainer` with the default ``GateConfig()``, wired as
+  :class:`minibern.bernoulli.hook.GateTrainer` with the model's default ``gate_config_for(model)``, wired as
   ``Trainer.fit`` wires it (``before_fit``, then the trainer's hooks);
 * **PyTorch**: the same network (the same initial weights, copied), ``torch.optim.SGD`` with
   momentum, the same batch size and number of steps;
@@ -61,7 +61,7 @@ import numpy as np
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateTrainer, gate_config_for
 from minibern.models import build_model
 from minibern.training.trainer import TrainConfig, Trainer, device_splits
 
@@ -325,7 +325,7 @@ def minibern_runner(spec: Spec, data: Data, steps: int):
     trainer = Trainer(net, splits, config, log=lambda message: None,
                       progress_stream=io.StringIO())
     if spec.gates:
-        hook = GateTrainer(net, GateConfig(), 55_000)  # κ/N of a full MNIST run: its first steps
+        hook = GateTrainer(net, gate_config_for(spec.model), 55_000)  # κ/N of a full MNIST run
         trainer.hooks = [hook]
         hook.before_fit(trainer)
 
@@ -664,7 +664,7 @@ medians of per-round ratios (each round runs minibern and PyTorch back to back i
 process, alternating which goes first). The GEMM floor is minibern's matrix products alone
 (forward, weight and input gradients — not the first layer's input gradient, which no step
 needs) on the same shapes. "gated / ungated" compares the gated step (Bernoulli gates, default
-`GateConfig()`: removal estimator, θ updates) with the plain one of the same run, at full width
+`gate_config_for(model)`: removal estimator, θ updates) with the plain one of the same run, at full width
 with every gate still movable (the dearest moment: the gated step gets cheaper as gates freeze
 and units leave the arrays). Both use momentum SGD, whose update is cheap; the gated step
 against the step of Adam, the trainer's default, is measured by `benchmarks/bench_gates.py

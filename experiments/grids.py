@@ -10,6 +10,7 @@ LENET300 = ["--model", "lenet300", "--epochs", "20", "--lr-decay", "5"]
 LENET5 = ["--model", "lenet5", "--epochs", "20", "--lr-decay", "5"]
 SEEDS = (0, 1, 2)
 FIVE_SEEDS = (0, 1, 2, 3, 4)
+VISITS16 = ["--first-subset", "16", "--subset", "16"]
 
 
 def seeded(configurations: dict, seeds=SEEDS) -> dict:
@@ -107,10 +108,13 @@ GRIDS = {
             (f"plain_seed{seed}", [*LENET300, "--seed", str(seed)]))},
     },
     "lenet5": {
-        "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units)",
-        "runs": {**seeded({"gated": [*LENET5, "--gates"]}, seeds=FIVE_SEEDS),
-                 **seeded({"gated_fast_decay_certify_both": [*LENET5, "--gates", "--theta-decay",
-                                                             "0.5", "--decide-at-one"]},
+        "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units); `visits16`: the same "
+                 "with 16 filters visited per step in conv1 and conv2 (LeNet-300-100's visits) "
+                 "instead of LeNet-5's 2 and 4",
+        "runs": {**seeded({"gated": [*LENET5, "--gates"],
+                           "gated_visits16": [*LENET5, "--gates", *VISITS16]}, seeds=FIVE_SEEDS),
+                 **seeded({"gated_visits16_fast_decay_certify_both": [
+                     *LENET5, "--gates", *VISITS16, "--theta-decay", "0.5", "--decide-at-one"]},
                           seeds=(0,))},
     },
 }

@@ -34,7 +34,7 @@ Time on a 2-core CPU
 from _common import gated_run, pyplot, rule_share, save, training_tutorial
 
 from minibern import backend as B
-from minibern.bernoulli.hook import GateConfig
+from minibern.bernoulli.hook import gate_config_for
 from minibern.models import lenet5_caffe
 from minibern.plots import load_run, plot_run
 from minibern.training.trainer import Hook, run_rngs
@@ -75,11 +75,13 @@ filters = Conv1Filters(net)
 print(f"step 3: conv1 has {net['gate_conv1'].n_units} filters of "
       f"{'×'.join(map(str, net['conv1'].params['W'].shape[2:]))}")
 
-# %% 4. Train weights and θ together (tutorial 6's steps 3–4, default GateConfig)
+# %% 4. Train weights and θ together (tutorial 6's steps 3–4, LeNet-5's default GateConfig:
+# fewer filters visited per step than LeNet-300-100's pixels, gate_config_for)
 # Removal estimator, θ step on the visit averages, decision rule, filters at 0 removed after
 # 30 visits; θ of every gate recorded five times per epoch. The log line per epoch counts the
 # gates at 0 / at 1 / undecided per layer.
-metrics, trainer = gated_run(net, data, config, GateConfig(), args.out, hooks=[filters])
+metrics, trainer = gated_run(net, data, config, gate_config_for("lenet5"), args.out,
+                             hooks=[filters])
 for gate in metrics["gates"]:
     print(f"step 4: {gate['name']:10s} {gate['at_one']:4d} of {gate['total']:4d} at 1, "
           f"{gate['at_zero']:4d} at 0 ({gate['removed']} removed), {gate['undecided']} undecided")

@@ -143,6 +143,19 @@ class GateConfig:
         return self
 
 
+#: Gates visited per step where a model's costs call for other values than GateConfig's: the
+#: fields of GateConfig to override, by model name (docs/derivations/estimators.md, "Visits per
+#: step by model"). LeNet-5-Caffe's first two gate layers have 20 and 50 filters, and a visit to
+#: one of them re-runs conv2 or fc1 on every example that the flip changes.
+MODEL_VISITS = {"lenet5": {"first_subset": 2, "subset": 4}}
+
+
+def gate_config_for(model: str, **settings) -> GateConfig:
+    """:class:`GateConfig` with ``model``'s visits per step (:data:`MODEL_VISITS`), then
+    ``settings`` (which win)."""
+    return GateConfig(**{**MODEL_VISITS.get(model, {}), **settings})
+
+
 def gate_settings(config: GateConfig) -> dict:
     """The gate settings a resumed run must share with its checkpoint (``Hook.settings``)."""
     return {"gates": asdict(config)}

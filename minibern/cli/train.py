@@ -13,7 +13,8 @@ from pathlib import Path
 
 from minibern import backend as B
 from minibern.bernoulli.estimators import ESTIMATORS
-from minibern.bernoulli.hook import GateConfig, GateTrainer, gate_settings
+from minibern.bernoulli.hook import (MODEL_VISITS, GateConfig, GateTrainer, gate_config_for,
+                                     gate_settings)
 from minibern.bernoulli.pruning import PruningError
 from minibern.models import MODEL_NAMES, build_model
 from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
@@ -65,10 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--theta-init", type=float, default=GateConfig.theta_init, help="θ₀ in [0, 1]")
     gates.add_argument("--no-hyperprior", action="store_true",
                        help="ablation: fixed γ = 0.5 (KL term) instead of the flattening hyper-prior")
-    gates.add_argument("--first-subset", type=int, default=GateConfig.first_subset,
-                       help="gates visited per step in the first gate layer (default: --subset)")
-    gates.add_argument("--subset", type=int, default=GateConfig.subset,
-                       help="gates visited per step in the earlier gate layers (removal estimator)")
+    gates.add_argument("--first-subset", type=int, default=argparse.SUPPRESS,
+                       help="gates visited per step in the first gate layer (default: "
+                            f"{GateConfig.first_subset}; LeNet-5 {MODEL_VISITS['lenet5']['first_subset']})")
+    gates.add_argument("--subset", type=int, default=argparse.SUPPRESS,
+                       help="gates visited per step in the other gate layers but the last "
+                            f"(removal estimator; default {GateConfig.subset}; LeNet-5 "
+                            f"{MODEL_VISITS['lenet5']['subset']})")
     gates.add_argument("--snap-tol", type=float, default=GateConfig.snap_tol,
                        help="keep/zero snap rules: θ within this of 1 (0) for a patience snaps to 1 (0)")
     gates.add_argument("--keep-patience", type=int, default=GateConfig.keep_patience,
@@ -117,18 +121,20 @@ def _fail(log_file, error, status: int = 1) -> int:
 
 
 def gate_config_from_args(args) -> GateConfig:
-    return GateConfig(estimator=args.estimator, kappa=args.kappa,
-                      kappa_per_param=args.kappa_per_param,
-                      kappa_expected_params=args.kappa_expected_params, theta_lr=args.theta_lr,
-                      theta_decay=args.theta_decay, theta_warmup=args.theta_warmup,
-                      theta_init=args.theta_init,
-                      hyperprior=not args.no_hyperprior, subset=args.subset, first_subset=args.first_subset,
-                      snap_tol=args.snap_tol, keep_patience=args.keep_patience,
-                      keep_after=args.keep_after, zero_patience=args.zero_patience,
-                      prune=not args.no_prune, prune_patience=args.prune_patience,
-                      snapshot_every=args.snapshot_every, average_visits=args.average_visits,
-                      decide_alpha=args.decide_alpha, decide_min_visits=args.decide_min_visits,
-                      decide_at_one=args.decide_at_one, audit=not args.no_audit)
+    """The run's GateConfig: the model's visits per step unless given, then every flag."""
+    visits = {name: getattr(args, name) for name in ("subset", "first_subset")
+              if hasattr(args, name)}
+    return gate_config_for(
+        args.model, **visits, estimator=args.estimator, kappa=args.kappa,
+        kappa_per_param=args.kappa_per_param, kappa_expected_params=args.kappa_expected_params,
+        theta_lr=args.theta_lr, theta_decay=args.theta_decay, theta_warmup=args.theta_warmup,
+        theta_init=args.theta_init, hyperprior=not args.no_hyperprior, snap_tol=args.snap_tol,
+        keep_patience=args.keep_patience, keep_after=args.keep_after,
+        zero_patience=args.zero_patience, prune=not args.no_prune,
+        prune_patience=args.prune_patience, snapshot_every=args.snapshot_every,
+        average_visits=args.average_visits, decide_alpha=args.decide_alpha,
+        decide_min_visits=args.decide_min_visits, decide_at_one=args.decide_at_one,
+        audit=not args.no_audit)
 
 
 def main(argv=None) -> int:
