@@ -188,7 +188,7 @@ def breakdown(data, model: str, rounds: int, steps: int) -> None:
                 parts.setdefault(key, []).append(value)
     base = statistics.median(plain)
     print(f"\n{model}, full width, every gate movable; ms per step, median of {rounds} rounds of "
-          f"{steps} steps; share of the un-gated step ({base:.2f} ms) in the last column")
+          f"{steps} steps; share of the un-gated step ({base:.2f} ms) in the last column\n")
     print("| part | ms per step | / un-gated step |")
     print("|---|---|---|")
     order = sorted((k for k in parts if k != "gated step, total"),

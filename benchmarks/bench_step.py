@@ -640,6 +640,8 @@ def main(argv=None) -> int:
             print(f"\n## {count} thread{'s' if count > 1 else ''} (NumPy's BLAS and PyTorch)\n")
             print(table(rows, markdown=True))
         print(MARKDOWN_TAIL)
+        if not args.no_gates:
+            print_breakdown(nets, data, args)
     else:
         print("\n".join(lines))
         print(f"process peak resident set: {peak_rss:.0f} MiB")
@@ -647,6 +649,19 @@ def main(argv=None) -> int:
             print(f"\n{count} thread(s):")
             print(table(rows, markdown=False))
     return 0
+
+
+def print_breakdown(nets, data, args) -> None:
+    """The page's last section: the parts of the full-width gated step, one BLAS thread
+    (``benchmarks/bench_gates.py --breakdown``)."""
+    from bench_gates import breakdown
+    set_blas_threads(1)
+    print("## Where the gated step's time goes (1 thread)\n")
+    print("Each part's calls timed inside the same gated steps (Adam, the trainer's default, on "
+          "both sides here), the un-gated step of the same network alternated with it; "
+          "`python benchmarks/bench_gates.py --breakdown` prints the same tables.")
+    for model in nets:
+        breakdown(data.mnist_like, model, args.rounds, args.steps)
 
 
 MARKDOWN_HEAD = """# Benchmarks: seconds per 100 training steps
