@@ -69,11 +69,14 @@ GRIDS = {
                      "--width-mult", width] for width in ("1", "2", "4")}, seeds=seeds).items()},
     },
     "warmup": {
-        "about": "the θ step ramped up over the first epoch (B21′), from 300-100 and 600-200 "
-                 "(seed 0)",
-        "reference": "warmup1_width1",
-        "runs": seeded({f"warmup1_width{width}": [*LENET300, "--gates", "--theta-warmup", "1",
-                                                  "--width-mult", width]
+        "about": "the θ step ramped up over the first epoch (B21′), from 300-100 and 600-200, "
+                 "with θ₀ = 1 and with θ₀ = ½ (dropout from the start) (seed 0)",
+        "reference": {f"{name}_width{width}": f"{name}_width1"
+                      for name in ("warmup1", "warmup1_theta0.5") for width in ("1", "2")},
+        "runs": seeded({f"{name}_width{width}": [*LENET300, "--gates", "--theta-warmup", "1",
+                                                 *extra, "--width-mult", width]
+                        for name, extra in (("warmup1", []),
+                                            ("warmup1_theta0.5", ["--theta-init", "0.5"]))
                         for width in ("1", "2")}, seeds=(0,)),
     },
     "weight_prior": {
