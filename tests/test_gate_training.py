@@ -108,3 +108,18 @@ def test_gated_lenet5_learns_theta_with_the_removal_estimator(mnist):
     # move; gate_fc1, the last gate layer, is visited in full every step, so all of its θ do
     assert 1 <= moved["gate_conv2"] <= 4 * 2 < hook.gates[1][2].n_units, moved
     assert moved["gate_fc1"] == hook.gates[2][2].n_units == 100, moved
+
+
+@pytest.mark.parametrize("flags,expected", [
+    (["--model", "lenet300"], (16, 16)),
+    (["--model", "lenet5"], (2, 4)),
+    (["--model", "lenet5", "--first-subset", "5"], (5, 4)),
+    (["--model", "lenet5", "--subset", "16", "--first-subset", "16"], (16, 16)),
+])
+def test_the_cli_visits_the_models_default_gates_per_step_unless_told(flags, expected):
+    """LeNet-5 visits fewer filters per step than LeNet-300-100 visits pixels (estimators.md,
+    "Visits per step by model"); a flag given on the command line wins."""
+    from minibern.cli.train import build_parser, gate_config_from_args
+    args = build_parser().parse_args([*flags, "--gates", "--out", "unused"])
+    config = gate_config_from_args(args)
+    assert (config.first_subset, config.subset) == expected
