@@ -338,3 +338,19 @@ def test_every_command_ends_an_unexpected_error_in_a_message(monkeypatch, capsys
         monkeypatch.setattr(demo, "main", fail)
         assert entry.main(["demo"]) == status
         assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_a_setting_the_checkpoint_predates_matches_only_while_it_is_off():
+    """A checkpoint written before a gate setting existed resumes while the setting is off now
+    (False / 0), and is refused, naming it, when it is on."""
+    from minibern.bernoulli.hook import GateConfig, gate_settings
+    from minibern.training.trainer import resume_problems
+    config = TrainConfig(model="lenet300", epochs=2)
+    saved = gate_settings(GateConfig())["gates"]
+    del saved["theta_warmup"], saved["kappa_expected_params"]
+    meta = {"config": {}, "epoch": 1, "hook_settings": [{"gates": saved}]}
+    assert resume_problems(meta, config, [gate_settings(GateConfig())]) == []
+    problems = resume_problems(meta, config, [gate_settings(GateConfig(theta_warmup=1.0))])
+    assert problems == ["gates theta_warmup: None in the checkpoint, 1.0 now"]
+    assert resume_problems(meta, config, [gate_settings(GateConfig(kappa=2.0))]) == [
+        "gates kappa: 5.5 in the checkpoint, 2.0 now"]

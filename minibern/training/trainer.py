@@ -171,7 +171,9 @@ def resume_problems(meta: dict, config: TrainConfig, hook_settings: list) -> lis
 
     Every TrainConfig field must be the checkpoint's but those in :data:`RESUME_MAY_CHANGE`;
     ``epochs`` may not fall below the epochs already trained; the hooks' settings (the Bernoulli
-    gates and every gate setting) must match exactly. Returns one line per difference, empty
+    gates and every gate setting) must match exactly, except that a setting the checkpoint
+    predates (added to the code later) counts as off: it matches while it is off now (False,
+    0 or None), which is how every new setting is introduced. Returns one line per difference, empty
     when the run may resume.
     """
     saved = meta.get("config", {})
@@ -194,7 +196,8 @@ def resume_problems(meta: dict, config: TrainConfig, hook_settings: list) -> lis
         else:
             problems += [f"{section} {key}: {before[section].get(key)!r} in the checkpoint, "
                          f"{value!r} now" for key, value in now[section].items()
-                         if before[section].get(key) != value]
+                         if before[section].get(key) != value
+                         and not (key not in before[section] and not value)]
     return problems
 
 
