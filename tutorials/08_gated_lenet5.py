@@ -10,7 +10,8 @@ What you learn
 Read alongside
     docs/derivations/bernoulli_objective.md — (B1) the gated model for filters (one gate for all
     positions), (B14)–(B15) the price κ per unit, (B16)–(B17) why θ ends at 0 or 1;
-    docs/derivations/estimators.md — (E5a)–(E5b) the removal estimator batched over filters;
+    docs/derivations/estimators.md — (E5a)–(E5b) the removal estimator batched over filters,
+    and "Visits per step by model" (why 2 conv1 and 4 conv2 filters per step);
     docs/derivations/pruning.md — (P1)–(P6), removing a filter and, across Flatten, its H·W
     block of fc1's inputs; docs/derivations/layers.md for Conv2D and MaxPool2D. Tutorial 6 is
     the same lesson on LeNet-300-100, step by step. The 20-epoch numbers over seeds:
@@ -23,8 +24,8 @@ Figures (in --out, all but conv1_filters.png redrawn by `python -m minibern plot
     (their weights when they were removed, or at the end), each with its final θ;
     theta_decided.png; val_error.png; loss.png; epoch_seconds.png.
 Time on a 2-core CPU
-    the 20 full-width epochs take long — tens of minutes (convolutions are the costly part, and
-    get cheaper as filters are removed); --quick (2 epochs on 3,000 images, half the widths:
+    the 20 full-width epochs take about a quarter of an hour (convolutions are the costly
+    part, and get cheaper as filters are removed); --quick (2 epochs on 3,000 images, half the widths:
     10-25-250): under a minute.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
