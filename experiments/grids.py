@@ -111,11 +111,13 @@ GRIDS = {
             (f"plain_seed{seed}", [*LENET300, "--seed", str(seed)]))},
     },
     "lenet5": {
-        "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units); `visits16`: the same "
+        "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units) and the un-gated "
+                 "baseline; `visits16`: the gated run "
                  "with 16 filters visited per step in conv1 and conv2 (LeNet-300-100's visits) "
                  "instead of LeNet-5's 2 and 4",
         "runs": {**seeded({"gated": [*LENET5, "--gates"],
-                           "gated_visits16": [*LENET5, "--gates", *VISITS16]}, seeds=FIVE_SEEDS),
+                           "gated_visits16": [*LENET5, "--gates", *VISITS16],
+                           "plain": LENET5}, seeds=FIVE_SEEDS),
                  **seeded({"gated_visits16_fast_decay_certify_both": [
                      *LENET5, "--gates", *VISITS16, "--theta-decay", "0.5", "--decide-at-one"]},
                           seeds=(0,))},
