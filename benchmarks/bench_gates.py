@@ -24,6 +24,11 @@ same network, in milliseconds per step::
 
     python benchmarks/bench_gates.py --breakdown --rounds 5
 
+``--first-epoch`` times a whole first epoch (55,000 images) of both LeNets, gated against
+un-gated, alternated::
+
+    python benchmarks/bench_gates.py --first-epoch --rounds 3
+
 All modes end with the host↔device transfers of a gated step after the first, as the strict
 backend counts them (copies to the device / to the host / scalar pulls, which a GPU waits for;
 ``minibern.backend.counting_transfers``) — a small constant that does not depend on the widths
@@ -199,6 +204,42 @@ def breakdown(data, model: str, rounds: int, steps: int) -> None:
     print(f"| un-gated step | {base:.2f} | 1 |")
 
 
+def first_epoch(data, model: str, rounds: int) -> None:
+    """A whole first epoch (55,000 images, evaluation excluded) gated against un-gated, the
+    two alternated in each round: seconds and the paired ratio, medians and min–max."""
+    from minibern.models import build_model
+
+    def seconds(gates):
+        config = TrainConfig(model=model, epochs=1)
+        net = build_model(model, seed=run_rngs(0)[0], gates=gates)
+        trainer = Trainer(net, device_splits(data, net.input_shape), config, log=lambda *_: None)
+        if gates:
+            hook = GateTrainer(net, gate_config_for(model), trainer.splits["train"].size)
+            trainer.hooks = [hook]
+            hook.before_fit(trainer)
+        start = time.perf_counter()
+        trainer.train_epoch()
+        return time.perf_counter() - start
+
+    gated, plain = [], []
+    for r in range(rounds):
+        for gates in ((True, False) if r % 2 == 0 else (False, True)):
+            (gated if gates else plain).append(seconds(gates))
+    ratios = [g / p for g, p in zip(gated, plain)]
+    print(f"| {model} | {statistics.median(gated):.1f} ({min(gated):.1f}–{max(gated):.1f}) | "
+          f"{statistics.median(plain):.1f} ({min(plain):.1f}–{max(plain):.1f}) | "
+          f"{statistics.median(ratios):.2f}× ({min(ratios):.2f}–{max(ratios):.2f}) |")
+
+
+def print_first_epochs(data, models, rounds: int) -> None:
+    print("\nA whole first epoch, gated (units leave the arrays as it goes) against un-gated, "
+          f"Adam, seconds, medians of {rounds} alternated rounds with min–max\n")
+    print("| network | gated epoch 1 s | un-gated epoch 1 s | gated / un-gated |")
+    print("|---|---|---|---|")
+    for model in models:
+        first_epoch(data, model, rounds)
+
+
 def print_transfers(data, gate_config, theta_full=None, steps: int = 4) -> None:
     """The strict backend's transfer counts of the gated steps after the first (full width
     unless ``theta_full`` describes a later state), one line."""
@@ -222,6 +263,8 @@ def main(argv=None) -> int:
                         help="compare the estimator table's settings at full width")
     target.add_argument("--breakdown", action="store_true",
                         help="split the full-width gated step of both LeNets into its parts")
+    target.add_argument("--first-epoch", action="store_true",
+                        help="a whole first epoch of both LeNets, gated against un-gated")
     target.add_argument("--transfers", action="store_true",
                         help="only count the transfers of a gated step (default settings)")
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
@@ -229,8 +272,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
     parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
-    if args.compare or args.transfers or args.breakdown:
+    if args.compare or args.transfers or args.breakdown or args.first_epoch:
         data = load_mnist(args.data)
+        if args.first_epoch:
+            print_first_epochs(data, ("lenet300", "lenet5"), args.rounds)
         if args.breakdown:
             for model in ("lenet300", "lenet5"):
                 breakdown(data, model, args.rounds, args.steps)

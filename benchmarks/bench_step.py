@@ -278,6 +278,7 @@ class Data:
     def __init__(self, steps: int, data_dir):
         self.n = steps * BATCH
         self.source = None
+        self.full = None  # the whole MNIST, when found (for --first-epochs)
         images = labels = None
         for candidate in [data_dir, os.environ.get("MINIBERN_DATA"), REPO / "data" / "mnist",
                           REPO.parent / "shared" / "data" / "mnist"]:
@@ -288,6 +289,7 @@ class Data:
                 mnist = load_mnist(candidate, download=False)
             except Exception:  # noqa: BLE001 - try the next folder
                 continue
+            self.full = mnist
             images, labels = mnist.train_images[:self.n], mnist.train_labels[:self.n]
             self.source = "MNIST (the first training images)"
             break
@@ -579,6 +581,9 @@ def main(argv=None) -> int:
     parser.add_argument("--nets", default="lenet300,lenet5",
                         help="comma-separated subset of lenet300,lenet5 (default both)")
     parser.add_argument("--no-gates", action="store_true", help="skip the gates-on rows")
+    parser.add_argument("--first-epochs", type=int, default=0, metavar="ROUNDS",
+                        help="with --markdown: also time whole first epochs, gated against "
+                             "un-gated, in ROUNDS alternated rounds (minutes per round)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     parser.add_argument("--no-memory", action="store_true", help="skip the tracemalloc step")
     parser.add_argument("--pruned-lenet300", action="append", default=[], metavar="D-H1-H2",
@@ -654,7 +659,7 @@ def main(argv=None) -> int:
 def print_breakdown(nets, data, args) -> None:
     """The page's last section: the parts of the full-width gated step, one BLAS thread
     (``benchmarks/bench_gates.py --breakdown``)."""
-    from bench_gates import breakdown
+    from bench_gates import breakdown, print_first_epochs
     set_blas_threads(1)
     print("## Where the gated step's time goes (1 thread)\n")
     print("Each part's calls timed inside the same gated steps (Adam, the trainer's default, on "
@@ -662,6 +667,8 @@ def print_breakdown(nets, data, args) -> None:
           "`python benchmarks/bench_gates.py --breakdown` prints the same tables.")
     for model in nets:
         breakdown(data.mnist_like, model, args.rounds, args.steps)
+    if args.first_epochs and data.full is not None:
+        print_first_epochs(data.full, nets, args.first_epochs)
 
 
 MARKDOWN_HEAD = """# Benchmarks: seconds per 100 training steps
