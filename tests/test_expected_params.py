@@ -75,3 +75,22 @@ def test_two_gates_on_one_side_of_a_layer_are_refused():
 def test_both_unit_prices_at_once_are_refused():
     with pytest.raises(ValueError, match="choose one"):
         GateConfig(kappa_per_param=True, kappa_expected_params=True).validate()
+
+
+def test_unit_prices_follow_removed_units_at_once():
+    """After units leave the arrays, every κ_i of (B14′) is for the new widths before the next
+    step: the end-of-run audit may come first."""
+    from minibern import backend as B
+    from minibern.bernoulli.audit import full_data_gradients
+    from minibern.bernoulli.hook import GateTrainer
+    net = build_model("lenet300", 0.05, gates=True)  # 784-15-5-10
+    hook = GateTrainer(net, GateConfig(kappa=KAPPA, kappa_expected_params=True), n_data=1000)
+    hook.load_structure({"unit_index/gate1": np.arange(3, 15)})  # 3 h1 units removed
+    for _, name, gate in hook.gates:
+        assert hook.kappa[name].shape == (gate.n_units,)
+    assert hook.kappa["gate_in"][0] == pytest.approx(KAPPA * 12)  # weights to the 12 h1 left
+    rng = np.random.default_rng(0)
+    images = B.asarray(rng.random((20, 784)).astype(np.float32))
+    labels = B.asarray(rng.integers(0, 10, 20))
+    gradients = full_data_gradients(net, images, labels, hook.kappa, 1000)
+    assert gradients["gate1"].shape == (12,)

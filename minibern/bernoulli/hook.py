@@ -67,7 +67,8 @@ class GateConfig:
     """The θ-learning settings (the CLI's ``--kappa``, ``--theta-lr``, ...).
 
     Visits per step (``subset``, ``first_subset``) are the cheapest setting of the estimator
-    table (docs/derivations/estimators.md, "Measured: the estimator table"). ``average_visits``
+    table (docs/derivations/estimators.md, "Measured: the estimator table"); a model may visit
+    fewer (:data:`MODEL_VISITS`, :func:`gate_config_for`, which the CLI uses). ``average_visits``
     is W of (C3); ``decide_alpha`` the level α of the decision rule (C9), 0 to turn it off;
     ``audit`` the end-of-run check (C11)–(C12). What these defaults give on MNIST, with and
     without the rule: docs/RESULTS.md.
@@ -146,7 +147,8 @@ class GateConfig:
 #: Gates visited per step where a model's costs call for other values than GateConfig's: the
 #: fields of GateConfig to override, by model name (docs/derivations/estimators.md, "Visits per
 #: step by model"). LeNet-5-Caffe's first two gate layers have 20 and 50 filters, and a visit to
-#: one of them re-runs conv2 or fc1 on every example that the flip changes.
+#: one of them re-runs the network from its consumer on (conv2 or fc1, then the rest) for every
+#: example that the flip changes.
 MODEL_VISITS = {"lenet5": {"first_subset": 2, "subset": 4}}
 
 
@@ -242,6 +244,13 @@ class GateTrainer(Hook):
             self.blocks, {name: gate.theta for _, name, gate in self.gates}, self.config.kappa)[1]
         self._penalty_grads = {}
 
+    def _reprice_after_removal(self) -> None:
+        """With (B14′), the weight blocks and every κ_i for the network's new widths (the audit
+        may run before the next step reprices)."""
+        if self.blocks is not None:
+            self.blocks = weight_blocks(self.net)
+            self._price_units()
+
     def _penalty_grad(self, name, theta):
         """(B15)'s gradient κ_i/N, which does not depend on θ_i: computed once per layer width
         (per step with (B14′), whose κ_i follow the other layers' expected widths)."""
@@ -281,7 +290,7 @@ class GateTrainer(Hook):
         self.removed_certified[name] += int((self.states[name].certified & ~keep).sum())
         self.states[name].keep(keep)
         self.gates = gate_layers(self.net)
-        self.blocks = weight_blocks(self.net) if self.blocks is not None else None
+        self._reprice_after_removal()
 
     def load_structure(self, state: dict) -> None:
         """Before a checkpoint's arrays are loaded: remove the units the saved run had removed."""
@@ -289,7 +298,7 @@ class GateTrainer(Hook):
                 if f"unit_index/{name}" in state}
         restore_structure(self.net, kept)
         self.gates = gate_layers(self.net)
-        self.blocks = weight_blocks(self.net) if self.blocks is not None else None
+        self._reprice_after_removal()
         self.states = {name: GateState(gate.n_units) for _, name, gate in self.gates}
 
     def pruning_report(self) -> dict:
