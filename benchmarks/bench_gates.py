@@ -18,9 +18,10 @@ table::
 
 With ``--breakdown`` it splits the full-width gated step of LeNet-300-100 and LeNet-5-Caffe into
 its parts (the gates' forward and backward with the mask sampling, the removal estimator per gate
-layer, the θ step with the averages and the decision rule, and the rest: the layers, the loss and
-the optimiser) by timing each part's calls inside the same steps, next to the un-gated step of the
-same network, in milliseconds per step::
+layer, the θ step with the averages and the decision rule, and what is not timed apart: the
+layers, the loss, the optimiser and the hooks' plumbing) by timing each part's calls inside the
+same steps, next to the un-gated step of the same network, in milliseconds per step
+(``--first-subset``/``--subset`` change the visits per step)::
 
     python benchmarks/bench_gates.py --breakdown --rounds 5
 
@@ -143,9 +144,10 @@ class PartTimer:
         self._saved = []
 
 
-def breakdown(data, model: str, rounds: int, steps: int) -> None:
+def breakdown(data, model: str, rounds: int, steps: int, **visits) -> None:
     """ms per step of each part of the full-width gated step of ``model``, and the un-gated step
-    of the same network, medians over ``rounds`` (alternated)."""
+    of the same network, medians over ``rounds`` (alternated). ``visits``: ``first_subset`` /
+    ``subset`` instead of the model's (:func:`gate_config_for`)."""
     from minibern.bernoulli.estimators import RemovalEstimator
     from minibern.bernoulli.gate import BernoulliGate
     from minibern.models import build_model
@@ -156,7 +158,7 @@ def breakdown(data, model: str, rounds: int, steps: int) -> None:
         trainer = Trainer(net, device_splits(data, net.input_shape, config.train_subset), config,
                           log=lambda *_: None)
         if gates:
-            hook = GateTrainer(net, gate_config_for(model), 55_000)
+            hook = GateTrainer(net, gate_config_for(model, **visits), 55_000)
             trainer.hooks = [hook]
             hook.before_fit(trainer)
         return trainer
@@ -187,7 +189,7 @@ def breakdown(data, model: str, rounds: int, steps: int) -> None:
             named = {("θ step, averages, rule" if k.startswith("θ step") else
                       "estimator: sampling, gathers, sums" if k == "estimator: total" else k):
                      1000 * v / steps for k, v in seconds.items()}
-            named["layers, loss, optimiser (the rest)"] = total - sum(named.values())
+            named["not timed above: layers, loss, optimiser, hooks"] = total - sum(named.values())
             named["gated step, total"] = total
             for key, value in named.items():
                 parts.setdefault(key, []).append(value)
@@ -197,7 +199,7 @@ def breakdown(data, model: str, rounds: int, steps: int) -> None:
     print("| part | ms per step | / un-gated step |")
     print("|---|---|---|")
     order = sorted((k for k in parts if k != "gated step, total"),
-                   key=lambda k: (not k.startswith("layers"), k))
+                   key=lambda k: (not k.startswith("not timed"), k))
     for key in [*order, "gated step, total"]:
         value = statistics.median(parts[key])
         print(f"| {key} | {value:.2f} | {value / base:.2f} |")
@@ -271,6 +273,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
     parser.add_argument("--data", default=None)
+    parser.add_argument("--first-subset", type=int, default=None,
+                        help="with --breakdown: gates visited per step in the first gate layer")
+    parser.add_argument("--subset", type=int, default=None,
+                        help="with --breakdown: gates visited per step in the other layers")
     args = parser.parse_args(argv)
     if args.compare or args.transfers or args.breakdown or args.first_epoch:
         data = load_mnist(args.data)
@@ -278,7 +284,9 @@ def main(argv=None) -> int:
             print_first_epochs(data, ("lenet300", "lenet5"), args.rounds)
         if args.breakdown:
             for model in ("lenet300", "lenet5"):
-                breakdown(data, model, args.rounds, args.steps)
+                visits = {name: getattr(args, name) for name in ("first_subset", "subset")
+                          if getattr(args, name) is not None}
+                breakdown(data, model, args.rounds, args.steps, **visits)
         if args.compare:
             compare_settings(data, args.rounds, args.steps)
         print_transfers(data, GateConfig())

@@ -14,10 +14,14 @@ from __future__ import annotations
 
 RIGL = ("quoted in Evci et al., *Rigging the Lottery*, ICML 2020 (arXiv 1911.11134), "
         "appendix table of structured-pruning baselines")
-L0 = "Louizos, Welling, Kingma, *Learning Sparse Neural Networks through L0 Regularization*, ICLR 2018 (arXiv 1712.01312)"
-BC = "Louizos, Ullrich, Welling, *Bayesian Compression for Deep Learning*, NeurIPS 2017 (arXiv 1705.08665)"
-SBP = "Neklyudov, Molchanov, Ashukha, Vetrov, *Structured Bayesian Pruning via Log-Normal Multiplicative Noise*, NeurIPS 2017 (arXiv 1705.07283)"
-VIB = "Dai, Zhu, Guo, Wipf, *Compressing Neural Networks using the Variational Information Bottleneck*, ICML 2018 (arXiv 1802.10399)"
+L0 = ("Louizos, Welling, Kingma, *Learning Sparse Neural Networks through L0 Regularization*, "
+      "ICLR 2018 (arXiv 1712.01312)")
+BC = ("Louizos, Ullrich, Welling, *Bayesian Compression for Deep Learning*, NeurIPS 2017 "
+      "(arXiv 1705.08665)")
+SBP = ("Neklyudov, Molchanov, Ashukha, Vetrov, *Structured Bayesian Pruning via Log-Normal "
+       "Multiplicative Noise*, NeurIPS 2017 (arXiv 1705.07283)")
+VIB = ("Dai, Zhu, Guo, Wipf, *Compressing Neural Networks using the Variational Information "
+       "Bottleneck*, ICML 2018 (arXiv 1802.10399)")
 
 #: (network, method, architecture, test error %, source)
 PUBLISHED = [

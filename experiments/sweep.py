@@ -279,8 +279,9 @@ def write_results(root: Path, path: Path) -> str:
         if reference:
             spread_header, spread_rows = spread(root, grid, reference)
             if spread_rows:
-                named = reference if isinstance(reference, str) else "the reference of each row"
-                parts.append(f"\nKept units per layer against `{named}` (means):\n\n"
+                named = (f"`{reference}`" if isinstance(reference, str)
+                         else "the reference in each row")
+                parts.append(f"\nKept units per layer against {named} (means):\n\n"
                              + markdown(spread_header, spread_rows))
     parts.append(published_markdown())
     text = "\n".join(parts)

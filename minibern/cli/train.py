@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--estimator", choices=ESTIMATORS, default=GateConfig.estimator,
                        help="estimator of Δ_i (docs/derivations/estimators.md)")
     gates.add_argument("--kappa", type=float, default=GateConfig.kappa,
-                       help="flattening strength κ: cost of keeping one unit (or one parameter)")
+                       help="flattening strength κ: cost of keeping one unit (or one parameter "
+                            "with --kappa-per-param / --kappa-expected-params: then pass a "
+                            "per-parameter price such as 0.03; the default 5.5 is per unit)")
     gates.add_argument("--kappa-per-param", action="store_true",
                        help="κ per parameter of a unit instead of per unit")
     gates.add_argument("--kappa-expected-params", action="store_true",
@@ -66,13 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--theta-init", type=float, default=GateConfig.theta_init, help="θ₀ in [0, 1]")
     gates.add_argument("--no-hyperprior", action="store_true",
                        help="ablation: fixed γ = 0.5 (KL term) instead of the flattening hyper-prior")
+    lenet5_visits = MODEL_VISITS["lenet5"]
     gates.add_argument("--first-subset", type=int, default=argparse.SUPPRESS,
                        help="gates visited per step in the first gate layer (default: "
-                            f"{GateConfig.first_subset}; LeNet-5 {MODEL_VISITS['lenet5']['first_subset']})")
+                            f"{GateConfig.first_subset}; LeNet-5 {lenet5_visits['first_subset']})")
     gates.add_argument("--subset", type=int, default=argparse.SUPPRESS,
                        help="gates visited per step in the other gate layers but the last "
                             f"(removal estimator; default {GateConfig.subset}; LeNet-5 "
-                            f"{MODEL_VISITS['lenet5']['subset']})")
+                            f"{lenet5_visits['subset']})")
     gates.add_argument("--snap-tol", type=float, default=GateConfig.snap_tol,
                        help="keep/zero snap rules: θ within this of 1 (0) for a patience snaps to 1 (0)")
     gates.add_argument("--keep-patience", type=int, default=GateConfig.keep_patience,
