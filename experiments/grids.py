@@ -106,9 +106,11 @@ GRIDS = {
     "timing": {
         "about": "whole-run wall time, gated against un-gated, alternated one run at a time on an "
                  "otherwise idle machine (`--jobs 1`)",
-        "runs": {name: args for seed in (0, 1) for name, args in (
+        "runs": {**{name: args for seed in (0, 1) for name, args in (
             (f"gated_seed{seed}", [*LENET300, "--gates", "--no-audit", "--seed", str(seed)]),
             (f"plain_seed{seed}", [*LENET300, "--seed", str(seed)]))},
+            "lenet5_gated_seed0": [*LENET5, "--gates", "--no-audit", "--seed", "0"],
+            "lenet5_plain_seed0": [*LENET5, "--seed", "0"]},
     },
     "lenet5": {
         "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units) and the un-gated "
