@@ -54,7 +54,7 @@ from minibern import backend as B
 from minibern.bernoulli.hook import GateConfig, GateTrainer, gate_config_for
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
-from minibern.models import lenet300_100
+from minibern.models import build_model, lenet300_100
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
 from minibern.training.transfers import StepTransfers
 
@@ -117,6 +117,21 @@ def compare_settings(data, rounds: int, steps: int) -> None:
     print(f"| no gates | {statistics.median(plain):.3f} ({min(plain):.3f}–{max(plain):.3f}) | 1 |")
 
 
+def model_trainer(data, model: str, gates: bool, train_subset=None, **visits):
+    """A fresh one-epoch Trainer of ``model`` over the first ``train_subset`` training images
+    (all if None): un-gated, or gated with the model's GateConfig (:func:`gate_config_for`,
+    ``visits`` overriding its visits per step) at the κ/N of a full MNIST run."""
+    config = TrainConfig(model=model, epochs=1, train_subset=train_subset)
+    net = build_model(model, seed=run_rngs(0)[0], gates=gates)
+    trainer = Trainer(net, device_splits(data, net.input_shape, train_subset), config,
+                      log=lambda *_: None)
+    if gates:
+        hook = GateTrainer(net, gate_config_for(model, **visits), 55_000)
+        trainer.hooks = [hook]
+        hook.before_fit(trainer)
+    return trainer
+
+
 class PartTimer:
     """Accumulates the wall time of chosen methods, by part name, while installed."""
 
@@ -150,23 +165,11 @@ def breakdown(data, model: str, rounds: int, steps: int, **visits) -> None:
     ``subset`` instead of the model's (:func:`gate_config_for`)."""
     from minibern.bernoulli.estimators import RemovalEstimator
     from minibern.bernoulli.gate import BernoulliGate
-    from minibern.models import build_model
-
-    def trainer_for(gates):
-        config = TrainConfig(model=model, epochs=1, train_subset=100 * steps)
-        net = build_model(model, seed=run_rngs(0)[0], gates=gates)
-        trainer = Trainer(net, device_splits(data, net.input_shape, config.train_subset), config,
-                          log=lambda *_: None)
-        if gates:
-            hook = GateTrainer(net, gate_config_for(model, **visits), 55_000)
-            trainer.hooks = [hook]
-            hook.before_fit(trainer)
-        return trainer
 
     parts, plain = {}, []
     for r in range(rounds):
         for gates in ((True, False) if r % 2 == 0 else (False, True)):
-            trainer = trainer_for(gates)
+            trainer = model_trainer(data, model, gates, 100 * steps, **visits)
             if not gates:
                 plain.append(seconds_per_100(trainer, steps) * 10)  # ms per step
                 continue
@@ -209,16 +212,8 @@ def breakdown(data, model: str, rounds: int, steps: int, **visits) -> None:
 def first_epoch(data, model: str, rounds: int) -> None:
     """A whole first epoch (55,000 images, evaluation excluded) gated against un-gated, the
     two alternated in each round: seconds and the paired ratio, medians and min–max."""
-    from minibern.models import build_model
-
     def seconds(gates):
-        config = TrainConfig(model=model, epochs=1)
-        net = build_model(model, seed=run_rngs(0)[0], gates=gates)
-        trainer = Trainer(net, device_splits(data, net.input_shape), config, log=lambda *_: None)
-        if gates:
-            hook = GateTrainer(net, gate_config_for(model), trainer.splits["train"].size)
-            trainer.hooks = [hook]
-            hook.before_fit(trainer)
+        trainer = model_trainer(data, model, gates)
         start = time.perf_counter()
         trainer.train_epoch()
         return time.perf_counter() - start
