@@ -61,6 +61,7 @@ import numpy as np
 
 from minibern import backend as B
 from minibern import layers as L
+from minibern import threads as T
 from minibern.bernoulli.hook import GateTrainer, gate_config_for
 from minibern.models import build_model
 from minibern.training.trainer import TrainConfig, Trainer, device_splits
@@ -121,6 +122,7 @@ def set_blas_threads(count: int) -> None:
                          "set OPENBLAS_NUM_THREADS in the environment instead")
     setter.argtypes = [ctypes.c_int]
     setter(count)
+    T.set_threads(count)  # minibern's element-wise kernels get the same count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,9 +699,11 @@ D kept input pixels, a `SelectFeatures` in front; LeNet-5 `C1-C2-IN-H`).
 
 Read the 1-thread table first (it also has the gated and pruned rows). With 2 threads the
 rounds vary far more, even on a quiet host:
-NumPy's element-wise kernels (im2col, col2im, pooling, ReLU) run on one core whatever the BLAS
-thread count, PyTorch spreads everything over both, and the two libraries' worker threads, which
-spin between calls, share the same two cores in one process.
+minibern splits im2col, col2im and max pooling over blocks of examples on its own kernel
+threads (`minibern/threads.py`, as many as the table's BLAS threads), but the rest of its
+element-wise work (ReLU, bias adds, layout copies) runs on one core; PyTorch spreads everything
+over both; and the worker threads of OpenBLAS, which spin for a while after each product, compete
+with minibern's kernel threads and PyTorch's for the same two cores.
 
 **GPU (CuPy): unmeasured.** No GPU has been available on this project's machines so far, so
 every table here is CPU only: there is no CuPy column, no comparison with PyTorch on CUDA and no

@@ -38,7 +38,8 @@ from grids import GRIDS  # noqa: E402
 from published import published_markdown  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / "runs"
-ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                      "MINIBERN_THREADS")}
 
 
 class SweepError(RuntimeError):

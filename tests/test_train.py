@@ -185,6 +185,7 @@ def test_killed_run_resumes_to_identical_weights(mnist_dir, tmp_path):
     (["--model", "lenet300", "--momentum", "nan"], "momentum must be a finite number, got nan"),
     (["--model", "lenet300", "--gates", "--keep-after", "nan"], "keep_after must be a finite"),
     (["--model", "lenet300", "--gates", "--theta-lr", "inf"], "theta_lr must be a finite number"),
+    (["--model", "lenet300", "--threads", "0"], "threads must be a positive whole number"),
 ])
 def test_bad_cli_arguments_exit_2_with_a_message(args, message, tmp_path):
     done = _cli(*args, "--out", str(tmp_path / "run"))

@@ -12,6 +12,7 @@ import traceback
 from pathlib import Path
 
 from minibern import backend as B
+from minibern import threads as T
 from minibern.bernoulli.estimators import ESTIMATORS
 from minibern.bernoulli.hook import (MODEL_VISITS, GateConfig, GateTrainer, gate_config_for,
                                      gate_settings)
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=B.BACKEND_NAMES, default=None,
                         help="array backend (default: $MINIBERN_BACKEND, else numpy)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="threads for the element-wise kernels (im2col, col2im, pooling); "
+                        "default: $MINIBERN_THREADS, else $OMP_NUM_THREADS or "
+                        "$OPENBLAS_NUM_THREADS, else the cores (at most 4). The numbers of a "
+                        "run do not depend on it")
     parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA, "
                         "else data/mnist in the checkout or the user cache; fetched if missing)")
     parser.add_argument("--out", required=True, help="run directory to write")
@@ -156,6 +162,7 @@ def main(argv=None) -> int:
         if args.backend:
             B.set_backend(args.backend)
         B.get_backend()  # $MINIBERN_BACKEND too: an unusable backend is a usage error
+        T.set_threads(args.threads) if args.threads is not None else T.get_threads()
         check_run_dir(out, args.resume, config, [gate_settings(gate_config)] if gate_config else [])
         out.mkdir(parents=True, exist_ok=True)
         log_file = open(out / "train.log", "a", encoding="utf-8")

@@ -43,6 +43,7 @@ adding (N, OH, KW·C) blocks whose rows are contiguous on both sides).
 from __future__ import annotations
 
 from minibern import backend as B
+from minibern import threads as T
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int, what: str = "conv") -> int:
@@ -94,21 +95,28 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0, out=None):
     Returns
     -------
     col : array (C*KH*KW, N*OH*OW), a new C-contiguous array of x's dtype; or ``out``.
+
+    Blocks of examples are unfolded on the kernel threads (:mod:`minibern.threads`).
     """
     kh, kw = kernel
     n, c, h, w = x.shape
     oh = conv_output_size(h, kh, stride, pad)
     ow = conv_output_size(w, kw, stride, pad)
     xp = B.get_array_module(x)
-    x_pad = pad_input(x, pad)
     shape = (c, kh, kw, n, oh, ow)
     col = xp.empty(shape, dtype=x.dtype) if out is None else \
         _destination(out, shape, x.dtype, "im2col")
-    for ky in range(kh):
-        y_end = ky + stride * (oh - 1) + 1
-        for kx in range(kw):
-            x_end = kx + stride * (ow - 1) + 1
-            col[:, ky, kx] = x_pad[:, :, ky:y_end:stride, kx:x_end:stride].transpose(1, 0, 2, 3)  # (L7)
+
+    def unfold(b0: int, b1: int) -> None:
+        x_pad = pad_input(x[b0:b1], pad)
+        for ky in range(kh):
+            y_end = ky + stride * (oh - 1) + 1
+            for kx in range(kw):
+                x_end = kx + stride * (ow - 1) + 1
+                col[:, ky, kx, b0:b1] = \
+                    x_pad[:, :, ky:y_end:stride, kx:x_end:stride].transpose(1, 0, 2, 3)  # (L7)
+
+    T.over_examples(unfold, n, col_bytes(n, c, kh, kw, oh, ow, x.dtype.itemsize), xp)
     return col.reshape(c * kh * kw, n * oh * ow) if out is None else out
 
 
@@ -118,7 +126,8 @@ def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
     ``col`` may also be given as its 6-D view (C, KH, KW, N, OH, OW), with any strides (e.g.
     an (N, C·KH·KW, OH·OW) array reshaped and transposed, as :class:`~minibern.layers.Conv2D`
     keeps its columns). Overlapping patches add up. Returns a new array, or writes into ``out``
-    (an (N, C, H, W) array or view) and returns it; ``col`` is not modified.
+    (an (N, C, H, W) array or view) and returns it; ``col`` is not modified. Blocks of examples
+    are folded on the kernel threads (:mod:`minibern.threads`).
     """
     kh, kw = kernel
     n, c, h, w = x_shape
@@ -129,21 +138,27 @@ def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
                          f"{(c * kh * kw, n * oh * ow)} for x_shape {tuple(x_shape)}")
     xp = B.get_array_module(col)
     col6 = col.reshape(c, kh, kw, n, oh, ow) if col.ndim == 2 else col
-    if pad == 0 and out is not None:  # accumulate straight into the destination
-        dx_pad = _destination(out, x_shape, col.dtype, "col2im")
-        dx_pad[...] = 0
-    else:
-        dx_pad = xp.zeros((n, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
-    for ky in range(kh):
-        y_end = ky + stride * (oh - 1) + 1
-        for kx in range(kw):
-            x_end = kx + stride * (ow - 1) + 1
-            dx_pad[:, :, ky:y_end:stride, kx:x_end:stride] += col6[:, ky, kx].transpose(1, 0, 2, 3)  # (L12)
-    dx = dx_pad if pad == 0 else dx_pad[:, :, pad:pad + h, pad:pad + w]
-    if out is None or dx is out:
-        return dx
-    _destination(out, x_shape, col.dtype, "col2im")[...] = dx
-    return out
+    dx = xp.empty(tuple(x_shape), dtype=col.dtype) if out is None else \
+        _destination(out, x_shape, col.dtype, "col2im")
+
+    def fold(b0: int, b1: int) -> None:
+        m = b1 - b0
+        if pad == 0:  # accumulate straight into the destination
+            dx_pad = dx[b0:b1]
+            dx_pad[...] = 0
+        else:
+            dx_pad = xp.zeros((m, c, h + 2 * pad, w + 2 * pad), dtype=col.dtype)
+        for ky in range(kh):
+            y_end = ky + stride * (oh - 1) + 1
+            for kx in range(kw):
+                x_end = kx + stride * (ow - 1) + 1
+                dx_pad[:, :, ky:y_end:stride, kx:x_end:stride] += \
+                    col6[:, ky, kx, b0:b1].transpose(1, 0, 2, 3)  # (L12)
+        if pad:
+            dx[b0:b1] = dx_pad[:, :, pad:pad + h, pad:pad + w]
+
+    T.over_examples(fold, n, col_bytes(n, c, kh, kw, oh, ow, col.dtype.itemsize), xp)
+    return dx
 
 
 def _nhwc_padded(x, pad: int):
@@ -182,6 +197,8 @@ def im2col_rows(x, kernel, stride: int = 1, pad: int = 0, out=None):
     -------
     col : array (N*OH*OW, KH*KW*C), a new C-contiguous array of x's dtype, rows (n, oy, ox),
         columns (ky, kx, c); or ``out``.
+
+    Blocks of examples are unfolded on the kernel threads (:mod:`minibern.threads`).
     """
     kh, kw = kernel
     n, c, h, w = x.shape
@@ -191,16 +208,20 @@ def im2col_rows(x, kernel, stride: int = 1, pad: int = 0, out=None):
     shape = (n, oh, ow, kh, kw, c)
     col = xp.empty(shape, dtype=x.dtype) if out is None else \
         _destination(out, shape, x.dtype, "im2col_rows")
-    x_h = _nhwc_padded(x, pad)
-    windows = _sliding_windows(x_h, kh, kw)
-    if windows is not None:  # one strided copy of the whole matrix (L7b)
-        view = windows[:, :stride * (oh - 1) + 1:stride, :stride * (ow - 1) + 1:stride]
-        col[...] = view.transpose(0, 1, 2, 4, 5, 3)
-    else:
-        for ky in range(kh):
-            rows = slice(ky, ky + stride * (oh - 1) + 1, stride)
-            for ox in range(ow):
-                col[:, :, ox, ky] = x_h[:, rows, ox * stride:ox * stride + kw]  # (L7b)
+
+    def unfold(b0: int, b1: int) -> None:
+        x_h = _nhwc_padded(x[b0:b1], pad)
+        windows = _sliding_windows(x_h, kh, kw)
+        if windows is not None:  # one strided copy of the block's matrix (L7b)
+            view = windows[:, :stride * (oh - 1) + 1:stride, :stride * (ow - 1) + 1:stride]
+            col[b0:b1] = view.transpose(0, 1, 2, 4, 5, 3)
+        else:
+            for ky in range(kh):
+                rows = slice(ky, ky + stride * (oh - 1) + 1, stride)
+                for ox in range(ow):
+                    col[b0:b1, :, ox, ky] = x_h[:, rows, ox * stride:ox * stride + kw]  # (L7b)
+
+    T.over_examples(unfold, n, col_bytes(n, c, kh, kw, oh, ow, x.dtype.itemsize), xp)
     return col.reshape(n * oh * ow, kh * kw * c) if out is None else out
 
 
@@ -209,7 +230,8 @@ def col2im_rows(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
     (N, C, H, W), (L12) in the channels-last layout.
 
     Overlapping patches add up. Returns a new C-contiguous array, or writes into ``out`` (an
-    (N, C, H, W) array or view) and returns it; ``col`` is not modified.
+    (N, C, H, W) array or view) and returns it; ``col`` is not modified. Blocks of examples
+    are folded on the kernel threads (:mod:`minibern.threads`).
     """
     kh, kw = kernel
     n, c, h, w = x_shape
@@ -220,14 +242,17 @@ def col2im_rows(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
                          f"{(n * oh * ow, kh * kw * c)} for x_shape {tuple(x_shape)}")
     xp = B.get_array_module(col)
     col6 = col.reshape(n, oh, ow, kh, kw, c)
-    dx_h = xp.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=col.dtype)
-    for ky in range(kh):
-        rows = slice(ky, ky + stride * (oh - 1) + 1, stride)
-        for ox in range(ow):
-            # the KW·C numbers of window row ky at output column ox, for every (n, oy)  (L12)
-            dx_h[:, rows, ox * stride:ox * stride + kw] += col6[:, :, ox, ky]
-    dx = dx_h[:, pad:pad + h, pad:pad + w].transpose(0, 3, 1, 2)
-    if out is None:
-        return xp.ascontiguousarray(dx)
-    _destination(out, x_shape, col.dtype, "col2im_rows")[...] = dx
-    return out
+    dx = xp.empty(tuple(x_shape), dtype=col.dtype) if out is None else \
+        _destination(out, x_shape, col.dtype, "col2im_rows")
+
+    def fold(b0: int, b1: int) -> None:
+        dx_h = xp.zeros((b1 - b0, h + 2 * pad, w + 2 * pad, c), dtype=col.dtype)
+        for ky in range(kh):
+            rows = slice(ky, ky + stride * (oh - 1) + 1, stride)
+            for ox in range(ow):
+                # the KW·C numbers of window row ky at output column ox, for every (n, oy) (L12)
+                dx_h[:, rows, ox * stride:ox * stride + kw] += col6[b0:b1, :, ox, ky]
+        dx[b0:b1] = dx_h[:, pad:pad + h, pad:pad + w].transpose(0, 3, 1, 2)
+
+    T.over_examples(fold, n, col_bytes(n, c, kh, kw, oh, ow, col.dtype.itemsize), xp)
+    return dx

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from minibern import backend as B
+from minibern import threads as T
 from minibern.layers.base import Layer, check_dout, check_input, positive_int
 from minibern.layers.im2col import conv_output_size
 
@@ -86,12 +87,16 @@ class MaxPool2D(Layer):
             step = max(1, PLANES_BYTES // (k2 * c * oh * ow * x.dtype.itemsize))
         else:
             step = n
-        for b0 in range(0, n, step):
-            b1 = min(b0 + step, n)
-            views = [x[b0:b1][index] for _, index in self._views(oh, ow)]
-            if self.stride >= self.size:
-                views = xp.stack(views)
-            self._running_max(xp, views, out[b0:b1], argmax[b0:b1])
+
+        def pool(start: int, stop: int) -> None:
+            for b0 in range(start, stop, step):
+                b1 = min(b0 + step, stop)
+                views = [x[b0:b1][index] for _, index in self._views(oh, ow)]
+                if self.stride >= self.size:
+                    views = xp.stack(views)
+                self._running_max(xp, views, out[b0:b1], argmax[b0:b1])
+
+        T.over_examples(pool, n, 2 * n * c * h * w * x.dtype.itemsize, xp)
         self._x_shape, self._argmax = x.shape, argmax
         return out
 
@@ -120,9 +125,14 @@ class MaxPool2D(Layer):
         tiled = s == k and h == k * oh and w == k * ow
         dx = xp.empty(self._x_shape, dtype=dout.dtype) if tiled else \
             xp.zeros(self._x_shape, dtype=dout.dtype)
-        for j, index in self._views(oh, ow):
-            if tiled:  # every input sits in exactly one window: write, do not add
-                xp.multiply(dout, self._argmax == j, out=dx[index])  # (L16)
-            else:
-                dx[index] += dout * (self._argmax == j)  # (L16), overlapping or ragged windows
+
+        def unpool(b0: int, b1: int) -> None:
+            grad, argmax, dx_block = dout[b0:b1], self._argmax[b0:b1], dx[b0:b1]
+            for j, index in self._views(oh, ow):
+                if tiled:  # every input sits in exactly one window: write, do not add
+                    xp.multiply(grad, argmax == j, out=dx_block[index])  # (L16)
+                else:
+                    dx_block[index] += grad * (argmax == j)  # (L16), overlapping or ragged
+
+        T.over_examples(unpool, n, 2 * n * c * h * w * dout.dtype.itemsize, xp)
         return dx

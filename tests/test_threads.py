@@ -1,0 +1,181 @@
+"""Kernel threads (minibern.threads): blocks of examples on a pool, the same bits as one thread.
+
+Every kernel that splits its examples over threads must give exactly the numbers of the
+unsplit kernel (each output element is computed by the same operations in the same order);
+the split must cover every example once; an error in a block must surface; bad thread counts
+are refused with the fix.
+"""
+import threading
+
+import numpy as np
+import pytest
+
+from minibern import backend as B
+from minibern import layers as L
+from minibern import threads as T
+from minibern.layers.im2col import col2im, col2im_rows, im2col, im2col_rows
+
+
+@pytest.fixture
+def always_split(monkeypatch):
+    """Split every kernel, however small, over three threads."""
+    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+    with T.using_threads(3):
+        yield
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("n", range(1, 9))
+@pytest.mark.parametrize("parts", range(1, 5))
+def test_split_covers_every_example_once(n, parts):
+    blocks = T.split(n, parts)
+    covered = [i for start, stop in blocks for i in range(start, stop)]
+    assert covered == list(range(n))
+    assert len(blocks) == min(n, parts)
+    sizes = [stop - start for start, stop in blocks]
+    assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.host_only
+def test_blocks_run_on_pool_threads_and_cover_the_examples(always_split):
+    seen = []
+    lock = threading.Lock()
+
+    def kernel(start, stop):
+        with lock:
+            seen.append((start, stop, threading.current_thread() is threading.main_thread()))
+
+    T.over_examples(kernel, 7, 1, B.host)
+    assert sorted((a, b) for a, b, _ in seen) == [(0, 2), (2, 4), (4, 7)]
+    assert sum(on_main for _, _, on_main in seen) == 1  # the caller takes one block
+
+
+@pytest.mark.host_only
+def test_device_arrays_small_kernels_and_nested_calls_stay_unsplit(monkeypatch):
+    calls = []
+    with T.using_threads(3):
+        T.over_examples(lambda a, b: calls.append((a, b)), 6, T.MIN_PARALLEL_BYTES - 1, B.host)
+        T.over_examples(lambda a, b: calls.append((a, b)), 6, 1 << 30, B.strict_xp)
+        monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+        inner = []
+
+        def outer(start, stop):
+            T.over_examples(lambda a, b: inner.append((start, a, b)), 5, 1, B.host)
+
+        T.over_examples(outer, 6, 1, B.host)
+    assert calls == [(0, 6), (0, 6)]
+    assert sorted(inner) == [(0, 0, 5), (2, 0, 5), (4, 0, 5)]  # each block ran whole inside
+
+
+@pytest.mark.host_only
+def test_an_error_in_one_block_is_raised_after_every_block_finished(always_split):
+    finished = []
+
+    def kernel(start, stop):
+        if start == 2:
+            raise ValueError("block 2..4 failed")
+        finished.append(start)
+
+    with pytest.raises(ValueError, match="block 2..4 failed"):
+        T.over_examples(kernel, 6, 1, B.host)
+    assert sorted(finished) == [0, 4]
+
+
+def _split_and_whole(compute):
+    """``compute()`` with one thread and split over three threads: both results, as host arrays."""
+    with T.using_threads(1):
+        whole = [B.to_numpy(a) for a in compute()]
+    with T.using_threads(3):
+        split = [B.to_numpy(a) for a in compute()]
+    return whole, split
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("stride,pad", [(1, 0), (2, 1), (1, 2)])
+def test_im2col_kernels_split_over_threads_give_the_same_bits(stride, pad, monkeypatch):
+    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+    rng = np.random.default_rng(stride + 3 * pad)
+    x = rng.standard_normal((7, 3, 9, 8)).astype(np.float32)
+    kernel = (3, 2)
+
+    def compute():
+        col = im2col(x, kernel, stride, pad)
+        rows = im2col_rows(x, kernel, stride, pad)
+        into = np.full(x.shape, np.nan, np.float32)  # every element must be written
+        return (col, rows, col2im(col * 1.5, x.shape, kernel, stride, pad),
+                col2im_rows(rows - 0.25, x.shape, kernel, stride, pad),
+                col2im(col, x.shape, kernel, stride, pad, out=into))
+
+    whole, split = _split_and_whole(compute)
+    for a, b in zip(whole, split):
+        np.testing.assert_array_equal(a, b)
+    assert not np.isnan(split[-1]).any()
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("size,stride", [(2, 2), (3, 2), (2, 3)])
+def test_maxpool_split_over_threads_gives_the_same_bits(size, stride, monkeypatch):
+    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+    rng = np.random.default_rng(size * stride)
+    x = rng.integers(0, 3, size=(5, 2, 9, 8)).astype(np.float32)  # many ties
+
+    def compute():
+        pool = L.MaxPool2D(size, stride)
+        y = pool.forward(x)
+        return y, pool._argmax, pool.backward(np.arange(y.size, dtype=np.float32).reshape(y.shape))
+
+    whole, split = _split_and_whole(compute)
+    for a, b in zip(whole, split):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_conv_step_split_over_threads_gives_the_same_bits(layout, monkeypatch):
+    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 3, 10, 10)).astype(np.float32)
+    dout = rng.standard_normal((6, 4, 5, 5)).astype(np.float32)
+
+    def compute():
+        conv = L.Conv2D(3, 4, 3, stride=2, pad=1, rng=0)
+        conv.layout = layout
+        conv.block_bytes = 1  # many cache blocks, each split again over the threads
+        y = conv.forward(x)
+        dx = conv.backward(dout)
+        return y, dx, conv.grads["W"], conv.grads["b"]
+
+    whole, split = _split_and_whole(compute)
+    for a, b in zip(whole, split):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
+def test_bad_thread_counts_are_refused_with_the_fix(value, monkeypatch):
+    monkeypatch.setattr(T, "_threads", None)
+    monkeypatch.setenv(T.ENV_VAR, value)
+    with pytest.raises(ValueError, match=f"MINIBERN_THREADS must be a positive whole number.*"
+                                         f"{T.ENV_VAR}=1"):
+        T.get_threads()
+    with pytest.raises(ValueError, match="threads must be a positive whole number"):
+        T.set_threads(0)
+    with pytest.raises(ValueError, match="threads must be a positive whole number"):
+        T.set_threads(True)
+
+
+@pytest.mark.host_only
+def test_thread_count_comes_from_the_environment_in_order(monkeypatch):
+    for name in T.THREAD_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
+    assert T.default_threads() == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert T.default_threads() == 2
+    monkeypatch.setenv(T.ENV_VAR, "5")
+    assert T.default_threads() == 5
+    monkeypatch.setattr(T, "_threads", None)
+    assert T.get_threads() == 5
+    with T.using_threads(1):
+        assert T.get_threads() == 1
+    assert T.get_threads() == 5
