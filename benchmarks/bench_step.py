@@ -193,6 +193,7 @@ class Spec:
     gates: bool = False
     pruned: tuple | None = None  # widths for the pruned architectures
     select: object = None        # host index array of kept input pixels (pruned LeNet-300-100)
+    kernel_threads: int | None = None  # minibern's element-wise kernels (None: the table's count)
 
     def build(self):
         if self.pruned is None:
@@ -334,7 +335,8 @@ def minibern_runner(spec: Spec, data: Data, steps: int):
         hook.before_fit(trainer)
 
     def run():
-        trainer.train_epoch()
+        with T.using_threads(spec.kernel_threads or T.get_threads()):
+            trainer.train_epoch()
         B.synchronize()
     return run
 
@@ -555,14 +557,18 @@ def machine_lines(args, blas, data, meter, use_torch) -> list[str]:
     return lines
 
 
-def build_rows(args, nets, full: bool) -> tuple[list, dict]:
-    """The table's rows: the plain networks, and with ``full`` the gated and pruned ones."""
+def build_rows(args, nets, full: bool, threads: int = 1) -> tuple[list, dict]:
+    """The table's rows: the plain networks, and with ``full`` the gated and pruned ones; with
+    several ``threads``, LeNet-5 once more with its element-wise kernels on one thread."""
     names = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
     rows, gated_base = [], {}
     for net in nets:
         row = Row(Spec(names[net], net))
         rows.append(row)
         gated_base[net] = row
+    if threads > 1 and "lenet5" in nets:
+        rows.append(Row(Spec(f"{names['lenet5']}, kernels on 1 thread", "lenet5",
+                             kernel_threads=1)))
     if not full:
         return rows, gated_base
     if not args.no_gates:
@@ -631,7 +637,7 @@ def main(argv=None) -> int:
             torch.set_num_threads(count)
         log(f"{count} thread(s): NumPy's BLAS {blas_info()['threads']}"
             + (f", torch {torch.get_num_threads()}" if use_torch else ""))
-        rows, gated_base = build_rows(args, nets, full=position == 0)
+        rows, gated_base = build_rows(args, nets, full=position == 0, threads=count)
         measure(rows, gated_base, data, args, use_torch, memory=position == 0)
         tables.append((count, rows))
     lines = machine_lines(args, blas, data, args.meter, use_torch)
@@ -700,7 +706,8 @@ D kept input pixels, a `SelectFeatures` in front; LeNet-5 `C1-C2-IN-H`).
 Read the 1-thread table first (it also has the gated and pruned rows). With 2 threads the
 rounds vary far more, even on a quiet host:
 minibern splits im2col, col2im and max pooling over blocks of examples on its own kernel
-threads (`minibern/threads.py`, as many as the table's BLAS threads), but the rest of its
+threads (`minibern/threads.py`, as many as the table's BLAS threads; the row "kernels on 1
+thread" is the same step with those kernels on the calling thread only), but the rest of its
 element-wise work (ReLU, bias adds, layout copies) runs on one core; PyTorch spreads everything
 over both; and the worker threads of OpenBLAS, which spin for a while after each product, compete
 with minibern's kernel threads and PyTorch's for the same two cores.
