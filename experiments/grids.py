@@ -70,13 +70,19 @@ GRIDS = {
     },
     "warmup": {
         "about": "the θ step ramped up over the first epoch (B21′), from 300-100 and 600-200, "
-                 "with θ₀ = 1 and with θ₀ = ½ (dropout from the start) (seed 0)",
+                 "with θ₀ = 1 and with θ₀ = ½ (dropout from the start); and over the first five "
+                 "or ten epochs from θ₀ = ½, a longer adaptive-dropout phase (seed 0)",
         "reference": {f"{name}_width{width}": f"{name}_width1"
-                      for name in ("warmup1", "warmup1_theta0.5") for width in ("1", "2")},
-        "runs": seeded({f"{name}_width{width}": [*LENET300, "--gates", "--theta-warmup", "1",
+                      for name in ("warmup1", "warmup1_theta0.5", "warmup5_theta0.5",
+                                   "warmup10_theta0.5")
+                      for width in ("1", "2")},
+        "runs": seeded({f"{name}_width{width}": [*LENET300, "--gates", "--theta-warmup", epochs,
                                                  *extra, "--width-mult", width]
-                        for name, extra in (("warmup1", []),
-                                            ("warmup1_theta0.5", ["--theta-init", "0.5"]))
+                        for name, epochs, extra in (
+                            ("warmup1", "1", []),
+                            ("warmup1_theta0.5", "1", ["--theta-init", "0.5"]),
+                            ("warmup5_theta0.5", "5", ["--theta-init", "0.5"]),
+                            ("warmup10_theta0.5", "10", ["--theta-init", "0.5"]))
                         for width in ("1", "2")}, seeds=(0,)),
     },
     "weight_prior": {
@@ -89,9 +95,14 @@ GRIDS = {
                         for decay in ("1e-4", "5e-4") for width in ("1", "2")}, seeds=(0,)),
     },
     "longer": {
-        "about": "the default gated run trained for 40 epochs instead of 20 (seed 0)",
-        "runs": seeded({"gated_40_epochs": ["--model", "lenet300", "--epochs", "40", "--lr-decay",
-                                            "5", "--gates"]}, seeds=(0,)),
+        "about": "the default gated run trained for 40 epochs instead of 20, from 300-100, "
+                 "600-200 and 1200-400 (seed 0)",
+        "reference": {"gated_40_epochs_width2": "gated_40_epochs",
+                      "gated_40_epochs_width4": "gated_40_epochs"},
+        "runs": seeded({f"gated_40_epochs{suffix}": [
+            "--model", "lenet300", "--epochs", "40", "--lr-decay", "5", "--gates", *extra]
+            for suffix, extra in (("", []), ("_width2", ["--width-mult", "2"]),
+                                  ("_width4", ["--width-mult", "4"]))}, seeds=(0,)),
     },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",
