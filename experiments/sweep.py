@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grids import GRIDS  # noqa: E402
 from published import published_markdown  # noqa: E402
+from vertex_cost import markdown as vertex_cost_markdown  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / "runs"
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
@@ -284,6 +285,9 @@ def write_results(root: Path, path: Path) -> str:
                          else "the reference in each row")
                 parts.append(f"\nKept units per layer against {named} (means):\n\n"
                              + markdown(spread_header, spread_rows))
+    vertex_costs = vertex_cost_markdown(root)
+    if vertex_costs:
+        parts.append(vertex_costs)
     parts.append(published_markdown())
     text = "\n".join(parts)
     path.write_text(text, encoding="utf-8")

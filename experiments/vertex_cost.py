@@ -1,0 +1,275 @@
+"""What a run's final vertex costs, and what its neighbours cost: (C13) measured.
+
+docs/derivations/convergence.md §6 explains the width's dependence on the start by the many
+vertices that satisfy (C13). This script measures, at the end of a LeNet-300-100 run, the
+objective (B16) at the vertex it reached and at nearby smaller vertices, with the weights as
+trained (no retraining), on the whole training split (N = 55,000):
+
+- the summed training loss L of the exported network (``model.npz``: every gate at
+  1[θ ≥ ½], the removed units gone) and the price κ·(kept units), whose sum is N times the
+  objective at the vertex;
+- per gate layer, each kept unit's *alone cost*: the rise of L when that unit alone is
+  removed (its outgoing weights zeroed) — (C13) keeps it iff the alone cost exceeds κ;
+- for one layer, the *group cost*: the rise of L when its k cheapest units (by alone cost) are
+  removed together, against the price κ·k they would save.
+
+Usage::
+
+    python experiments/vertex_cost.py experiments/runs/robustness/width2_scale1_seed0 [...]
+
+writes ``vertex_cost.json`` into each run directory; ``python experiments/sweep.py results``
+tabulates every such file in docs/RESULTS.md. Only runs priced per unit (the default κ) of
+LeNet-300-100 (three dense layers, gates on inputs, h1 and h2) are supported.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from minibern.bernoulli.export import load_network
+from minibern.data import load_mnist
+from minibern.layers import Dense, ReLU, SelectFeatures
+
+GROUP_COUNTS = (5, 10, 20, 40, 80)
+PERCENTILES = (10, 50, 90)
+CHUNK = 11_000
+
+
+class VertexCostError(ValueError):
+    """The run directory cannot be analysed; the message says why and what to do."""
+
+
+def dense_chain(net):
+    """``(select index or None, [(W, b), ...])`` of a select → dense → relu → … → dense net."""
+    index, dense = None, []
+    for name, layer in net:
+        if isinstance(layer, SelectFeatures):
+            if dense:
+                raise VertexCostError(f"{name}: a feature selection after the first dense layer")
+            index = np.asarray(layer.index)
+        elif isinstance(layer, Dense):
+            dense.append((np.asarray(layer.params["W"]), np.asarray(layer.params["b"])))
+        elif not isinstance(layer, ReLU):
+            raise VertexCostError(f"{name}: a {type(layer).__name__} layer; only dense networks "
+                                  "(LeNet-300-100) are supported")
+    return index, dense
+
+
+def summed_cross_entropy(logits, labels) -> float:
+    """Σ_n −log softmax(logits_n)[label_n], in float64."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return float((log_norm - z[np.arange(len(labels)), labels]).sum())
+
+
+def _from_layer(pre, dense, layer: int):
+    """Logits from the pre-activation of dense layer ``layer`` onwards (ReLU between layers)."""
+    h = pre
+    for weight, bias in dense[layer + 1:]:
+        h = np.maximum(h, 0) @ weight + bias
+    return h
+
+
+class Vertex:
+    """The exported network on the training images, with its dense layers' inputs cached.
+
+    ``units(k)`` are the inputs of dense layer k: layer 0's are the kept pixels, layer k's the
+    units of hidden layer k. Removing unit j of layer k zeroes row j of its W.
+    """
+
+    def __init__(self, net, images, labels):
+        self.index, self.dense = dense_chain(net)
+        x = images.reshape(len(images), -1).astype(self.dense[0][0].dtype)
+        self.inputs = [x if self.index is None else x[:, self.index]]
+        for weight, bias in self.dense[:-1]:
+            self.inputs.append(np.maximum(self.inputs[-1] @ weight + bias, 0))
+        self.labels = labels
+
+    def units(self, layer: int) -> int:
+        return self.dense[layer][0].shape[0]
+
+    def loss(self, layer: int | None = None, removed=()) -> float:
+        """Summed cross-entropy with the units ``removed`` of dense layer ``layer`` gone."""
+        removed = np.asarray(removed, dtype=np.int64)
+        total = 0.0
+        for start in range(0, len(self.labels), CHUNK):
+            stop = min(start + CHUNK, len(self.labels))
+            k = 0 if layer is None else layer
+            weight, bias = self.dense[k]
+            if removed.size:
+                weight = weight.copy()
+                weight[removed] = 0
+            pre = self.inputs[k][start:stop] @ weight + bias
+            total += summed_cross_entropy(_from_layer(pre, self.dense, k), self.labels[start:stop])
+        return total
+
+    def alone_costs(self, layer: int, base: float) -> np.ndarray:
+        """Rise of the summed loss when each unit of ``layer`` alone is removed, (units,)."""
+        weight, bias = self.dense[layer]
+        costs = np.zeros(self.units(layer))
+        for start in range(0, len(self.labels), CHUNK):
+            stop = min(start + CHUNK, len(self.labels))
+            a = self.inputs[layer][start:stop]
+            pre = a @ weight + bias
+            for j in range(self.units(layer)):
+                without = pre - np.outer(a[:, j], weight[j])
+                costs[j] += summed_cross_entropy(_from_layer(without, self.dense, layer),
+                                                 self.labels[start:stop])
+        return costs - base
+
+
+def analyse(net, images, labels, kappa: float, layer_names: list[str], group_layer: str,
+            counts=GROUP_COUNTS) -> dict:
+    """The numbers of ``vertex_cost.json`` for an exported dense ``net`` (see module doc)."""
+    vertex = Vertex(net, images, labels)
+    if len(layer_names) != len(vertex.dense):
+        raise VertexCostError(f"{len(layer_names)} gate layers for {len(vertex.dense)} dense "
+                              "layers; expected one gate in front of each dense layer")
+    base = vertex.loss()
+    kept = [vertex.units(k) for k in range(len(layer_names))]
+    report = {"n": int(len(labels)), "kappa": kappa, "loss": base, "kept": kept,
+              "price": kappa * sum(kept), "objective": base + kappa * sum(kept), "layers": {}}
+    costs = {}
+    for k, name in enumerate(layer_names):
+        costs[name] = vertex.alone_costs(k, base)
+        report["layers"][name] = {
+            "kept": kept[k],
+            "alone_cost_percentiles": {str(q): float(np.percentile(costs[name], q))
+                                       for q in PERCENTILES},
+            "below_kappa": int((costs[name] < kappa).sum()),
+        }
+    k = layer_names.index(group_layer)
+    order = np.argsort(costs[group_layer], kind="stable")
+    group = {"layer": group_layer, "k": [], "loss_rise": [], "alone_sum": [], "price_saved": []}
+    for count in counts:
+        if count >= kept[k]:
+            break
+        group["k"].append(count)
+        group["loss_rise"].append(vertex.loss(k, order[:count]) - base)
+        group["alone_sum"].append(float(costs[group_layer][order[:count]].sum()))
+        group["price_saved"].append(kappa * count)
+    report["group"] = group
+    return report
+
+
+def run_report(directory: Path, data_dir=None) -> dict:
+    """:func:`analyse` for a finished run directory of ``python -m minibern train --gates``."""
+    try:
+        metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise VertexCostError(f"{directory}: no readable metrics.json ({error}); is it a finished "
+                              "run directory?") from error
+    gate_config = metrics.get("gate_config") or {}
+    if metrics.get("config", {}).get("model") != "lenet300" or not gate_config:
+        raise VertexCostError(f"{directory}: not a gated LeNet-300-100 run")
+    if gate_config.get("kappa_per_param") or gate_config.get("kappa_expected_params"):
+        raise VertexCostError(f"{directory}: its units are not priced per unit; only runs with "
+                              "the default κ per unit are supported")
+    if (directory / "model.npz").exists():
+        net = load_network(directory / "model.npz")
+    elif (directory / "checkpoint.npz").exists():  # a run from before the export existed
+        net = _exported_from_checkpoint(directory, metrics)
+    else:
+        raise VertexCostError(f"{directory}: neither model.npz nor checkpoint.npz")
+    mnist = load_mnist(data_dir)
+    layer_names = [gate["name"] for gate in metrics["gates"]]
+    report = analyse(net, mnist.train_images, mnist.train_labels, float(gate_config["kappa"]),
+                     layer_names, layer_names[-1])
+    report["run"] = f"{directory.parent.name}/{directory.name}"
+    report["test_error_%"] = 100 * metrics["test_error"]
+    return report
+
+
+def _exported_from_checkpoint(directory: Path, metrics: dict):
+    """The run's final network rebuilt from its checkpoint and exported (no model.npz)."""
+    import io
+    import tempfile
+
+    from minibern.bernoulli.export import export_npz
+    from minibern.bernoulli.hook import GateConfig, GateTrainer
+    from minibern.models import build_model
+    from minibern.training.trainer import TrainConfig, Trainer, run_rngs
+
+    config = TrainConfig(**{key: value for key, value in metrics["config"].items()
+                            if key in TrainConfig.__dataclass_fields__})
+    gates = GateConfig(**{key: value for key, value in metrics["gate_config"].items()
+                          if key in GateConfig.__dataclass_fields__})
+    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
+                      init=config.init, init_scale=config.init_scale, gates=True,
+                      theta_init=gates.theta_init)
+    trainer = Trainer(net, {}, config, hooks=[GateTrainer(net, gates, 55_000)],
+                      log=lambda message: None, progress_stream=io.StringIO())
+    trainer.load_checkpoint(directory / "checkpoint.npz")
+    with tempfile.TemporaryDirectory() as folder:
+        export_npz(net, Path(folder) / "model.npz")
+        return load_network(Path(folder) / "model.npz")
+
+
+def _median(layer: dict) -> float:
+    return layer["alone_cost_percentiles"]["50"]
+
+
+def markdown(root: Path) -> str:
+    """The results page's section: one row per ``vertex_cost.json`` under ``root``."""
+    reports = [json.loads(path.read_text(encoding="utf-8"))
+               for path in sorted(root.glob("*/*/vertex_cost.json"))]
+    if not reports:
+        return ""
+    lines = ["## vertex costs: the objective at the final vertex and at smaller ones "
+             "(`experiments/vertex_cost.py`)\n",
+             "Summed training loss L (N = 55,000, the exported network) and the price κ·(kept "
+             "units); their sum is N times the objective (B16) at the vertex. Alone cost: the "
+             "rise of L when one kept unit alone is removed (median, and how many of the "
+             "layer's kept units cost less than κ alone). Group: the rise of L when the k "
+             "cheapest units of the last hidden layer are removed together, against the alone "
+             "costs' sum and the price κ·k saved. Weights as trained, no retraining.\n"]
+    names = list(reports[0]["layers"])
+    head = (["run", "kept", "test error %", "L", "κ·kept", "N·objective"]
+            + [f"{name} median alone cost (< κ)" for name in names]
+            + ["group k: L rise / alone sum / price saved"])
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for report in reports:
+        group = report["group"]
+        cells = [report["run"], "-".join(str(k) for k in report["kept"]),
+                 f"{report['test_error_%']:.2f}", f"{report['loss']:.0f}",
+                 f"{report['price']:.0f}", f"{report['objective']:.0f}"]
+        cells += [f"{_median(report['layers'][name]):.1f} ({report['layers'][name]['below_kappa']})"
+                  for name in names]
+        cells.append("; ".join(f"{k}: {rise:.0f} / {alone:.0f} / {price:.0f}" for k, rise, alone,
+                               price in zip(group["k"], group["loss_rise"], group["alone_sum"],
+                                            group["price_saved"])))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished gated LeNet-300-100 runs")
+    parser.add_argument("--data", default=None, help="MNIST folder (default: the usual places)")
+    args = parser.parse_args(argv)
+    for directory in args.runs:
+        try:
+            report = run_report(directory, args.data)
+        except VertexCostError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        (directory / "vertex_cost.json").write_text(json.dumps(report, indent=1) + "\n",
+                                                    encoding="utf-8")
+        group = report["group"]
+        print(f"{report['run']}: kept {report['kept']}, L {report['loss']:.0f}, "
+              f"κ·kept {report['price']:.0f}, N·objective {report['objective']:.0f}; "
+              + ", ".join(f"{name} median alone cost {_median(layer):.1f} "
+                          f"({layer['below_kappa']} < κ)"
+                          for name, layer in report["layers"].items())
+              + f"; {group['layer']} groups k={group['k']}: L rise "
+              + ", ".join(f"{v:.0f}" for v in group["loss_rise"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
