@@ -122,7 +122,6 @@ def set_blas_threads(count: int) -> None:
                          "set OPENBLAS_NUM_THREADS in the environment instead")
     setter.argtypes = [ctypes.c_int]
     setter(count)
-    T.set_threads(count)  # minibern's element-wise kernels get the same count
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,7 +192,7 @@ class Spec:
     gates: bool = False
     pruned: tuple | None = None  # widths for the pruned architectures
     select: object = None        # host index array of kept input pixels (pruned LeNet-300-100)
-    kernel_threads: int | None = None  # minibern's element-wise kernels (None: the table's count)
+    kernel_threads: int | None = None  # minibern's element-wise kernels (None: the default)
 
     def build(self):
         if self.pruned is None:
@@ -559,7 +558,7 @@ def machine_lines(args, blas, data, meter, use_torch) -> list[str]:
 
 def build_rows(args, nets, full: bool, threads: int = 1) -> tuple[list, dict]:
     """The table's rows: the plain networks, and with ``full`` the gated and pruned ones; with
-    several ``threads``, LeNet-5 once more with its element-wise kernels on one thread."""
+    several ``threads``, LeNet-5 once more with as many kernel threads (MINIBERN_THREADS)."""
     names = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
     rows, gated_base = [], {}
     for net in nets:
@@ -567,8 +566,8 @@ def build_rows(args, nets, full: bool, threads: int = 1) -> tuple[list, dict]:
         rows.append(row)
         gated_base[net] = row
     if threads > 1 and "lenet5" in nets:
-        rows.append(Row(Spec(f"{names['lenet5']}, kernels on 1 thread", "lenet5",
-                             kernel_threads=1)))
+        rows.append(Row(Spec(f"{names['lenet5']}, MINIBERN_THREADS={threads}", "lenet5",
+                             kernel_threads=threads)))
     if not full:
         return rows, gated_base
     if not args.no_gates:
@@ -705,12 +704,12 @@ D kept input pixels, a `SelectFeatures` in front; LeNet-5 `C1-C2-IN-H`).
 
 Read the 1-thread table first (it also has the gated and pruned rows). With 2 threads the
 rounds vary far more, even on a quiet host:
-minibern splits im2col, col2im and max pooling over blocks of examples on its own kernel
-threads (`minibern/threads.py`, as many as the table's BLAS threads; the row "kernels on 1
-thread" is the same step with those kernels on the calling thread only), but the rest of its
-element-wise work (ReLU, bias adds, layout copies) runs on one core; PyTorch spreads everything
-over both; and the worker threads of OpenBLAS, which spin for a while after each product, compete
-with minibern's kernel threads and PyTorch's for the same two cores.
+minibern's element-wise kernels run on one core by default; PyTorch spreads everything over
+both; and the worker threads of OpenBLAS, which spin for a while after each product, share the
+two cores with PyTorch's in one process. The row `MINIBERN_THREADS=2` splits im2col, col2im and
+max pooling over minibern's own kernel threads (`minibern/threads.py`); with OpenBLAS's default
+spinning its second thread mostly waits for the core (`benchmarks/README.md`, "Kernel
+threads").
 
 **GPU (CuPy): unmeasured.** No GPU has been available on this project's machines so far, so
 every table here is CPU only: there is no CuPy column, no comparison with PyTorch on CUDA and no

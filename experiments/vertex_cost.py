@@ -2,12 +2,13 @@
 
 docs/derivations/convergence.md §6 explains the width's dependence on the start by the many
 vertices that satisfy (C13). This script measures, at the end of a LeNet-300-100 run, the
-objective (B16) at the vertex it reached and at nearby smaller vertices, with the weights as
+objective (B13) at the vertex it reached and at nearby smaller vertices, with the weights as
 trained (no retraining), on the whole training split (N = 55,000):
 
 - the summed training loss L of the exported network (``model.npz``: every gate at
-  1[θ ≥ ½], the removed units gone) and the price κ·(kept units), whose sum is N times the
-  objective at the vertex;
+  1[θ ≥ ½], the removed units gone; gates still inside the box are rounded, and the table
+  says how many of the last hidden layer's kept gates are exactly at 1) and the price
+  κ·(kept units), whose sum is N times the objective at the vertex;
 - per gate layer, each kept unit's *alone cost*: the rise of L when that unit alone is
   removed (its outgoing weights zeroed) — (C13) keeps it iff the alone cost exceeds κ;
 - for one layer, the *group cost*: the rise of L when its k cheapest units (by alone cost) are
@@ -170,12 +171,17 @@ def run_report(directory: Path, data_dir=None) -> dict:
     if gate_config.get("kappa_per_param") or gate_config.get("kappa_expected_params"):
         raise VertexCostError(f"{directory}: its units are not priced per unit; only runs with "
                               "the default κ per unit are supported")
-    if (directory / "model.npz").exists():
+    config = metrics["config"]
+    if config.get("weight_decay") or config.get("train_subset"):
+        raise VertexCostError(f"{directory}: trained with a weight prior or on a subset; L + "
+                              "κ·kept is N times the objective only without either")
+    if not (directory / "model.npz").exists():
+        raise VertexCostError(f"{directory}: no model.npz (the exported network, which every "
+                              "finished run writes); retrain the run to get one")
+    try:
         net = load_network(directory / "model.npz")
-    elif (directory / "checkpoint.npz").exists():  # a run from before the export existed
-        net = _exported_from_checkpoint(directory, metrics)
-    else:
-        raise VertexCostError(f"{directory}: neither model.npz nor checkpoint.npz")
+    except ValueError as error:
+        raise VertexCostError(str(error)) from error
     mnist = load_mnist(data_dir)
     layer_names = [gate["name"] for gate in metrics["gates"]]
     report = analyse(net, mnist.train_images, mnist.train_labels, float(gate_config["kappa"]),
@@ -185,57 +191,48 @@ def run_report(directory: Path, data_dir=None) -> dict:
     return report
 
 
-def _exported_from_checkpoint(directory: Path, metrics: dict):
-    """The run's final network rebuilt from its checkpoint and exported (no model.npz)."""
-    import io
-    import tempfile
-
-    from minibern.bernoulli.export import export_npz
-    from minibern.bernoulli.hook import GateConfig, GateTrainer
-    from minibern.models import build_model
-    from minibern.training.trainer import TrainConfig, Trainer, run_rngs
-
-    config = TrainConfig(**{key: value for key, value in metrics["config"].items()
-                            if key in TrainConfig.__dataclass_fields__})
-    gates = GateConfig(**{key: value for key, value in metrics["gate_config"].items()
-                          if key in GateConfig.__dataclass_fields__})
-    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
-                      init=config.init, init_scale=config.init_scale, gates=True,
-                      theta_init=gates.theta_init)
-    trainer = Trainer(net, {}, config, hooks=[GateTrainer(net, gates, 55_000)],
-                      log=lambda message: None, progress_stream=io.StringIO())
-    trainer.load_checkpoint(directory / "checkpoint.npz")
-    with tempfile.TemporaryDirectory() as folder:
-        export_npz(net, Path(folder) / "model.npz")
-        return load_network(Path(folder) / "model.npz")
-
-
 def _median(layer: dict) -> float:
     return layer["alone_cost_percentiles"]["50"]
 
 
+def at_one(directory: Path, layer: str) -> int | None:
+    """Gates of ``layer`` exactly at θ = 1 at the end of the run (its audit), or None."""
+    try:
+        metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    audit = (metrics.get("decisions") or {}).get("audit") or []
+    counts = [entry["at_one"] for entry in audit if entry.get("name") == layer]
+    return sum(counts) if counts else None
+
+
 def markdown(root: Path) -> str:
     """The results page's section: one row per ``vertex_cost.json`` under ``root``."""
-    reports = [json.loads(path.read_text(encoding="utf-8"))
-               for path in sorted(root.glob("*/*/vertex_cost.json"))]
+    paths = sorted(root.glob("*/*/vertex_cost.json"))
+    reports = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
     if not reports:
         return ""
     lines = ["## vertex costs: the objective at the final vertex and at smaller ones "
              "(`experiments/vertex_cost.py`)\n",
              "Summed training loss L (N = 55,000, the exported network) and the price κ·(kept "
-             "units); their sum is N times the objective (B16) at the vertex. Alone cost: the "
-             "rise of L when one kept unit alone is removed (median, and how many of the "
-             "layer's kept units cost less than κ alone). Group: the rise of L when the k "
-             "cheapest units of the last hidden layer are removed together, against the alone "
-             "costs' sum and the price κ·k saved. Weights as trained, no retraining.\n"]
+             "units); their sum is N times the objective (B13) at the vertex (gates still "
+             "inside the box rounded at ½: the column 'at θ = 1' counts the last hidden "
+             "layer's kept gates that are exactly at 1). Alone cost: the rise of L when one "
+             "kept unit alone is removed (median, and how many of the layer's kept units cost "
+             "less than κ alone). Group: the rise of L when the k cheapest units of the last "
+             "hidden layer are removed together, against the alone costs' sum and the price "
+             "κ·k saved. Weights as trained, no retraining.\n"]
     names = list(reports[0]["layers"])
-    head = (["run", "kept", "test error %", "L", "κ·kept", "N·objective"]
+    head = (["run", "kept", f"{names[-1]} at θ = 1", "test error %", "L", "κ·kept",
+             "N·objective"]
             + [f"{name} median alone cost (< κ)" for name in names]
             + ["group k: L rise / alone sum / price saved"])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for report in reports:
+    for path, report in zip(paths, reports):
         group = report["group"]
+        ones = at_one(path.parent, names[-1])
         cells = [report["run"], "-".join(str(k) for k in report["kept"]),
+                 "—" if ones is None else str(ones),
                  f"{report['test_error_%']:.2f}", f"{report['loss']:.0f}",
                  f"{report['price']:.0f}", f"{report['objective']:.0f}"]
         cells += [f"{_median(report['layers'][name]):.1f} ({report['layers'][name]['below_kappa']})"
@@ -255,7 +252,7 @@ def main(argv=None) -> int:
     for directory in args.runs:
         try:
             report = run_report(directory, args.data)
-        except VertexCostError as error:
+        except (VertexCostError, OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
         (directory / "vertex_cost.json").write_text(json.dumps(report, indent=1) + "\n",

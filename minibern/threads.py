@@ -12,16 +12,21 @@ in the same order, whatever the split: only *which thread* computes a block chan
 *over* examples (a bias gradient) is never split. Results are therefore bitwise identical for
 every thread count, and the seed alone fixes a run.
 
-**How many threads.** :func:`set_threads` / :func:`using_threads`, else the environment
-variable ``MINIBERN_THREADS``, else ``OMP_NUM_THREADS`` or ``OPENBLAS_NUM_THREADS`` (so that
-one setting pins BLAS and these kernels together, as the experiment runner does for its
-one-thread workers), else the cores this process may use, at most :data:`MAX_DEFAULT_THREADS`.
+**How many threads.** One (the calling thread) unless :func:`set_threads` /
+:func:`using_threads`, ``--threads`` of the CLI or the environment variable
+``MINIBERN_THREADS`` asks for more. It is off by default because on a 2-core machine it only
+pays when OpenBLAS's own worker threads stop spinning soon after each matrix product
+(``OPENBLAS_THREAD_TIMEOUT=4`` in the environment before the process starts); with OpenBLAS's
+default they hold the second core and a kernel thread there waits for them
+(``benchmarks/README.md``, "Kernel threads"). The setting is process-wide, like the BLAS thread
+count: set it once, not per thread.
 
 **When it splits.** Only host (NumPy) arrays: CuPy kernels already run on the whole device,
 and the ``strict`` backend stands in for CuPy, so both stay on one thread. Only kernels that
 touch at least :data:`MIN_PARALLEL_BYTES`: handing a block to another thread costs tens of
-microseconds, more than a small kernel (LeNet-300-100's) takes. A kernel called from inside a
-block of another runs where it is called, unsplit.
+microseconds, more than a small kernel (a few examples of a small layer) takes. A kernel called
+from inside a block of another runs where it is called, unsplit. Scratch buffers a kernel makes
+per block (max pooling's planes, col2im's padded sums) are then per thread.
 """
 from __future__ import annotations
 
@@ -34,13 +39,6 @@ from minibern import backend as B
 
 ENV_VAR = "MINIBERN_THREADS"
 
-#: Environment variables read, in order, for the default thread count.
-THREAD_ENV_VARS = (ENV_VAR, "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
-#: The default never exceeds this many threads (the kernels are memory-bound: more threads
-#: than memory channels buy nothing).
-MAX_DEFAULT_THREADS = 4
-
 #: A kernel that reads and writes fewer bytes than this runs on the calling thread.
 MIN_PARALLEL_BYTES = 1 << 20
 
@@ -51,28 +49,29 @@ _pool_lock = threading.Lock()
 _inside = threading.local()
 
 
-def _parse(value, source: str) -> int:
+def _count(value) -> int | None:
+    """``value`` as a thread count ≥ 1, or None."""
+    if isinstance(value, bool):
+        return None
     try:
         count = int(str(value).strip())
     except ValueError:
-        count = 0
-    if count < 1:
-        raise ValueError(f"{source} must be a positive whole number of threads, got {value!r}; "
-                         f"for example {ENV_VAR}=1 (one core) or {ENV_VAR}=2")
-    return count
+        return None
+    return count if count >= 1 else None
 
 
 def default_threads() -> int:
-    """The thread count the environment asks for, else the usable cores (at most 4)."""
-    for name in THREAD_ENV_VARS:
-        value = os.environ.get(name, "").strip()
-        if value:
-            return _parse(value, f"the environment variable {name}")
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT_THREADS))
+    """``MINIBERN_THREADS`` if set (a ValueError names the fix if it is not a positive whole
+    number), else 1."""
+    value = os.environ.get(ENV_VAR, "").strip()
+    if not value:
+        return 1
+    count = _count(value)
+    if count is None:
+        raise ValueError(f"the environment variable {ENV_VAR} must be a positive whole number of "
+                         f"threads, got {value!r}; for example {ENV_VAR}=1 (one core) or "
+                         f"{ENV_VAR}=2")
+    return count
 
 
 def get_threads() -> int:
@@ -86,9 +85,10 @@ def get_threads() -> int:
 def set_threads(count: int) -> int:
     """Use ``count`` threads (≥ 1) for the element-wise kernels from now on; returns it."""
     global _threads
-    if isinstance(count, bool):
-        raise ValueError(f"threads must be a positive whole number, got {count!r}")
-    _threads = _parse(count, "threads")
+    if _count(count) is None:
+        raise ValueError(f"threads must be a positive whole number, got {count!r}; use 1 for "
+                         "the calling thread only, or the number of cores")
+    _threads = int(count)
     return _threads
 
 
@@ -104,20 +104,32 @@ def using_threads(count: int):
         _threads = previous
 
 
-def _executor(workers: int) -> ThreadPoolExecutor:
+def _submit(kernel, blocks) -> list:
+    """Submit ``kernel`` on each block to the shared pool (grown if it has too few workers);
+    under the lock, so that no other thread can shut the pool down in between."""
     global _pool, _pool_workers
     with _pool_lock:
-        if _pool is None or _pool_workers < workers:
+        if _pool is None or _pool_workers < len(blocks):
             if _pool is not None:
-                _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="minibern",
+                _pool.shutdown(wait=False)  # its queued blocks still run
+            _pool = ThreadPoolExecutor(max_workers=len(blocks), thread_name_prefix="minibern",
                                        initializer=_mark_worker)
-            _pool_workers = workers
-        return _pool
+            _pool_workers = len(blocks)
+        return [_pool.submit(kernel, start, stop) for start, stop in blocks]
 
 
 def _mark_worker() -> None:
     _inside.worker = True
+
+
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist there."""
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def split(n: int, parts: int) -> list:
@@ -133,8 +145,8 @@ def over_examples(kernel, n: int, nbytes: int, xp) -> None:
     independent and the result does not depend on the split). ``nbytes`` is what the whole
     kernel reads and writes; ``xp`` the array module of its arrays. Runs ``kernel(0, n)`` on
     the calling thread when one thread is set, the arrays are not NumPy's, the kernel is small
-    (:data:`MIN_PARALLEL_BYTES`), or this call comes from inside a block of another. An exception in any block
-    is raised here, after every block has finished.
+    (:data:`MIN_PARALLEL_BYTES`), or this call comes from inside a block of another. An
+    exception in any block is raised here, after every block has finished.
     """
     threads = get_threads()
     if (threads < 2 or n < 2 or nbytes < MIN_PARALLEL_BYTES or xp is not B.host
@@ -142,8 +154,7 @@ def over_examples(kernel, n: int, nbytes: int, xp) -> None:
         kernel(0, n)
         return
     blocks = split(n, threads)
-    pool = _executor(len(blocks) - 1)
-    futures = [pool.submit(kernel, start, stop) for start, stop in blocks[1:]]
+    futures = _submit(kernel, blocks[1:])
     _inside.worker = True  # a kernel inside this block runs unsplit, as in the pool threads
     try:
         kernel(*blocks[0])  # the calling thread takes the first block
@@ -155,6 +166,5 @@ def over_examples(kernel, n: int, nbytes: int, xp) -> None:
             raise error
 
 
-__all__ = ["ENV_VAR", "MAX_DEFAULT_THREADS", "MIN_PARALLEL_BYTES", "THREAD_ENV_VARS",
-           "default_threads", "get_threads", "over_examples", "set_threads", "split",
-           "using_threads"]
+__all__ = ["ENV_VAR", "MIN_PARALLEL_BYTES", "default_threads", "get_threads", "over_examples",
+           "set_threads", "split", "using_threads"]

@@ -67,18 +67,41 @@ def test_device_arrays_small_kernels_and_nested_calls_stay_unsplit(monkeypatch):
     assert sorted(inner) == [(0, 0, 5), (2, 0, 5), (4, 0, 5)]  # each block ran whole inside
 
 
+class _LazyFuture:
+    """A future whose work runs only when asked for its outcome: a block is done only if
+    ``over_examples`` waits for it."""
+
+    def __init__(self, kernel, start, stop):
+        self.work = (kernel, start, stop)
+
+    def exception(self):
+        kernel, start, stop = self.work
+        try:
+            kernel(start, stop)
+        except Exception as error:  # noqa: BLE001 - handed back like a real future
+            return error
+        return None
+
+
 @pytest.mark.host_only
-def test_an_error_in_one_block_is_raised_after_every_block_finished(always_split):
+@pytest.mark.parametrize("failing", [0, 2])  # the caller's own block, a pool block
+def test_an_error_in_one_block_is_raised_after_every_block_finished(failing, always_split,
+                                                                    monkeypatch):
+    monkeypatch.setattr(T, "_submit", lambda kernel, blocks: [_LazyFuture(kernel, *block)
+                                                              for block in blocks])
     finished = []
 
     def kernel(start, stop):
-        if start == 2:
-            raise ValueError("block 2..4 failed")
+        if start == failing:
+            raise ValueError(f"block {start} failed")
         finished.append(start)
 
-    with pytest.raises(ValueError, match="block 2..4 failed"):
+    with pytest.raises(ValueError, match=f"block {failing} failed"):
         T.over_examples(kernel, 6, 1, B.host)
-    assert sorted(finished) == [0, 4]
+    assert sorted(finished) == sorted({0, 2, 4} - {failing})
+    calls = []  # and the calling thread splits again afterwards
+    T.over_examples(lambda a, b: calls.append((a, b)), 6, 1, B.host)
+    assert sorted(calls) == [(0, 2), (2, 4), (4, 6)]
 
 
 def _split_and_whole(compute):
@@ -113,11 +136,14 @@ def test_im2col_kernels_split_over_threads_give_the_same_bits(stride, pad, monke
 
 
 @pytest.mark.host_only
-@pytest.mark.parametrize("size,stride", [(2, 2), (3, 2), (2, 3)])
-def test_maxpool_split_over_threads_gives_the_same_bits(size, stride, monkeypatch):
+@pytest.mark.parametrize("size,stride,height", [(2, 2, 8), (2, 2, 9), (3, 2, 9), (2, 3, 9)])
+def test_maxpool_split_over_threads_gives_the_same_bits(size, stride, height, monkeypatch):
+    from minibern.layers import pool
+
     monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
-    rng = np.random.default_rng(size * stride)
-    x = rng.integers(0, 3, size=(5, 2, 9, 8)).astype(np.float32)  # many ties
+    monkeypatch.setattr(pool, "PLANES_BYTES", 1)  # blocks of planes inside each thread's block
+    rng = np.random.default_rng(size * stride + height)
+    x = rng.integers(0, 3, size=(7, 2, height, 8)).astype(np.float32)  # many ties; 8: tiled
 
     def compute():
         pool = L.MaxPool2D(size, stride)
@@ -140,7 +166,9 @@ def test_conv_step_split_over_threads_gives_the_same_bits(layout, monkeypatch):
     def compute():
         conv = L.Conv2D(3, 4, 3, stride=2, pad=1, rng=0)
         conv.layout = layout
-        conv.block_bytes = 1  # many cache blocks, each split again over the threads
+        per_example = 5 * 5 * 3 * 3 * 3 * 4  # OH·OW·C·KH·KW·itemsize
+        conv.block_bytes = 3 * per_example  # cache blocks of 3 examples, each split again
+        conv.max_col_bytes = 4 * per_example  # chunks of 4: backward unfolds x again
         y = conv.forward(x)
         dx = conv.backward(dout)
         return y, dx, conv.grads["W"], conv.grads["b"]
@@ -158,24 +186,20 @@ def test_bad_thread_counts_are_refused_with_the_fix(value, monkeypatch):
     with pytest.raises(ValueError, match=f"MINIBERN_THREADS must be a positive whole number.*"
                                          f"{T.ENV_VAR}=1"):
         T.get_threads()
-    with pytest.raises(ValueError, match="threads must be a positive whole number"):
-        T.set_threads(0)
-    with pytest.raises(ValueError, match="threads must be a positive whole number"):
-        T.set_threads(True)
+    for count in (0, value, True, 1.5):
+        with pytest.raises(ValueError, match="threads must be a positive whole number.*use 1"):
+            T.set_threads(count)
 
 
 @pytest.mark.host_only
-def test_thread_count_comes_from_the_environment_in_order(monkeypatch):
-    for name in T.THREAD_ENV_VARS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")
-    assert T.default_threads() == 3
-    monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    assert T.default_threads() == 2
-    monkeypatch.setenv(T.ENV_VAR, "5")
+def test_one_thread_unless_asked_for_more(monkeypatch):
+    monkeypatch.delenv(T.ENV_VAR, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # BLAS's setting is not ours
+    assert T.default_threads() == 1
+    monkeypatch.setenv(T.ENV_VAR, " 5 ")
     assert T.default_threads() == 5
     monkeypatch.setattr(T, "_threads", None)
     assert T.get_threads() == 5
-    with T.using_threads(1):
-        assert T.get_threads() == 1
+    with T.using_threads(2):
+        assert T.get_threads() == 2
     assert T.get_threads() == 5

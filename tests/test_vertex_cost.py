@@ -105,5 +105,10 @@ def test_the_report_prices_the_vertex_and_groups_the_cheapest_units(tmp_path):
     report.update(run="grid/run_seed0", **{"test_error_%": 2.5})
     (run / "vertex_cost.json").write_text(json.dumps(report))
     page = V.markdown(tmp_path)
-    assert "| grid/run_seed0 | 12-9-8 | 2.50 |" in page
+    assert "| grid/run_seed0 | 12-9-8 | — | 2.50 |" in page  # no metrics.json: no audit
+    audit = [{"name": "h2", "decided_by": "rule", "at_one": 2},
+             {"name": "h2", "decided_by": "projection", "at_one": 5},
+             {"name": "h1", "decided_by": "projection", "at_one": 9}]
+    (run / "metrics.json").write_text(json.dumps({"decisions": {"audit": audit}}))
+    assert "| grid/run_seed0 | 12-9-8 | 7 | 2.50 |" in V.markdown(tmp_path)
     assert f"{report['objective']:.0f}" in page

@@ -33,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="array backend (default: $MINIBERN_BACKEND, else numpy)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="threads for the element-wise kernels (im2col, col2im, pooling); "
-                        "default: $MINIBERN_THREADS, else $OMP_NUM_THREADS or "
-                        "$OPENBLAS_NUM_THREADS, else the cores (at most 4). The numbers of a "
-                        "run do not depend on it")
+                        "default: $MINIBERN_THREADS, else 1. Pays only with "
+                        "OPENBLAS_THREAD_TIMEOUT=4 in the environment (see README). The "
+                        "numbers of a run do not depend on it")
     parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA, "
                         "else data/mnist in the checkout or the user cache; fetched if missing)")
     parser.add_argument("--out", required=True, help="run directory to write")
@@ -162,7 +162,9 @@ def main(argv=None) -> int:
         if args.backend:
             B.set_backend(args.backend)
         B.get_backend()  # $MINIBERN_BACKEND too: an unusable backend is a usage error
-        T.set_threads(args.threads) if args.threads is not None else T.get_threads()
+        if args.threads is not None:
+            T.set_threads(args.threads)
+        T.get_threads()  # $MINIBERN_THREADS too: a bad count is a usage error
         check_run_dir(out, args.resume, config, [gate_settings(gate_config)] if gate_config else [])
         out.mkdir(parents=True, exist_ok=True)
         log_file = open(out / "train.log", "a", encoding="utf-8")

@@ -8,7 +8,8 @@ from minibern.layers.im2col import conv_output_size
 
 
 #: Scratch for the contiguous copies of the window views: examples are pooled in blocks whose
-#: k² planes take at most this many bytes (always at least one example).
+#: k² planes take at most this many bytes (always at least one example), per kernel thread
+#: (:mod:`minibern.threads`).
 PLANES_BYTES = 4 << 20
 
 
@@ -39,10 +40,10 @@ class MaxPool2D(Layer):
     **Cost.** Forward is an elementwise maximum over the k² strided views (never a reshape and
     a ``max(axis=...)`` reduction, which is many times slower). When the windows do not overlap
     the views are first copied into k² contiguous planes, block by block of examples (one pass
-    over x, at most :data:`PLANES_BYTES` of scratch), so every comparison runs on contiguous
-    memory. :math:`j^*` is kept as a small integer
-    array (one byte per output for k² < 128): the last offset whose view was strictly larger
-    than the running maximum, updated branch-free as ``max(j*, j·1[view_j > max])``. Backward
+    over x, at most :data:`PLANES_BYTES` of scratch per kernel thread), so every comparison
+    runs on contiguous memory. :math:`j^*` is kept as a small integer array (one byte per
+    output for k² < 128): the last offset whose view was strictly larger than the running
+    maximum, updated branch-free as ``max(j*, j·1[view_j > max])``. Backward
     writes ``dout · 1[j* = j]`` into each of the k² strided views of dx; when the windows tile
     the input exactly (s = k, H and W multiples of k, the LeNet case) every input is written
     once and dx needs no zero-fill and no ``+=``.
@@ -82,8 +83,8 @@ class MaxPool2D(Layer):
         argmax = xp.empty((n, c, oh, ow), dtype=index_type)
         if self.stride >= self.size:
             # windows do not overlap: copy the k² strided views of a block of examples into
-            # contiguous planes (one pass over x; at most PLANES_BYTES of scratch) so every
-            # comparison runs on contiguous memory
+            # contiguous planes (one pass over x; at most PLANES_BYTES of scratch per thread) so
+            # every comparison runs on contiguous memory
             step = max(1, PLANES_BYTES // (k2 * c * oh * ow * x.dtype.itemsize))
         else:
             step = n
