@@ -94,6 +94,15 @@ GRIDS = {
                                                        decay, "--width-mult", width]
                         for decay in ("1e-4", "5e-4") for width in ("1", "2")}, seeds=(0,)),
     },
+    "theta_step": {
+        "about": "the θ step decaying over 20 epochs instead of 5 (τ of (B21)), so that it is still "
+                 "large when the slope of a wide layer's units is small (convergence.md §6), from "
+                 "300-100, 600-200 and 1200-400 (seed 0)",
+        "reference": {f"decay20_width{width}": "decay20_width1" for width in ("1", "2", "4")},
+        "runs": seeded({f"decay20_width{width}": [*LENET300, "--gates", "--theta-decay", "20",
+                                                  "--width-mult", width]
+                        for width in ("1", "2", "4")}, seeds=(0,)),
+    },
     "longer": {
         "about": "the default gated run trained for 40 epochs instead of 20, from 300-100, "
                  "600-200 and 1200-400 (seed 0)",
