@@ -12,7 +12,13 @@ trained (no retraining), on the whole training split (N = 55,000):
 - per gate layer, each kept unit's *alone cost*: the rise of L when that unit alone is
   removed (its outgoing weights zeroed) — (C13) keeps it iff the alone cost exceeds κ;
 - for one layer, the *group cost*: the rise of L when its k cheapest units (by alone cost) are
-  removed together, against the price κ·k they would save.
+  removed together, against the price κ·k they would save;
+- for the same layer, the *noise* of a minibatch's estimate of the alone cost (batches of 100
+  consecutive examples, scaled to N, at these weights and with every gate at its vertex, so
+  without the noise of the masks of gates still inside): for the units that cost less than κ,
+  the median gap κ − cost, the median standard deviation of the estimate, and how many visits
+  an average needs before the gap is two standard errors (against the visits each gate gets
+  per epoch at the final width).
 
 Usage::
 
@@ -37,6 +43,7 @@ from minibern.layers import Dense, ReLU, SelectFeatures
 
 GROUP_COUNTS = (5, 10, 20, 40, 80)
 PERCENTILES = (10, 50, 90)
+NOISE_BATCH = 100  # the trainer's batch
 CHUNK = 11_000
 
 
@@ -60,12 +67,17 @@ def dense_chain(net):
     return index, dense
 
 
-def summed_cross_entropy(logits, labels) -> float:
-    """Σ_n −log softmax(logits_n)[label_n], in float64."""
+def cross_entropies(logits, labels) -> np.ndarray:
+    """−log softmax(logits_n)[label_n] per example, (N,) float64."""
     z = logits.astype(np.float64)
     z -= z.max(axis=1, keepdims=True)
     log_norm = np.log(np.exp(z).sum(axis=1))
-    return float((log_norm - z[np.arange(len(labels)), labels]).sum())
+    return log_norm - z[np.arange(len(labels)), labels]
+
+
+def summed_cross_entropy(logits, labels) -> float:
+    """Σ_n −log softmax(logits_n)[label_n], in float64."""
+    return float(cross_entropies(logits, labels).sum())
 
 
 def _from_layer(pre, dense, layer: int):
@@ -123,9 +135,28 @@ class Vertex:
                                                  self.labels[start:stop])
         return costs - base
 
+    def batch_alone_costs(self, layer: int, batch: int) -> np.ndarray:
+        """The alone costs as one minibatch of ``batch`` consecutive examples estimates them,
+        scaled to the whole split: (batches, units), row b = (N/batch)·Σ_{n∈b}[ℓ_n(no j) − ℓ_n]."""
+        weight, bias = self.dense[layer]
+        n = len(self.labels) // batch * batch
+        rows = []
+        for start in range(0, n, CHUNK - CHUNK % batch):
+            stop = min(start + CHUNK - CHUNK % batch, n)
+            a, labels = self.inputs[layer][start:stop], self.labels[start:stop]
+            pre = a @ weight + bias
+            base = cross_entropies(_from_layer(pre, self.dense, layer), labels)
+            block = np.empty(((stop - start) // batch, self.units(layer)))
+            for j in range(self.units(layer)):
+                without = pre - np.outer(a[:, j], weight[j])
+                rise = cross_entropies(_from_layer(without, self.dense, layer), labels) - base
+                block[:, j] = rise.reshape(-1, batch).sum(axis=1)
+            rows.append(block)
+        return np.concatenate(rows) * (len(self.labels) / batch)
+
 
 def analyse(net, images, labels, kappa: float, layer_names: list[str], group_layer: str,
-            counts=GROUP_COUNTS) -> dict:
+            counts=GROUP_COUNTS, noise_batch: int = NOISE_BATCH) -> dict:
     """The numbers of ``vertex_cost.json`` for an exported dense ``net`` (see module doc)."""
     vertex = Vertex(net, images, labels)
     if len(layer_names) != len(vertex.dense):
@@ -155,6 +186,19 @@ def analyse(net, images, labels, kappa: float, layer_names: list[str], group_lay
         group["alone_sum"].append(float(costs[group_layer][order[:count]].sum()))
         group["price_saved"].append(kappa * count)
     report["group"] = group
+    if len(labels) // noise_batch < 2:
+        report["noise"] = None
+        return report
+    estimates = vertex.batch_alone_costs(k, noise_batch)
+    below = costs[group_layer] < kappa
+    spread = estimates.std(axis=0, ddof=1)
+    gap = kappa - costs[group_layer][below]
+    report["noise"] = {
+        "layer": group_layer, "batch": noise_batch, "units_below_kappa": int(below.sum()),
+        "gap_median": float(np.median(gap)) if below.any() else None,
+        "std_median": float(np.median(spread[below])) if below.any() else None,
+        "visits_for_2_sigma_median": (float(np.median((2 * spread[below] / gap) ** 2))
+                                      if below.any() else None)}
     return report
 
 
@@ -186,6 +230,9 @@ def run_report(directory: Path, data_dir=None) -> dict:
     layer_names = [gate["name"] for gate in metrics["gates"]]
     report = analyse(net, mnist.train_images, mnist.train_labels, float(gate_config["kappa"]),
                      layer_names, layer_names[-1])
+    steps = len(mnist.train_labels) / metrics["config"]["batch_size"]
+    if report["noise"] is not None:
+        report["noise"]["visits_per_epoch"] = steps * gate_config["subset"] / report["kept"][-1]
     report["run"] = f"{directory.parent.name}/{directory.name}"
     report["test_error_%"] = 100 * metrics["test_error"]
     return report
@@ -221,12 +268,18 @@ def markdown(root: Path) -> str:
              "kept unit alone is removed (median, and how many of the layer's kept units cost "
              "less than κ alone). Group: the rise of L when the k cheapest units of the last "
              "hidden layer are removed together, against the alone costs' sum and the price "
-             "κ·k saved. Weights as trained, no retraining.\n"]
+             "κ·k saved. Noise: for that layer's units below κ, the median gap κ − alone cost, "
+             "the median standard deviation of one minibatch's estimate of the alone cost "
+             "(100 examples, scaled to N; at the vertex, so without the masks' noise), the "
+             "median number of visits an average needs to resolve the gap at two standard "
+             "errors, and the visits per epoch each gate gets at the final width. Weights as "
+             "trained, no retraining.\n"]
     names = list(reports[0]["layers"])
     head = (["run", "kept", f"{names[-1]} at θ = 1", "test error %", "L", "κ·kept",
              "N·objective"]
             + [f"{name} median alone cost (< κ)" for name in names]
-            + ["group k: L rise / alone sum / price saved"])
+            + ["group k: L rise / alone sum / price saved",
+               "noise: gap / std / visits to resolve (visits per epoch)"])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path, report in zip(paths, reports):
         group = report["group"]
@@ -240,6 +293,12 @@ def markdown(root: Path) -> str:
         cells.append("; ".join(f"{k}: {rise:.0f} / {alone:.0f} / {price:.0f}" for k, rise, alone,
                                price in zip(group["k"], group["loss_rise"], group["alone_sum"],
                                             group["price_saved"])))
+        noise = report.get("noise") or {}
+        cells.append("—" if noise.get("gap_median") is None else
+                     f"{noise['gap_median']:.1f} / {noise['std_median']:.0f} / "
+                     f"{noise['visits_for_2_sigma_median']:.0f}"
+                     + (f" ({noise['visits_per_epoch']:.0f})" if "visits_per_epoch" in noise
+                        else ""))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

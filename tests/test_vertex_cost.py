@@ -80,6 +80,15 @@ def test_zeroing_a_unit_costs_what_deleting_it_does():
             assert costs[j] == pytest.approx(deleted - base, rel=1e-9, abs=1e-9)
             assert vertex.loss(layer, [j]) - base == pytest.approx(costs[j], rel=1e-9, abs=1e-9)
     assert len(set(np.round(vertex.alone_costs(1, base), 6))) > 1  # the units differ
+    for layer in range(3):  # the minibatch estimates average to the alone cost
+        estimates = vertex.batch_alone_costs(layer, 8)
+        assert estimates.shape == (5, vertex.units(layer))
+        np.testing.assert_allclose(estimates.mean(axis=0), vertex.alone_costs(layer, base),
+                                   rtol=1e-9, atol=1e-9)
+        assert estimates.std(axis=0).max() > 0
+        first = (_summed_loss(_deleted(index, params, layer, 0), images[:8], labels[:8])
+                 - _summed_loss(net, images[:8], labels[:8]))
+        assert estimates[0, 0] == pytest.approx(first * 40 / 8, rel=1e-9, abs=1e-9)
 
 
 @pytest.mark.host_only
@@ -88,7 +97,8 @@ def test_the_report_prices_the_vertex_and_groups_the_cheapest_units(tmp_path):
     net = _net(rng, None, [12, 9, 8, 3])
     images = rng.standard_normal((30, 12))
     labels = rng.integers(0, 3, 30)
-    report = V.analyse(net, images, labels, 0.5, ["inputs", "h1", "h2"], "h2", counts=(1, 3, 8))
+    report = V.analyse(net, images, labels, 0.5, ["inputs", "h1", "h2"], "h2", counts=(1, 3, 8),
+                        noise_batch=5)
     assert report["kept"] == [12, 9, 8]
     assert report["objective"] == pytest.approx(report["loss"] + 0.5 * 29)
     vertex = V.Vertex(net, images, labels)
@@ -100,6 +110,14 @@ def test_the_report_prices_the_vertex_and_groups_the_cheapest_units(tmp_path):
     assert group["loss_rise"][1] == pytest.approx(vertex.loss(2, cheapest) - report["loss"])
     assert group["alone_sum"][1] == pytest.approx(alone[cheapest].sum())
     assert report["layers"]["h2"]["below_kappa"] == int((alone < 0.5).sum())
+    noise = report["noise"]
+    below = alone < 0.5
+    assert noise["units_below_kappa"] == int(below.sum()) > 0
+    assert noise["gap_median"] == pytest.approx(np.median(0.5 - alone[below]))
+    spread = vertex.batch_alone_costs(2, 5).std(axis=0, ddof=1)[below]
+    assert noise["std_median"] == pytest.approx(np.median(spread))
+    assert V.analyse(net, images, labels, 0.5, ["inputs", "h1", "h2"], "h2",
+                     noise_batch=20)["noise"] is None  # fewer than two batches
     run = tmp_path / "grid" / "run_seed0"
     run.mkdir(parents=True)
     report.update(run="grid/run_seed0", **{"test_error_%": 2.5})
