@@ -13,12 +13,13 @@ trained (no retraining), on the whole training split (N = 55,000):
   removed (its outgoing weights zeroed) — (C13) keeps it iff the alone cost exceeds κ;
 - for one layer, the *group cost*: the rise of L when its k cheapest units (by alone cost) are
   removed together, against the price κ·k they would save;
-- for the same layer, the *noise* of a minibatch's estimate of the alone cost (batches of 100
-  consecutive examples, scaled to N, at these weights and with every gate at its vertex, so
+- for the same layer, the *noise* of a minibatch's estimate of the alone cost (batches of the
+  run's size drawn as the trainer draws them, scaled to N, at these weights and with every gate at its vertex, so
   without the noise of the masks of gates still inside): for the units that cost less than κ,
   the median gap κ − cost, the median standard deviation of the estimate, and how many visits
-  an average needs before the gap is two standard errors (against the visits each gate gets
-  per epoch at the final width).
+  an average needs before the gap is two standard errors, against the visits each gate gets
+  per epoch (the last gate layer is visited in full at every step,
+  docs/derivations/estimators.md).
 
 Usage::
 
@@ -43,7 +44,7 @@ from minibern.layers import Dense, ReLU, SelectFeatures
 
 GROUP_COUNTS = (5, 10, 20, 40, 80)
 PERCENTILES = (10, 50, 90)
-NOISE_BATCH = 100  # the trainer's batch
+NOISE_BATCH = 100  # the trainer's default batch
 CHUNK = 11_000
 
 
@@ -135,24 +136,40 @@ class Vertex:
                                                  self.labels[start:stop])
         return costs - base
 
-    def batch_alone_costs(self, layer: int, batch: int) -> np.ndarray:
-        """The alone costs as one minibatch of ``batch`` consecutive examples estimates them,
-        scaled to the whole split: (batches, units), row b = (N/batch)·Σ_{n∈b}[ℓ_n(no j) − ℓ_n]."""
+    def per_example_rises(self, layer: int) -> np.ndarray:
+        """ℓ_n(without unit j) − ℓ_n for every example n and unit j of ``layer``: (N, units)."""
         weight, bias = self.dense[layer]
-        n = len(self.labels) // batch * batch
-        rows = []
-        for start in range(0, n, CHUNK - CHUNK % batch):
-            stop = min(start + CHUNK - CHUNK % batch, n)
+        rises = np.empty((len(self.labels), self.units(layer)))
+        for start in range(0, len(self.labels), CHUNK):
+            stop = min(start + CHUNK, len(self.labels))
             a, labels = self.inputs[layer][start:stop], self.labels[start:stop]
             pre = a @ weight + bias
             base = cross_entropies(_from_layer(pre, self.dense, layer), labels)
-            block = np.empty(((stop - start) // batch, self.units(layer)))
             for j in range(self.units(layer)):
                 without = pre - np.outer(a[:, j], weight[j])
-                rise = cross_entropies(_from_layer(without, self.dense, layer), labels) - base
-                block[:, j] = rise.reshape(-1, batch).sum(axis=1)
-            rows.append(block)
-        return np.concatenate(rows) * (len(self.labels) / batch)
+                rises[start:stop, j] = (cross_entropies(_from_layer(without, self.dense, layer),
+                                                        labels) - base)
+        return rises
+
+    def batch_alone_costs(self, layer: int, batch: int, seed: int = 0) -> np.ndarray:
+        """The alone costs as one minibatch of ``batch`` examples estimates them, scaled to the
+        whole split: (batches, units), row b = (N/batch)·Σ_{n∈b}[ℓ_n(without j) − ℓ_n]. The
+        batches are consecutive runs of a seeded permutation of the examples, as the trainer
+        draws them; the last ``N mod batch`` examples of the permutation are left out."""
+        rises = self.per_example_rises(layer)
+        order = np.random.default_rng(seed).permutation(len(self.labels))
+        used = len(order) // batch * batch
+        sums = rises[order[:used]].reshape(-1, batch, rises.shape[1]).sum(axis=1)
+        return sums * (len(self.labels) / batch)
+
+
+def visits_per_epoch(n_train: int, batch_size: int, subset: int, units: int,
+                     last: bool) -> float:
+    """Removal-estimator visits per gate per epoch: the last gate layer is visited in full at
+    every step, another layer's ``units`` gates share ``subset`` visits per step
+    (docs/derivations/estimators.md, "Which gates each step")."""
+    steps = n_train / batch_size
+    return steps if last else steps * min(1.0, subset / units)
 
 
 def analyse(net, images, labels, kappa: float, layer_names: list[str], group_layer: str,
@@ -229,10 +246,11 @@ def run_report(directory: Path, data_dir=None) -> dict:
     mnist = load_mnist(data_dir)
     layer_names = [gate["name"] for gate in metrics["gates"]]
     report = analyse(net, mnist.train_images, mnist.train_labels, float(gate_config["kappa"]),
-                     layer_names, layer_names[-1])
-    steps = len(mnist.train_labels) / metrics["config"]["batch_size"]
-    if report["noise"] is not None:
-        report["noise"]["visits_per_epoch"] = steps * gate_config["subset"] / report["kept"][-1]
+                     layer_names, layer_names[-1], noise_batch=metrics["config"]["batch_size"])
+    if report["noise"] is not None:  # the group layer is the last gate layer
+        report["noise"]["visits_per_epoch"] = visits_per_epoch(
+            len(mnist.train_labels), metrics["config"]["batch_size"], gate_config["subset"],
+            report["kept"][-1], last=True)
     report["run"] = f"{directory.parent.name}/{directory.name}"
     report["test_error_%"] = 100 * metrics["test_error"]
     return report
@@ -270,10 +288,11 @@ def markdown(root: Path) -> str:
              "hidden layer are removed together, against the alone costs' sum and the price "
              "κ·k saved. Noise: for that layer's units below κ, the median gap κ − alone cost, "
              "the median standard deviation of one minibatch's estimate of the alone cost "
-             "(100 examples, scaled to N; at the vertex, so without the masks' noise), the "
-             "median number of visits an average needs to resolve the gap at two standard "
-             "errors, and the visits per epoch each gate gets at the final width. Weights as "
-             "trained, no retraining.\n"]
+             "(a batch of the run's size, scaled to N; at the vertex, so without the masks' "
+             "noise), the median over those units of the visits an average needs to resolve "
+             "its gap at two standard errors, (2σ/gap)², and the visits per epoch each of "
+             "the layer's gates gets (all of them, every step). Weights as trained, no "
+             "retraining.\n"]
     names = list(reports[0]["layers"])
     head = (["run", "kept", f"{names[-1]} at θ = 1", "test error %", "L", "κ·kept",
              "N·objective"]

@@ -12,21 +12,22 @@ in the same order, whatever the split: only *which thread* computes a block chan
 *over* examples (a bias gradient) is never split. Results are therefore bitwise identical for
 every thread count, and the seed alone fixes a run.
 
-**How many threads.** One (the calling thread) unless :func:`set_threads` /
-:func:`using_threads`, ``--threads`` of the CLI or the environment variable
-``MINIBERN_THREADS`` asks for more. It is off by default because on a 2-core machine it only
-pays when OpenBLAS's own worker threads stop spinning soon after each matrix product
-(``OPENBLAS_THREAD_TIMEOUT=4`` in the environment before the process starts); with OpenBLAS's
-default they hold the second core and a kernel thread there waits for them
-(``benchmarks/README.md``, "Kernel threads"). The setting is process-wide, like the BLAS thread
-count: set it once, not per thread.
+**How many threads.** One (the calling thread) unless more are asked for:
+:func:`set_threads`, :func:`using_threads` or the CLI's ``--threads`` override the environment
+variable ``MINIBERN_THREADS``, which is read once, at the first kernel call. It is off by
+default: on the 2-core machine we measured, the split brought no gain beyond the noise. With
+OpenBLAS's default its worker threads keep spinning on the second core after each matrix
+product, and a kernel thread there waits for them; ``OPENBLAS_THREAD_TIMEOUT=4`` in the
+environment before the process starts stops that (``benchmarks/README.md``, "Kernel threads").
+The setting is process-wide, like the BLAS thread count: set it once, not per thread.
 
 **When it splits.** Only host (NumPy) arrays: CuPy kernels already run on the whole device,
 and the ``strict`` backend stands in for CuPy, so both stay on one thread. Only kernels that
 touch at least :data:`MIN_PARALLEL_BYTES`: handing a block to another thread costs tens of
 microseconds, more than a small kernel (a few examples of a small layer) takes. A kernel called
-from inside a block of another runs where it is called, unsplit. Scratch buffers a kernel makes
-per block (max pooling's planes, col2im's padded sums) are then per thread.
+from inside a block of another runs where it is called, unsplit. A kernel's scratch buffers
+(max pooling's planes, col2im's padded sums) are made per block, so with several threads there
+is one set per thread.
 """
 from __future__ import annotations
 
@@ -94,12 +95,14 @@ def set_threads(count: int) -> int:
 
 @contextlib.contextmanager
 def using_threads(count: int):
-    """Context manager: run a block with ``count`` kernel threads, then restore the setting."""
+    """Context manager: run a block with ``count`` kernel threads, then restore the setting.
+
+    The setting is process-wide: do not use this from several threads at once."""
     global _threads
     previous = _threads
-    set_threads(count)
+    checked = set_threads(count)
     try:
-        yield count
+        yield checked
     finally:
         _threads = previous
 

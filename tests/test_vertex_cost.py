@@ -86,9 +86,11 @@ def test_zeroing_a_unit_costs_what_deleting_it_does():
         np.testing.assert_allclose(estimates.mean(axis=0), vertex.alone_costs(layer, base),
                                    rtol=1e-9, atol=1e-9)
         assert estimates.std(axis=0).max() > 0
-        first = (_summed_loss(_deleted(index, params, layer, 0), images[:8], labels[:8])
-                 - _summed_loss(net, images[:8], labels[:8]))
+        batch = np.random.default_rng(0).permutation(40)[:8]  # drawn as the trainer draws
+        first = (_summed_loss(_deleted(index, params, layer, 0), images[batch], labels[batch])
+                 - _summed_loss(net, images[batch], labels[batch]))
         assert estimates[0, 0] == pytest.approx(first * 40 / 8, rel=1e-9, abs=1e-9)
+    assert vertex.batch_alone_costs(2, 16).shape == (2, 5)  # 8 of the 40 left out
 
 
 @pytest.mark.host_only
@@ -116,6 +118,8 @@ def test_the_report_prices_the_vertex_and_groups_the_cheapest_units(tmp_path):
     assert noise["gap_median"] == pytest.approx(np.median(0.5 - alone[below]))
     spread = vertex.batch_alone_costs(2, 5).std(axis=0, ddof=1)[below]
     assert noise["std_median"] == pytest.approx(np.median(spread))
+    needed = (2 * spread / (0.5 - alone[below])) ** 2
+    assert noise["visits_for_2_sigma_median"] == pytest.approx(np.median(needed))
     assert V.analyse(net, images, labels, 0.5, ["inputs", "h1", "h2"], "h2",
                      noise_batch=20)["noise"] is None  # fewer than two batches
     run = tmp_path / "grid" / "run_seed0"
@@ -130,3 +134,10 @@ def test_the_report_prices_the_vertex_and_groups_the_cheapest_units(tmp_path):
     (run / "metrics.json").write_text(json.dumps({"decisions": {"audit": audit}}))
     assert "| grid/run_seed0 | 12-9-8 | 7 | 2.50 |" in V.markdown(tmp_path)
     assert f"{report['objective']:.0f}" in page
+
+
+@pytest.mark.host_only
+def test_the_last_gate_layer_is_visited_every_step_the_others_share_the_subset():
+    assert V.visits_per_epoch(55_000, 100, 16, 158, last=True) == 550
+    assert V.visits_per_epoch(55_000, 100, 16, 160, last=False) == pytest.approx(55)
+    assert V.visits_per_epoch(55_000, 100, 16, 8, last=False) == 550  # fewer gates than visits

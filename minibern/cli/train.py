@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="array backend (default: $MINIBERN_BACKEND, else numpy)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="threads for the element-wise kernels (im2col, col2im, pooling); "
-                        "default: $MINIBERN_THREADS, else 1. Pays only with "
+                        "default: $MINIBERN_THREADS, else 1. Can only gain with "
                         "OPENBLAS_THREAD_TIMEOUT=4 in the environment (see README). The "
                         "numbers of a run do not depend on it")
     parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA, "
