@@ -14,8 +14,9 @@ trained (no retraining), on the whole training split (N = 55,000):
 - for one layer, the *group cost*: the rise of L when its k cheapest units (by alone cost) are
   removed together, against the price κ·k they would save;
 - for the same layer, the *noise* of a minibatch's estimate of the alone cost (batches of the
-  run's size drawn as the trainer draws them, scaled to N, at these weights and with every gate at its vertex, so
-  without the noise of the masks of gates still inside): for the units that cost less than κ,
+  run's size drawn as the trainer draws them, scaled to N, at these weights and with every
+  gate at its vertex, so without the noise of the masks of gates still inside): for the units
+  that cost less than κ,
   the median gap κ − cost, the median standard deviation of the estimate, and how many visits
   an average needs before the gap is two standard errors, against the visits each gate gets
   per epoch (the last gate layer is visited in full at every step,
