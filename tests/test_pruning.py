@@ -203,6 +203,16 @@ def test_training_removes_units_and_reports_them(mnist):
     assert trainer.history["params"][-1] < metrics["params_start"]
     snaps = np.asarray(trainer.history["theta_snapshots"])
     assert snaps.shape[1] == 784 + 60 + 20  # θ over the original gates, removed ones at 0
+    averages = np.asarray(trainer.history["gradient_snapshots"])
+    assert averages.shape == snaps.shape
+    start = 0
+    for _, name, gate in hook.gates:  # the last snapshot: N·ḡ of the kept, 0 for the removed
+        columns = averages[-1, start:start + gate.n_original]
+        np.testing.assert_allclose(columns[gate.unit_index], hook.states[name].mean * hook.n_data)
+        removed = np.setdiff1d(np.arange(gate.n_original), gate.unit_index)
+        assert (columns[removed] == 0).all() and (snaps[-1, start + removed] == 0).all()
+        start += gate.n_original
+    assert np.abs(averages[-1]).max() > 0
 
 
 def test_resume_of_a_pruned_run_repeats_weights_theta_and_structure(mnist, tmp_path):

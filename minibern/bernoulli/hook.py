@@ -315,10 +315,20 @@ class GateTrainer(Hook):
     # -- records -------------------------------------------------------------------------------
     def record(self, trainer, step: int) -> None:
         """Snapshot θ of every original gate (0 for removed ones), concatenated in gate order,
-        into the trainer's history (``theta_snapshots`` (S, G) and ``theta_snapshot_steps``)."""
+        into the trainer's history (``theta_snapshots`` (S, G) and ``theta_snapshot_steps``),
+        and beside it N times each gate's visit average ḡ (C3), i.e. the averaged Δ̂_i + κ_i
+        that moves θ_i (``gradient_snapshots`` (S, G), 0 for removed gates): where it is
+        positive, the estimator pushes θ_i towards 0."""
         trainer.history.setdefault("theta_snapshot_steps", []).append(step)
         trainer.history.setdefault("theta_snapshots", []).append(
             np.concatenate([g.full_theta() for _, _, g in self.gates]).tolist())
+        averages = []
+        for _, name, gate in self.gates:
+            full = np.zeros(gate.n_original)
+            full[gate.unit_index] = self.states[name].mean * self.n_data
+            averages.append(full)
+        trainer.history.setdefault("gradient_snapshots", []).append(
+            np.concatenate(averages).tolist())
 
     def counts(self) -> list[dict]:
         """metrics.json's ``gates``: per layer total / at_zero / at_one / undecided (1e-3)."""
