@@ -15,7 +15,7 @@ from minibern.losses import softmax_cross_entropy
 from minibern.models import build_model, lenet5_caffe, lenet300_100
 from minibern.optim import SGD, Adam
 from minibern.training.summary import summarize
-from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
+from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 
 
 def _set_theta(net, rng, off_share=0.4):
@@ -205,14 +205,37 @@ def test_training_removes_units_and_reports_them(mnist):
     assert snaps.shape[1] == 784 + 60 + 20  # θ over the original gates, removed ones at 0
     averages = np.asarray(trainer.history["gradient_snapshots"])
     assert averages.shape == snaps.shape
-    start = 0
-    for _, name, gate in hook.gates:  # the last snapshot: N·ḡ of the kept, 0 for the removed
-        columns = averages[-1, start:start + gate.n_original]
-        np.testing.assert_allclose(columns[gate.unit_index], hook.states[name].mean * hook.n_data)
-        removed = np.setdiff1d(np.arange(gate.n_original), gate.unit_index)
-        assert (columns[removed] == 0).all() and (snaps[-1, start + removed] == 0).all()
-        start += gate.n_original
     assert np.abs(averages[-1]).max() > 0
+    start = 0
+    for _, name, gate in hook.gates:  # removed gates record 0; the sums restart at each record
+        removed = np.setdiff1d(np.arange(gate.n_original), gate.unit_index)
+        assert (averages[-1, start + removed] == 0).all() and (snaps[-1, start + removed] == 0).all()
+        assert not hook.states[name].grad_count.any() and not hook.states[name].grad_sum.any()
+        start += gate.n_original
+
+
+def test_gradient_snapshots_are_the_mean_estimate_of_each_period(mnist):
+    trainer, hook = _gated_trainer(mnist, GateConfig(estimator="removal", subset=8,
+                                                     theta_lr=50.0, kappa=20.0), epochs=1)
+    estimates = {name: [] for _, name, _ in hook.gates}
+
+    class Spy(Hook):  # the hook's estimates of each step, taken from the state it accumulates
+        def after_backward(self, trainer):
+            for _, name, _ in hook.gates:
+                state = hook.states[name]
+                estimates[name].append((state.grad_sum.copy(), state.grad_count.copy()))
+
+    trainer.hooks.append(Spy())
+    trainer.fit()
+    averages = np.asarray(trainer.history["gradient_snapshots"])
+    start = 0
+    for _, name, gate in hook.gates:  # one record, at the epoch's end: no unit was removed
+        total, count = estimates[name][-1]
+        assert count.sum() > 0
+        expected = total / np.maximum(count, 1) * hook.n_data
+        np.testing.assert_allclose(averages[0, start:start + gate.n_original][gate.unit_index],
+                                   expected)
+        start += gate.n_original
 
 
 def test_resume_of_a_pruned_run_repeats_weights_theta_and_structure(mnist, tmp_path):

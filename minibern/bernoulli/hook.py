@@ -221,6 +221,8 @@ class GateTrainer(Hook):
             scale = int(candidates[name].sum()) / max(int(movable.sum()), 1)  # n/m over movable
             state = self.states[name]
             update_average(state, grad, movable, self.config.average_visits)  # (C3)
+            state.grad_sum[movable] += grad[movable]
+            state.grad_count[movable] += 1
             self.sgd.update(theta, scale * state.mean, t=clock, mask=movable)  # (B20), (C6)
             if self.config.decide_alpha:
                 certified = movable & certify_rule(
@@ -316,16 +318,20 @@ class GateTrainer(Hook):
     def record(self, trainer, step: int) -> None:
         """Snapshot θ of every original gate (0 for removed ones), concatenated in gate order,
         into the trainer's history (``theta_snapshots`` (S, G) and ``theta_snapshot_steps``),
-        and beside it N times each gate's visit average ḡ (C3), i.e. the averaged Δ̂_i + κ_i
-        that moves θ_i (``gradient_snapshots`` (S, G), 0 for removed gates): where it is
-        positive, the estimator pushes θ_i towards 0."""
+        and beside it N times the mean of each gate's θ-gradient estimates since the previous
+        record, i.e. the estimated Δ_i + κ_i over that period (``gradient_snapshots`` (S, G);
+        0 for removed gates and for gates not visited in the period): where it is positive,
+        the estimator pushed θ_i towards 0 over the period."""
         trainer.history.setdefault("theta_snapshot_steps", []).append(step)
         trainer.history.setdefault("theta_snapshots", []).append(
             np.concatenate([g.full_theta() for _, _, g in self.gates]).tolist())
         averages = []
         for _, name, gate in self.gates:
+            state = self.states[name]
             full = np.zeros(gate.n_original)
-            full[gate.unit_index] = self.states[name].mean * self.n_data
+            full[gate.unit_index] = state.grad_sum / np.maximum(state.grad_count, 1) * self.n_data
+            state.grad_sum[:] = 0.0
+            state.grad_count[:] = 0
             averages.append(full)
         trainer.history.setdefault("gradient_snapshots", []).append(
             np.concatenate(averages).tolist())

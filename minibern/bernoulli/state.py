@@ -21,11 +21,13 @@ FIELDS = {"high": np.int64,       # consecutive updates with θ ≥ 1 − tol (t
           "visits": np.int64,     # visits of the estimator, k (C3)
           "mean": np.float64,     # the visit average ḡ of the θ-gradient (C3)
           "var": np.float64,      # the running variance of its estimates (C5)
-          "certified": bool}      # certified on its vertex by the decision rule (C10)
+          "certified": bool,      # certified on its vertex by the decision rule (C10)
+          "grad_sum": np.float64,  # Σ of the θ-gradient estimates since the last record
+          "grad_count": np.int64}  # ... and how many (the recorded per-period mean)
 
 #: Fields older checkpoints may lack (they are then left at zero).
 OPTIONAL = ("zero_run", "marked", "left_zero", "came_back", "visits", "mean", "var",
-            "certified")
+            "certified", "grad_sum", "grad_count")
 
 
 class GateState:
