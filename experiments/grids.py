@@ -103,6 +103,13 @@ GRIDS = {
                                                   "--width-mult", width]
                         for width in ("1", "2", "4")}, seeds=(0,)),
     },
+    "gradients": {
+        "about": "the default from 300-100 and 600-200, run again so that history.npz holds "
+                 "gradient_snapshots, each gate's averaged Δ̂ + κ per epoch (seed 0)",
+        "reference": {"default_width2": "default_width1"},
+        "runs": seeded({f"default_width{width}": [*LENET300, "--gates", "--width-mult", width]
+                        for width in ("1", "2")}, seeds=(0,)),
+    },
     "longer": {
         "about": "the default gated run trained for 40 epochs instead of 20, from 300-100, "
                  "600-200 and 1200-400 (seed 0)",
