@@ -164,6 +164,24 @@ class Vertex:
         return sums * (len(self.labels) / batch)
 
 
+def training_estimates(theta_last, estimates_last, alone, kappa: float) -> dict | None:
+    """What the estimator saw in the last recorded period for the units that the vertex prices
+    below κ: ``theta_last`` and ``estimates_last`` are the last rows of ``theta_snapshots`` and
+    ``gradient_snapshots`` over the layer's original gates (N·(Δ̂ + κ), the period's mean);
+    ``alone`` the alone costs of the kept units in the exported order (original order). None if
+    the kept sets do not match."""
+    kept = np.flatnonzero(np.asarray(theta_last) >= 0.5)
+    if kept.size != len(alone):
+        return None
+    below = np.asarray(alone) < kappa
+    seen = np.asarray(estimates_last)[kept][below]
+    return {"units": int(below.sum()),
+            "median": float(np.median(seen)) if below.any() else None,
+            "positive": int((seen > 0).sum()),
+            "vertex_median": float(np.median(kappa - np.asarray(alone)[below]))
+            if below.any() else None}
+
+
 def visits_per_epoch(n_train: int, batch_size: int, subset: int, units: int,
                      last: bool) -> float:
     """Removal-estimator visits per gate per epoch: the last gate layer is visited in full at
@@ -204,6 +222,7 @@ def analyse(net, images, labels, kappa: float, layer_names: list[str], group_lay
         group["alone_sum"].append(float(costs[group_layer][order[:count]].sum()))
         group["price_saved"].append(kappa * count)
     report["group"] = group
+    report["alone_costs_last"] = costs[group_layer].tolist()
     if len(labels) // noise_batch < 2:
         report["noise"] = None
         return report
@@ -252,6 +271,15 @@ def run_report(directory: Path, data_dir=None) -> dict:
         report["noise"]["visits_per_epoch"] = visits_per_epoch(
             len(mnist.train_labels), metrics["config"]["batch_size"], gate_config["subset"],
             report["kept"][-1], last=True)
+    history = directory / "history.npz"
+    if history.exists():
+        with np.load(history) as recorded:
+            if "gradient_snapshots" in recorded.files:
+                start = sum(gate["total"] for gate in metrics["gates"][:-1])
+                report["training"] = training_estimates(
+                    recorded["theta_snapshots"][-1, start:],
+                    recorded["gradient_snapshots"][-1, start:], report["alone_costs_last"],
+                    float(gate_config["kappa"]))
     report["run"] = f"{directory.parent.name}/{directory.name}"
     report["test_error_%"] = 100 * metrics["test_error"]
     return report
@@ -292,14 +320,17 @@ def markdown(root: Path) -> str:
              "(a batch of the run's size, scaled to N; at the vertex, so without the masks' "
              "noise), the median over those units of the visits an average needs to resolve "
              "its gap at two standard errors, (2σ/gap)², and the visits per epoch each of "
-             "the layer's gates gets (all of them, every step). Weights as trained, no "
-             "retraining.\n"]
+             "the layer's gates gets (all of them, every step). Below κ: for the same units, "
+             "the median of N·(Δ̂ + κ) as the estimator saw it over the run's last epoch "
+             "(`gradient_snapshots`, where recorded; how many of them above 0) against the "
+             "median Δ + κ at the vertex. Weights as trained, no retraining.\n"]
     names = list(reports[0]["layers"])
     head = (["run", "kept", f"{names[-1]} at θ = 1", "test error %", "L", "κ·kept",
              "N·objective"]
             + [f"{name} median alone cost (< κ)" for name in names]
             + ["group k: L rise / alone sum / price saved",
-               "noise: gap / std / visits to resolve (visits per epoch)"])
+               "noise: gap / std / visits to resolve (visits per epoch)",
+               "below κ: Δ̂ + κ in training (> 0) / at the vertex"])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path, report in zip(paths, reports):
         group = report["group"]
@@ -319,6 +350,9 @@ def markdown(root: Path) -> str:
                      f"{noise['visits_for_2_sigma_median']:.0f}"
                      + (f" ({noise['visits_per_epoch']:.0f})" if "visits_per_epoch" in noise
                         else ""))
+        seen = report.get("training") or {}
+        cells.append("—" if seen.get("median") is None else
+                     f"{seen['median']:.1f} ({seen['positive']} > 0) / {seen['vertex_median']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

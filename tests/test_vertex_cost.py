@@ -141,3 +141,13 @@ def test_the_last_gate_layer_is_visited_every_step_the_others_share_the_subset()
     assert V.visits_per_epoch(55_000, 100, 16, 158, last=True) == 550
     assert V.visits_per_epoch(55_000, 100, 16, 160, last=False) == pytest.approx(55)
     assert V.visits_per_epoch(55_000, 100, 16, 8, last=False) == 550  # fewer gates than visits
+
+
+@pytest.mark.host_only
+def test_training_estimates_are_matched_to_the_kept_units_in_original_order():
+    theta = np.array([1.0, 0.0, 0.7, 0.2, 1.0])  # kept: original units 0, 2, 4
+    seen = np.array([-9.0, 50.0, 2.0, 40.0, -1.0])
+    alone = [9.0, 1.0, 4.0]  # alone costs of units 0, 2, 4; κ = 5: units 2 and 4 below
+    report = V.training_estimates(theta, seen, alone, 5.0)
+    assert report == {"units": 2, "median": 0.5, "positive": 1, "vertex_median": 2.5}
+    assert V.training_estimates(theta, seen, alone[:2], 5.0) is None  # kept sets differ
