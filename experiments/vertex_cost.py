@@ -123,20 +123,6 @@ class Vertex:
             total += summed_cross_entropy(_from_layer(pre, self.dense, k), self.labels[start:stop])
         return total
 
-    def alone_costs(self, layer: int, base: float) -> np.ndarray:
-        """Rise of the summed loss when each unit of ``layer`` alone is removed, (units,)."""
-        weight, bias = self.dense[layer]
-        costs = np.zeros(self.units(layer))
-        for start in range(0, len(self.labels), CHUNK):
-            stop = min(start + CHUNK, len(self.labels))
-            a = self.inputs[layer][start:stop]
-            pre = a @ weight + bias
-            for j in range(self.units(layer)):
-                without = pre - np.outer(a[:, j], weight[j])
-                costs[j] += summed_cross_entropy(_from_layer(without, self.dense, layer),
-                                                 self.labels[start:stop])
-        return costs - base
-
     def per_example_rises(self, layer: int) -> np.ndarray:
         """ℓ_n(without unit j) − ℓ_n for every example n and unit j of ``layer``: (N, units)."""
         weight, bias = self.dense[layer]
@@ -152,12 +138,17 @@ class Vertex:
                                                         labels) - base)
         return rises
 
-    def batch_alone_costs(self, layer: int, batch: int, seed: int = 0) -> np.ndarray:
+    def alone_costs(self, layer: int, rises=None) -> np.ndarray:
+        """Rise of the summed loss when each unit of ``layer`` alone is removed, (units,): the
+        column sums of :meth:`per_example_rises` (pass them if already computed)."""
+        return (self.per_example_rises(layer) if rises is None else rises).sum(axis=0)
+
+    def batch_alone_costs(self, layer: int, batch: int, seed: int = 0, rises=None) -> np.ndarray:
         """The alone costs as one minibatch of ``batch`` examples estimates them, scaled to the
         whole split: (batches, units), row b = (N/batch)·Σ_{n∈b}[ℓ_n(without j) − ℓ_n]. The
         batches are consecutive runs of a seeded permutation of the examples, as the trainer
         draws them; the last ``N mod batch`` examples of the permutation are left out."""
-        rises = self.per_example_rises(layer)
+        rises = self.per_example_rises(layer) if rises is None else rises
         order = np.random.default_rng(seed).permutation(len(self.labels))
         used = len(order) // batch * batch
         sums = rises[order[:used]].reshape(-1, batch, rises.shape[1]).sum(axis=1)
@@ -204,7 +195,10 @@ def analyse(net, images, labels, kappa: float, layer_names: list[str], group_lay
               "price": kappa * sum(kept), "objective": base + kappa * sum(kept), "layers": {}}
     costs = {}
     for k, name in enumerate(layer_names):
-        costs[name] = vertex.alone_costs(k, base)
+        rises = vertex.per_example_rises(k)  # one pass per layer; the group layer's is reused
+        costs[name] = vertex.alone_costs(k, rises)
+        if name == group_layer:
+            group_rises = rises
         report["layers"][name] = {
             "kept": kept[k],
             "alone_cost_percentiles": {str(q): float(np.percentile(costs[name], q))
@@ -226,7 +220,7 @@ def analyse(net, images, labels, kappa: float, layer_names: list[str], group_lay
     if len(labels) // noise_batch < 2:
         report["noise"] = None
         return report
-    estimates = vertex.batch_alone_costs(k, noise_batch)
+    estimates = vertex.batch_alone_costs(k, noise_batch, rises=group_rises)
     below = costs[group_layer] < kappa
     spread = estimates.std(axis=0, ddof=1)
     gap = kappa - costs[group_layer][below]

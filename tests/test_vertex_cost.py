@@ -73,17 +73,17 @@ def test_zeroing_a_unit_costs_what_deleting_it_does():
     assert base == pytest.approx(_summed_loss(net, images, labels), rel=1e-12)
     params = _host(net)
     for layer in range(3):
-        costs = vertex.alone_costs(layer, base)
+        costs = vertex.alone_costs(layer)
         assert costs.shape == (vertex.units(layer),)
         for j in range(vertex.units(layer)):
             deleted = _summed_loss(_deleted(index, params, layer, j), images, labels)
             assert costs[j] == pytest.approx(deleted - base, rel=1e-9, abs=1e-9)
             assert vertex.loss(layer, [j]) - base == pytest.approx(costs[j], rel=1e-9, abs=1e-9)
-    assert len(set(np.round(vertex.alone_costs(1, base), 6))) > 1  # the units differ
+    assert len(set(np.round(vertex.alone_costs(1), 6))) > 1  # the units differ
     for layer in range(3):  # the minibatch estimates average to the alone cost
         estimates = vertex.batch_alone_costs(layer, 8)
         assert estimates.shape == (5, vertex.units(layer))
-        np.testing.assert_allclose(estimates.mean(axis=0), vertex.alone_costs(layer, base),
+        np.testing.assert_allclose(estimates.mean(axis=0), vertex.alone_costs(layer),
                                    rtol=1e-9, atol=1e-9)
         assert estimates.std(axis=0).max() > 0
         batch = np.random.default_rng(0).permutation(40)[:8]  # drawn as the trainer draws
@@ -104,7 +104,7 @@ def test_the_report_prices_the_vertex_and_groups_the_cheapest_units(tmp_path):
     assert report["kept"] == [12, 9, 8]
     assert report["objective"] == pytest.approx(report["loss"] + 0.5 * 29)
     vertex = V.Vertex(net, images, labels)
-    alone = vertex.alone_costs(2, report["loss"])
+    alone = vertex.alone_costs(2)
     group = report["group"]
     assert group["k"] == [1, 3]  # a group of all 8 would empty the layer
     assert group["loss_rise"][0] == pytest.approx(alone.min(), rel=1e-9, abs=1e-12)
