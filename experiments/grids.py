@@ -110,6 +110,16 @@ GRIDS = {
         "runs": seeded({f"default_width{width}": [*LENET300, "--gates", "--width-mult", width]
                         for width in ("1", "2")}, seeds=(0,)),
     },
+    "optimizer": {
+        "about": "momentum SGD (η = 0.05, momentum 0.9) instead of Adam, from 300-100, 600-200 "
+                 "and 1200-400: Adam moves every weight by about η per step whatever its "
+                 "gradient's size, so each kept unit can grow its own share of the logits' "
+                 "margin (convergence.md §6) (seed 0)",
+        "reference": {f"sgd_width{width}": "sgd_width1" for width in ("1", "2", "4")},
+        "runs": seeded({f"sgd_width{width}": [*LENET300, "--gates", "--optimizer", "sgd",
+                                              "--lr", "0.05", "--width-mult", width]
+                        for width in ("1", "2", "4")}, seeds=(0,)),
+    },
     "longer": {
         "about": "the default gated run trained for 40 epochs instead of 20, from 300-100, "
                  "600-200 and 1200-400 (seed 0)",
