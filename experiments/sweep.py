@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from grids import GRIDS  # noqa: E402
+from moving_weights import markdown as moving_weights_markdown  # noqa: E402
 from published import published_markdown  # noqa: E402
 from vertex_cost import markdown as vertex_cost_markdown  # noqa: E402
 
@@ -288,6 +289,9 @@ def write_results(root: Path, path: Path) -> str:
     vertex_costs = vertex_cost_markdown(root)
     if vertex_costs:
         parts.append(vertex_costs)
+    moving = moving_weights_markdown(root)
+    if moving:
+        parts.append(moving)
     parts.append(published_markdown())
     text = "\n".join(parts)
     path.write_text(text, encoding="utf-8")

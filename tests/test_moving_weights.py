@@ -1,0 +1,133 @@
+"""experiments/moving_weights.py: estimates at the moving, final and averaged weights.
+
+The three sets of weights must share the batch and the masks, so that what differs between
+them is the weights alone: with no step they coincide bit for bit, the final weights' estimates
+do not depend on how far the moving ones went, and the weights the steps reach do not depend
+on the estimates taken in between.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibern.cli.train import main as train_main
+from minibern.data import load_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import moving_weights as M  # noqa: E402
+
+pytestmark = pytest.mark.host_only  # an experiment script: NumPy arrays, the default backend
+
+
+@pytest.fixture
+def gated_run(tmp_path, mnist_dir):
+    out = tmp_path / "gated"
+    assert train_main(["--model", "lenet300", "--epochs", "1", "--train-subset", "1000",
+                       "--gates", "--seed", "3", "--data", str(mnist_dir), "--out", str(out),
+                       "--quiet"]) == 0
+    return out, load_mnist(mnist_dir)
+
+
+def _continue(gated_run, steps, lr_mult):
+    directory, data = gated_run
+    trainer, hook = M.restore_run(directory, data)
+    return trainer, M.continue_and_estimate(trainer, hook, steps, lr_mult, ema_decay=0.9)
+
+
+def test_without_steps_the_three_weights_give_identical_estimates(gated_run):
+    _, result = _continue(gated_run, 4, 0.0)
+    estimates = result["estimates"]
+    np.testing.assert_array_equal(estimates["moving"], estimates["final"])
+    np.testing.assert_array_equal(estimates["average"], estimates["final"])
+    assert result["drift"] == 0
+    assert np.ptp(estimates["final"], axis=0).max() > 0  # the batches differ from step to step
+
+
+def test_final_weights_stay_put_while_the_moving_ones_train(gated_run):
+    _, still = _continue(gated_run, 6, 0.0)
+    _, moved = _continue(gated_run, 6, 1.0)
+    np.testing.assert_array_equal(moved["estimates"]["final"], still["estimates"]["final"])
+    np.testing.assert_array_equal(moved["estimates"]["moving"][0], still["estimates"]["final"][0])
+    assert moved["drift"] > 0
+    assert not np.array_equal(moved["estimates"]["moving"][1:], still["estimates"]["final"][1:])
+
+
+def test_estimates_in_between_do_not_change_where_the_steps_go(gated_run):
+    directory, data = gated_run
+    trainer, _ = _continue(gated_run, 3, 1.0)
+    reached = {k: v.copy() for k, v in trainer.net.named_parameters().items()}
+    plain, hook = M.restore_run(directory, data)  # the same three steps, no estimates
+    gates = [gate for _, _, gate in M.gate_layers(plain.net)]
+    plain.optimizer.lr = plain.learning_rate(plain.epoch - 1)
+    order = np.random.default_rng(0).permutation(plain.splits["train"].size)
+    train = plain.splits["train"]
+    for step in range(3):
+        index = order[step * 100:(step + 1) * 100]
+        for gate in gates:
+            gate.rng = np.random.default_rng((0, step, 1))
+        _, dlogits = M.softmax_cross_entropy(plain.net.forward(train.images[index]),
+                                             train.labels[index], check=False)
+        plain.net.backward(dlogits, input_grad=False)
+        plain.optimizer.step(plain.net)
+    for key, value in plain.net.named_parameters().items():
+        np.testing.assert_array_equal(reached[key], value)
+
+
+def test_the_report_chooses_on_even_steps_and_reports_odd_ones():
+    theta = np.array([1.0, 1.0, 0.0])
+    final = np.array([[5.0, -5.0, 9.0], [-1.0, -5.0, 9.0]] * 2)  # unit 0: + on even, − on odd
+    result = {"layer": "gate2", "theta": theta, "drift": 0.1,
+              "estimates": {"moving": final - 3, "final": final, "average": final}}
+    row = M.summarise(result)
+    assert (row["kept"], row["cheap_at_final"]) == (2, 1)  # θ = 0 is not kept; unit 1 is dear
+    assert row["final"]["median_cheap"] == -1.0  # reported on the odd steps
+    assert row["moving"]["median_cheap"] == -4.0 and row["final"]["cheap_above_0"] == 0
+    assert "cheap_at_reached" not in row
+    there = np.array([[-1.0, 2.0, 9.0], [0.0, 0.0, 0.0]] * 2)  # now unit 1 is cheap, not unit 0
+    reached = {**result, "estimates": {w: there for w in M.WEIGHTS}}
+    row = M.summarise(result, reached)
+    assert (row["cheap_at_reached"], row["cheap_at_both"]) == (1, 0)
+    row = M.summarise(result, result)
+    assert (row["cheap_at_reached"], row["cheap_at_both"]) == (1, 1)
+
+
+def test_a_run_that_is_not_gated_is_refused_with_the_reason(tmp_path, mnist_dir, capsys):
+    plain = tmp_path / "plain"
+    assert train_main(["--model", "lenet300", "--epochs", "1", "--train-subset", "300",
+                       "--data", str(mnist_dir), "--out", str(plain), "--quiet"]) == 0
+    assert M.main([str(plain), "--steps", "2", "--data", str(mnist_dir)]) == 1
+    assert "not a gated LeNet-300-100 run" in capsys.readouterr().err
+    assert not (plain / "moving_weights.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["--steps", "1"], "--steps"),
+                                           (["--ema-decay", "1"], "--ema-decay"),
+                                           (["--lr-mult", "-1"], "--lr-mult")])
+def test_bad_settings_exit_2_naming_the_setting(args, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        M.main([str(tmp_path), *args])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_results_section_tables_every_report(tmp_path):
+    directory = tmp_path / "grid" / "run_seed0"
+    directory.mkdir(parents=True)
+    row = {"lr_mult": 1.0, "lr": 2e-4, "layer": "gate2", "kept": 10, "cheap_at_final": 3,
+           "drift": 0.01, **{w: {"median_kept": kept, "median_cheap": 2.5, "cheap_above_0": 2}
+                             for w, kept in zip(M.WEIGHTS, (-7.0, -8.0, -9.0))}}
+    (directory / "moving_weights.json").write_text(json.dumps(
+        {"run": "grid/run_seed0", "steps": 100, "ema_decay": 0.99, "rows": [row]}))
+    text = M.markdown(tmp_path)
+    assert "| grid/run_seed0 | 100 | 0.0002 (× 1) | 0.0100 | 10 | 3 | 2.5 (2) |" in text
+    assert text.rstrip().endswith("| -8.0 / -7.0 / -9.0 | — |")  # final / moving / average
+    assert M.markdown(tmp_path / "grid") == ""
+
+
+def test_the_report_records_the_learning_rate_the_steps_used(gated_run, mnist_dir):
+    directory, _ = gated_run
+    report = M.run_report(directory, 2, [0.5, 0.0], 0.99, str(mnist_dir))
+    assert [row["lr"] for row in report["rows"]] == [0.5e-3, 0.0]  # the run's lr was 1e-3
+    assert "cheap_at_reached" in report["rows"][0] and "cheap_at_reached" not in report["rows"][1]
