@@ -114,10 +114,24 @@ GRIDS = {
         "about": "momentum SGD (η = 0.05, momentum 0.9) instead of Adam, from 300-100, 600-200 "
                  "and 1200-400: Adam moves every weight by about η per step whatever its "
                  "gradient's size, so each kept unit can grow its own share of the logits' "
-                 "margin (convergence.md §6) (seed 0)",
-        "reference": {f"sgd_width{width}": "sgd_width1" for width in ("1", "2", "4")},
-        "runs": seeded({f"sgd_width{width}": [*LENET300, "--gates", "--optimizer", "sgd",
-                                              "--lr", "0.05", "--width-mult", width]
+                 "margin (convergence.md §6); and with the Gaussian weight prior of (B3) "
+                 "(--weight-decay 1/(Nσ²) = 5e-4), which SGD applies in full where Adam "
+                 "rescales it (seed 0)",
+        "reference": {f"sgd{decay}_width{width}": f"sgd{decay}_width1"
+                      for decay in ("", "_decay5e-4") for width in ("1", "2", "4")},
+        "runs": seeded({f"sgd{name}_width{width}": [*LENET300, "--gates", "--optimizer", "sgd",
+                                                    "--lr", "0.05", *extra, "--width-mult", width]
+                        for name, extra in (("", []),
+                                            ("_decay5e-4", ["--weight-decay", "5e-4"]))
+                        for width in ("1", "2", "4")}, seeds=(0,)),
+    },
+    "certify_at_one": {
+        "about": "the decision rule at both vertices (--decide-at-one, (C10′)) from 300-100, "
+                 "600-200 and 1200-400: a gate certified at 1 is frozen and no longer estimated "
+                 "(seed 0)",
+        "reference": {f"at_one_width{width}": "at_one_width1" for width in ("1", "2", "4")},
+        "runs": seeded({f"at_one_width{width}": [*LENET300, "--gates", "--decide-at-one",
+                                                 "--width-mult", width]
                         for width in ("1", "2", "4")}, seeds=(0,)),
     },
     "longer": {
@@ -141,10 +155,13 @@ GRIDS = {
         "runs": seeded({"no_prune": [*LENET300, "--gates", "--no-prune"]}, seeds=(0,)),
     },
     "timing": {
-        "about": "whole-run wall time, gated against un-gated, alternated one run at a time on an "
-                 "otherwise idle machine (`--jobs 1`)",
+        "about": "whole-run wall time, gated (with the default rule, and certifying at both "
+                 "vertices) against un-gated, alternated one run at a time on an otherwise idle "
+                 "machine (`--jobs 1`)",
         "runs": {**{name: args for seed in (0, 1) for name, args in (
             (f"gated_seed{seed}", [*LENET300, "--gates", "--no-audit", "--seed", str(seed)]),
+            (f"gated_at_one_seed{seed}", [*LENET300, "--gates", "--decide-at-one", "--no-audit",
+                                          "--seed", str(seed)]),
             (f"plain_seed{seed}", [*LENET300, "--seed", str(seed)]))},
             "lenet5_gated_seed0": [*LENET5, "--gates", "--no-audit", "--seed", "0"],
             "lenet5_plain_seed0": [*LENET5, "--seed", "0"]},
