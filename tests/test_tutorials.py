@@ -163,6 +163,23 @@ def test_tutorial_9_draws_kept_units_against_the_reference(mnist_dir, tmp_path):
     assert len(list((tmp_path / "runs" / "robustness").glob("*/metrics.json"))) == 12
 
 
+def test_tutorial_9_reads_another_grid_against_the_reference_asked_for(tmp_path):
+    """The runner's 40-epoch grid as kept in the repository (no training), against 600-200;
+    a reference that is not in the grid and --quick with --grid are refused."""
+    out = _run([REPO / "tutorials" / "09_robustness.py", "--grid", "longer", "--out", tmp_path])
+    assert "reference configuration 'gated_40_epochs_width2'" in out
+    assert re.search(r"step 5: spread gated_40_epochs_width4(?:\s+\S+\s+[+-][0-9.]+ %){3}",
+                     out), out
+    assert "within ±15 % of gated_40_epochs_width2" in _result(out, 9)
+    _assert_pngs(tmp_path, "robustness.png")
+    for extra in (["--reference", "width1_scale1"], ["--quick"]):
+        done = subprocess.run([sys.executable, REPO / "tutorials" / "09_robustness.py", "--grid",
+                               "longer", "--out", tmp_path, *extra], capture_output=True,
+                              text=True)
+        assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
+        assert "Traceback" not in done.stderr
+
+
 def test_tutorial_11_strict_matches_numpy_bit_for_bit(mnist_dir, tmp_path):
     out = _tutorial("11_on_a_gpu.py", tmp_path, "--data", mnist_dir)
     assert "agree bit for bit" in _result(out, 11)

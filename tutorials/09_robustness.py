@@ -14,7 +14,9 @@ Read alongside
     at 0 or 1; docs/derivations/convergence.md — (C3)–(C10) what decides a gate;
     experiments/grids.py (the grid "robustness": every run's arguments) and experiments/sweep.py
     (the runner, the table and the spread this tutorial draws). The 20-epoch numbers over seeds:
-    docs/RESULTS.md, grid "robustness".
+    docs/RESULTS.md, grid "robustness". `--grid longer` reads the 40-epoch grid instead, whose
+    starts from 600-200 and 1200-400 and at init scales 0.5 and 2 are compared with 600-200
+    (docs/derivations/convergence.md §6 says why that reference).
 Figures (in --out)
     robustness.png — kept units per gated layer (one panel each) against the configuration:
     every seed's run as a dot, the mean as a bar, the reference's mean ±15 % as a band.
@@ -46,11 +48,28 @@ from sweep import mean_std, run_dir, train  # noqa: E402
 def runs_option(parser):
     parser.add_argument("--runs", type=Path, default=EXPERIMENTS / "runs",
                         help="root of the runner's run directories (default experiments/runs)")
+    parser.add_argument("--grid", choices=("robustness", "longer"), default="robustness",
+                        help="the runner's grid to read: robustness (20 epochs, default) or "
+                             "longer (40 epochs, three seeds from 600-200 and 1200-400)")
+    parser.add_argument("--reference", default=None,
+                        help="the configuration the others are compared with (default: the "
+                             "grid's; for longer, gated_40_epochs_width2, the 600-200 start)")
+
+
+def default_reference(reference) -> str:
+    """A grid's reference: one name, or {configuration: its reference} (the most common)."""
+    if isinstance(reference, str):
+        return reference
+    names = list(reference.values())
+    return max(names, key=names.count)
 
 
 args = tutorial_args(__doc__, quick="train and draw a small grid of its own in --out/runs",
                      out="runs/tutorial9", extra=mnist_options(more=runs_option))
-GRID = "robustness"
+GRID = args.grid
+if args.quick and (GRID != "robustness" or args.reference):
+    sys.exit("error: --quick trains and draws a small grid of its own; leave out --grid and "
+             "--reference, or leave out --quick to read the runner's grid")
 
 # %% 2. The grid: configuration → its runs' arguments (one run per seed, `<config>_seed<k>`)
 if args.quick:
@@ -65,7 +84,12 @@ if args.quick:
             for config, extra in CONFIGS.items() for seed in (0, 1, 2)}
     reference, root = "width0.25_scale1", args.out / "runs"
 else:
-    runs, reference, root = GRIDS[GRID]["runs"], GRIDS[GRID]["reference"], args.runs
+    runs, root = GRIDS[GRID]["runs"], args.runs
+    reference = args.reference or default_reference(GRIDS[GRID]["reference"])
+    configurations = {name.rsplit("_seed", 1)[0] for name in runs}
+    if reference not in configurations:
+        sys.exit(f"error: --reference {reference!r} is not a configuration of the grid {GRID!r}; "
+                 f"choose one of {', '.join(sorted(configurations))}")
 print(f"step 2: grid {GRID!r} under {root}: {len(runs)} runs, reference configuration "
       f"{reference!r}")
 for name, run_args in list(runs.items())[:2]:
