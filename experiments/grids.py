@@ -8,6 +8,7 @@ from __future__ import annotations
 
 LENET300 = ["--model", "lenet300", "--epochs", "20", "--lr-decay", "5"]
 LENET5 = ["--model", "lenet5", "--epochs", "20", "--lr-decay", "5"]
+LONGER = ["--model", "lenet300", "--epochs", "40", "--lr-decay", "5", "--gates"]
 SEEDS = (0, 1, 2)
 FIVE_SEEDS = (0, 1, 2, 3, 4)
 VISITS16 = ["--first-subset", "16", "--subset", "16"]
@@ -135,14 +136,17 @@ GRIDS = {
                         for width in ("1", "2", "4")}, seeds=(0,)),
     },
     "longer": {
-        "about": "the default gated run trained for 40 epochs instead of 20, from 300-100, "
-                 "600-200 and 1200-400 (seed 0)",
+        "about": "the default gated run trained for 40 epochs instead of 20, from 300-100 "
+                 "(seed 0), and from 600-200, 1200-400 and 600-200 at init scales 0.5 and 2 "
+                 "(seeds 0–2), against 300-100 and against 600-200",
         "reference": {"gated_40_epochs_width2": "gated_40_epochs",
-                      "gated_40_epochs_width4": "gated_40_epochs"},
-        "runs": seeded({f"gated_40_epochs{suffix}": [
-            "--model", "lenet300", "--epochs", "40", "--lr-decay", "5", "--gates", *extra]
-            for suffix, extra in (("", []), ("_width2", ["--width-mult", "2"]),
-                                  ("_width4", ["--width-mult", "4"]))}, seeds=(0,)),
+                      **{f"gated_40_epochs_{name}": "gated_40_epochs_width2"
+                         for name in ("width4", "width2_scale0.5", "width2_scale2")}},
+        "runs": {**seeded({"gated_40_epochs": LONGER}, seeds=(0,)),
+                 **seeded({f"gated_40_epochs_{name}": [*LONGER, *extra] for name, extra in (
+                     ("width2", ["--width-mult", "2"]), ("width4", ["--width-mult", "4"]),
+                     ("width2_scale0.5", ["--width-mult", "2", "--init-scale", "0.5"]),
+                     ("width2_scale2", ["--width-mult", "2", "--init-scale", "2"]))})},
     },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",
