@@ -6,8 +6,10 @@ last hidden layer's kept units cost less than κ alone (``vertex_cost.py``), yet
 two by continuing a finished run from its checkpoint for ``--steps`` weight steps (the run's
 optimiser and state, at its last learning rate times ``--lr-mult``; θ held where the run left
 it, so the masks of the gates still inside are drawn from the final θ). At every step the
-removal estimator (E4)–(E8) estimates N·(Δ̂ᵢ + κ) of every kept gate of the last gate layer on
-the same batch and with the same drawn masks at three sets of weights:
+removal estimator (E4)–(E8) estimates Δ̂ᵢ + κ (N·ĝᵢ of (E10): Δ̂ᵢ is the change of the summed
+training loss when unit i is on rather than off, negative for a useful unit; above 0 the unit
+is cheap, worth less than its price κ) of every kept gate of the last gate layer on the same
+batch and with the same drawn masks at three sets of weights:
 
 - *moving*: the weights as they train (before this step's update, as the trainer does);
 - *final*: the run's final weights, held fixed;
@@ -28,7 +30,8 @@ Usage::
 
 writes ``moving_weights.json`` into the run directory; ``python experiments/sweep.py results``
 tabulates every such file in docs/RESULTS.md. Needs ``checkpoint.npz`` and ``metrics.json`` of
-a gated LeNet-300-100 run.
+a gated LeNet-300-100 run priced per unit (the default κ); gates the run froze in the last layer
+(certified, ``--decide-at-one``) are left out, since the estimator no longer visits them.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from minibern.bernoulli.estimators import make_estimator
 from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.bernoulli.topology import gate_layers
 from minibern.data import load_mnist
@@ -55,39 +59,59 @@ class MovingWeightsError(ValueError):
 
 
 def _fields(cls, saved: dict) -> dict:
+    """The entries of a saved dataclass (``metrics.json``) that ``cls`` still has."""
     return {key: value for key, value in saved.items() if key in cls.__dataclass_fields__}
 
 
-def restore_run(directory: Path, data):
-    """``(trainer, hook)`` of a finished gated run, loaded from its checkpoint."""
+def read_run(directory: Path) -> tuple[TrainConfig, GateConfig]:
+    """The run's settings, after checking that this script can analyse it (before any data
+    is loaded)."""
     try:
         metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise MovingWeightsError(f"{directory}: no readable metrics.json ({error}); is it a "
                                  "finished run directory?") from error
-    if metrics.get("config", {}).get("model") != "lenet300" or not metrics.get("gate_config"):
+    if (not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict)
+            or metrics["config"].get("model") != "lenet300"
+            or not isinstance(metrics.get("gate_config"), dict)):
         raise MovingWeightsError(f"{directory}: not a gated LeNet-300-100 run")
+    gate_config = metrics["gate_config"]
+    if gate_config.get("kappa_per_param") or gate_config.get("kappa_expected_params"):
+        raise MovingWeightsError(f"{directory}: its units are not priced per unit; only runs "
+                                 "with the default κ per unit are supported")
     if not (directory / "checkpoint.npz").exists():
         raise MovingWeightsError(f"{directory}: no checkpoint.npz; rerun the run to get one")
-    config = TrainConfig(**_fields(TrainConfig, metrics["config"]))
-    gate_config = GateConfig(**_fields(GateConfig, metrics["gate_config"]))
+    return (TrainConfig(**_fields(TrainConfig, metrics["config"])),
+            GateConfig(**_fields(GateConfig, gate_config)))
+
+
+def restore_run(directory: Path, data):
+    """``(trainer, hook)`` of a finished gated run, loaded from its checkpoint; the hook's
+    estimator is the removal estimator with the run's visits, whichever the run used."""
+    config, gate_config = read_run(directory)
     net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
                       init=config.init, init_scale=config.init_scale, gates=True,
                       theta_init=gate_config.theta_init)
     splits = device_splits(data, net.input_shape, config.train_subset)
     hook = GateTrainer(net, gate_config, splits["train"].size)
+    hook.estimator = make_estimator("removal", gate_config.subset, gate_config.first_subset)
     trainer = Trainer(net, splits, config, hooks=[hook], log=lambda message: None,
                       progress_stream=io.StringIO())
-    trainer.load_checkpoint(directory / "checkpoint.npz")
+    try:
+        trainer.load_checkpoint(directory / "checkpoint.npz")
+    except ValueError as error:  # a damaged checkpoint, or one of another network
+        raise MovingWeightsError(f"{directory}: checkpoint.npz cannot be loaded ({error}); "
+                                 "retrain the run to analyse it") from error
     return trainer, hook
 
 
 def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: float,
                           seed: int = 0) -> dict:
-    """Continue ``steps`` weight steps; per step, N·(Δ̂ + κ) of the last gate layer's gates at
-    the moving, final and averaged weights (same batch, same masks). Returns
-    ``{"estimates": {weights: (steps, n) array}, "theta": (n,), "drift": ‖w − w_final‖/‖w_final‖}``.
-    The network and the optimiser are left where the steps took them."""
+    """Continue ``steps`` weight steps; per step, Δ̂ + κ (= N·ĝ of (E10)) of the last gate
+    layer's n gates at the moving, final and averaged weights (same batch, same masks).
+    Returns ``{"estimates": {weights: (steps, n) array}, "theta": (n,), "movable": (n,) bool
+    (not frozen), "drift": ‖w − w_final‖/‖w_final‖, "layer": name}``. The network and the
+    optimiser are left where the steps took them."""
     net = trainer.net
     gates = {name: gate for _, name, gate in gate_layers(net)}
     last = list(gates)[-1]
@@ -102,13 +126,14 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
     order = np.random.default_rng(seed).permutation(n_data)
     estimates = {weights: np.zeros((steps, gates[last].n_units)) for weights in WEIGHTS}
 
-    def estimate(images, labels, mask_seed):
+    def scaled_gradient(images, labels, mask_seed):
+        """N·ĝ = Δ̂ + κ of the last layer's gates on this batch, (n,)."""
         rng = np.random.default_rng(mask_seed)  # the same masks at every set of weights
         for gate in gates.values():
             gate.rng = rng
         net.forward(images)
         delta, _ = hook.estimator.estimate(net, labels, rng=rng, candidates=candidates)[last]
-        return np.asarray(delta) * n_data + kappa
+        return np.asarray(delta) * n_data + kappa  # the estimator gives Δ̂/N per gate
 
     def load(weights):
         for key in params:
@@ -118,12 +143,12 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
         start = (step * batch) % (n_data - batch + 1)
         index = order[start:start + batch]
         images, labels = train.images[index], train.labels[index]
-        estimates["moving"][step] = estimate(images, labels, (seed, step))
+        estimates["moving"][step] = scaled_gradient(images, labels, (seed, step))
         moving = {key: value.copy() for key, value in params.items()}
         load(final)
-        estimates["final"][step] = estimate(images, labels, (seed, step))
+        estimates["final"][step] = scaled_gradient(images, labels, (seed, step))
         load(average)
-        estimates["average"][step] = estimate(images, labels, (seed, step))
+        estimates["average"][step] = scaled_gradient(images, labels, (seed, step))
         load(moving)
         for gate in gates.values():
             gate.rng = np.random.default_rng((seed, step, 1))
@@ -135,13 +160,18 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
     drift = np.sqrt(sum(float(((params[k] - final[k]) ** 2).sum()) for k in params)
                     / sum(float((final[k] ** 2).sum()) for k in params))
     return {"estimates": estimates, "theta": np.asarray(gates[last].theta, dtype=float),
-            "drift": drift, "layer": last}
+            "movable": np.asarray(candidates[last], dtype=bool), "drift": drift, "layer": last}
+
+
+def kept_movable(result: dict):
+    """Kept (θ ≥ ½) gates that the estimator still visits (not frozen by a rule)."""
+    return (result["theta"] >= 0.5) & result["movable"]
 
 
 def cheap_units(result: dict):
-    """Kept units whose mean estimate at the held weights is above 0 on the even steps."""
-    kept = result["theta"] >= 0.5
-    return kept & (result["estimates"]["final"][0::2].mean(axis=0) > 0)
+    """Kept movable units whose mean estimate at the held weights is above 0 on the even
+    steps."""
+    return kept_movable(result) & (result["estimates"]["final"][0::2].mean(axis=0) > 0)
 
 
 def summarise(result: dict, reached: dict | None = None) -> dict:
@@ -149,10 +179,11 @@ def summarise(result: dict, reached: dict | None = None) -> dict:
     ``reached``: a second :func:`continue_and_estimate` without steps from where ``result``'s
     steps ended; how many units are cheap there, and how many of them were cheap at the final
     weights too."""
-    kept = result["theta"] >= 0.5
+    kept = kept_movable(result)
     report = {w: e[1::2].mean(axis=0) for w, e in result["estimates"].items()}
     cheap = cheap_units(result)
     row = {"layer": result["layer"], "kept": int(kept.sum()), "cheap_at_final": int(cheap.sum()),
+           "frozen_kept_left_out": int(((result["theta"] >= 0.5) & ~result["movable"]).sum()),
            "drift": result["drift"]}
     if reached is not None:
         there = cheap_units(reached)
@@ -166,6 +197,9 @@ def summarise(result: dict, reached: dict | None = None) -> dict:
 
 
 def run_report(directory: Path, steps: int, lr_mults, ema_decay: float, data_dir=None) -> dict:
+    """The contents of ``moving_weights.json``: one :func:`summarise` row per learning-rate
+    multiplier, each continued from the run's checkpoint."""
+    read_run(directory)  # refuse an unsuitable run before MNIST is loaded
     data = load_mnist(data_dir)
     rows = []
     for lr_mult in lr_mults:
@@ -189,8 +223,9 @@ def markdown(root: Path) -> str:
              "goes on? (`experiments/moving_weights.py`)\n",
              "From the run's checkpoint, the weights train on for the given steps (θ held) at "
              "the run's last learning rate times the multiplier. At every step the removal "
-             "estimator gives N·(Δ̂ + κ) for the last gate layer's kept gates at the moving "
-             "weights, at the final weights held fixed and at an average of the moving weights, "
+             "estimator gives Δ̂ + κ (N·ĝ of (E10)) for the last gate layer's kept gates "
+             "(those a rule froze left out) at the moving weights, at the final weights held "
+             "fixed and at an average of the moving weights, "
              "on the same batch with the same masks. Cheap: kept units whose mean at the final "
              "weights is above 0 (chosen on the even steps); the columns give, over the odd "
              "steps, their median at each set of weights and how many are above 0, then the "
@@ -240,11 +275,11 @@ def main(argv=None) -> int:
     for directory in args.runs:
         try:
             report = run_report(directory, args.steps, args.lr_mult, args.ema_decay, args.data)
+            (directory / "moving_weights.json").write_text(json.dumps(report, indent=1) + "\n",
+                                                           encoding="utf-8")
         except (MovingWeightsError, OSError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-        (directory / "moving_weights.json").write_text(json.dumps(report, indent=1) + "\n",
-                                                       encoding="utf-8")
         for row in report["rows"]:
             print(f"{report['run']} lr×{row['lr_mult']}: {row['cheap_at_final']} of {row['kept']} "
                   f"cheap at the final weights; their median " + ", ".join(

@@ -172,12 +172,13 @@ def test_tutorial_9_reads_another_grid_against_the_reference_asked_for(tmp_path)
                      out), out
     assert "within ±15 % of gated_40_epochs_width2" in _result(out, 9)
     _assert_pngs(tmp_path, "robustness.png")
-    for extra in (["--reference", "width1_scale1"], ["--quick"]):
-        done = subprocess.run([sys.executable, REPO / "tutorials" / "09_robustness.py", "--grid",
-                               "longer", "--out", tmp_path, *extra], capture_output=True,
-                              text=True)
+    for extra, named in ((["--grid", "longer", "--reference", "width1_scale1"], "--reference"),
+                         (["--grid", "longer", "--quick"], "--quick"),
+                         (["--quick", "--reference", "width0.25_scale1"], "--reference")):
+        done = subprocess.run([sys.executable, REPO / "tutorials" / "09_robustness.py", "--out",
+                               tmp_path, *extra], capture_output=True, text=True)
         assert done.returncode == 1 and done.stderr.startswith("error: "), done.stderr
-        assert "Traceback" not in done.stderr
+        assert named in done.stderr and "Traceback" not in done.stderr
 
 
 def test_tutorial_11_strict_matches_numpy_bit_for_bit(mnist_dir, tmp_path):
