@@ -110,7 +110,9 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
     """Continue ``steps`` weight steps; per step, Δ̂ + κ (= N·ĝ of (E10)) of the last gate
     layer's n gates at the moving, final and averaged weights (same batch, same masks).
     Returns ``{"estimates": {weights: (steps, n) array}, "theta": (n,), "movable": (n,) bool
-    (not frozen), "drift": ‖w − w_final‖/‖w_final‖, "layer": name}``. The network and the
+    (not frozen), "drift": ‖w − w_final‖/‖w_final‖, "layer": name, "layers": {gate layer:
+    {"theta", "movable", "visits": (n_l,) counts, "sums": {weights: (n_l,) summed Δ̂ + κ}}}}``
+    (the other layers are visited on a subset per step, as in training). The network and the
     optimiser are left where the steps took them."""
     net = trainer.net
     gates = {name: gate for _, name, gate in gate_layers(net)}
@@ -121,19 +123,31 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
     average = {key: value.copy() for key, value in params.items()}
     train = trainer.splits["train"]
     n_data, batch = train.size, trainer.config.batch_size
-    kappa = np.asarray(hook.kappa[last], dtype=float)  # κ per unit (B14)
+    kappa = {name: np.asarray(hook.kappa[name], dtype=float) for name in gates}  # κ_i (B14)
     trainer.optimizer.lr = trainer.learning_rate(max(trainer.epoch - 1, 0)) * lr_mult
     order = np.random.default_rng(seed).permutation(n_data)
     estimates = {weights: np.zeros((steps, gates[last].n_units)) for weights in WEIGHTS}
+    layers = {name: {"theta": np.asarray(gate.theta, dtype=float),
+                     "movable": np.asarray(candidates[name], dtype=bool),
+                     "visits": np.zeros(gate.n_units, dtype=int),
+                     "sums": {weights: np.zeros(gate.n_units) for weights in WEIGHTS}}
+              for name, gate in gates.items()}
 
-    def scaled_gradient(images, labels, mask_seed):
-        """N·ĝ = Δ̂ + κ of the last layer's gates on this batch, (n,)."""
-        rng = np.random.default_rng(mask_seed)  # the same masks at every set of weights
+    def scaled_gradient(images, labels, mask_seed, weights):
+        """N·ĝ = Δ̂ + κ of the last layer's gates on this batch, (n,); every layer's visited
+        gates are added to ``layers``."""
+        rng = np.random.default_rng(mask_seed)  # the same masks and visits at every weights
         for gate in gates.values():
             gate.rng = rng
         net.forward(images)
-        delta, _ = hook.estimator.estimate(net, labels, rng=rng, candidates=candidates)[last]
-        return np.asarray(delta) * n_data + kappa  # the estimator gives Δ̂/N per gate
+        found = hook.estimator.estimate(net, labels, rng=rng, candidates=candidates)
+        for name, (delta, visited) in found.items():  # the estimator gives Δ̂/N per gate
+            layer = layers[name]
+            scaled = np.asarray(delta) * n_data + kappa[name]
+            layer["sums"][weights][visited] += scaled[visited]
+            if weights == "moving":
+                layer["visits"] += visited
+        return np.asarray(found[last][0]) * n_data + kappa[last]
 
     def load(weights):
         for key in params:
@@ -143,12 +157,12 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
         start = (step * batch) % (n_data - batch + 1)
         index = order[start:start + batch]
         images, labels = train.images[index], train.labels[index]
-        estimates["moving"][step] = scaled_gradient(images, labels, (seed, step))
+        estimates["moving"][step] = scaled_gradient(images, labels, (seed, step), "moving")
         moving = {key: value.copy() for key, value in params.items()}
         load(final)
-        estimates["final"][step] = scaled_gradient(images, labels, (seed, step))
+        estimates["final"][step] = scaled_gradient(images, labels, (seed, step), "final")
         load(average)
-        estimates["average"][step] = scaled_gradient(images, labels, (seed, step))
+        estimates["average"][step] = scaled_gradient(images, labels, (seed, step), "average")
         load(moving)
         for gate in gates.values():
             gate.rng = np.random.default_rng((seed, step, 1))
@@ -160,7 +174,25 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
     drift = np.sqrt(sum(float(((params[k] - final[k]) ** 2).sum()) for k in params)
                     / sum(float((final[k] ** 2).sum()) for k in params))
     return {"estimates": estimates, "theta": np.asarray(gates[last].theta, dtype=float),
-            "movable": np.asarray(candidates[last], dtype=bool), "drift": drift, "layer": last}
+            "movable": np.asarray(candidates[last], dtype=bool), "drift": drift, "layer": last,
+            "layers": layers}
+
+
+def trajectory_audit(result: dict, min_visits: int = 10) -> dict:
+    """(C12) per gate layer, once at the final weights and once along the moving ones: among
+    the movable gates on a vertex (θ ∈ {0, 1}) with at least ``min_visits`` visits, how many
+    have a mean Δ̂ + κ of the wrong sign (> 0 at θ = 1, < 0 at θ = 0)."""
+    audit = {}
+    for name, layer in result["layers"].items():
+        theta, visits = layer["theta"], layer["visits"]
+        judged = layer["movable"] & ((theta == 0) | (theta == 1)) & (visits >= min_visits)
+        counts = {"judged": int(judged.sum())}
+        for weights in ("final", "moving"):
+            mean = layer["sums"][weights] / np.maximum(visits, 1)
+            wrong = ((theta == 1) & (mean > 0)) | ((theta == 0) & (mean < 0))
+            counts[f"false_{weights}"] = int((judged & wrong).sum())
+        audit[name] = counts
+    return audit
 
 
 def kept_movable(result: dict):
@@ -185,6 +217,8 @@ def summarise(result: dict, reached: dict | None = None) -> dict:
     row = {"layer": result["layer"], "kept": int(kept.sum()), "cheap_at_final": int(cheap.sum()),
            "frozen_kept_left_out": int(((result["theta"] >= 0.5) & ~result["movable"]).sum()),
            "drift": result["drift"]}
+    if "layers" in result:
+        row["audit"] = trajectory_audit(result)
     if reached is not None:
         there = cheap_units(reached)
         row["cheap_at_reached"], row["cheap_at_both"] = int(there.sum()), int((there & cheap).sum())
@@ -214,6 +248,13 @@ def run_report(directory: Path, steps: int, lr_mults, ema_decay: float, data_dir
             "ema_decay": ema_decay, "rows": rows}
 
 
+def _audit_cell(audit: dict | None) -> str:
+    if not audit:
+        return "—"
+    return "; ".join(f"{name} {layer['false_final']} → {layer['false_moving']} / {layer['judged']}"
+                     for name, layer in audit.items())
+
+
 def markdown(root: Path) -> str:
     """The results page's section: one row per multiplier of every ``moving_weights.json``."""
     paths = sorted(root.glob("*/*/moving_weights.json"))
@@ -232,10 +273,14 @@ def markdown(root: Path) -> str:
              "median over all kept units. Drift: ‖w − w_final‖/‖w_final‖ after the steps. "
              "Cheap at the reached weights: the same choice, made again (fresh batches, "
              "weights held) where the steps ended, and how many of those were cheap at the "
-             "final weights too.\n"]
+             "final weights too. Audit: (C12) per gate layer on the vertex gates the steps "
+             "visited at least 10 times (all of the last layer, a subset per step of the "
+             "others), false decisions by the mean Δ̂ + κ at the final weights → along the "
+             "moving ones, out of the gates judged.\n"]
     head = ["run", "steps", "lr (× the last)", "drift", "kept", "cheap at final",
             "cheap: final (> 0)", "cheap: moving (> 0)", "cheap: average (> 0)",
-            "all kept: final / moving / average", "cheap at the reached weights (also at final)"]
+            "all kept: final / moving / average", "cheap at the reached weights (also at final)",
+            "audit: false at final → moving / judged"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for path in paths:
         report = json.loads(path.read_text(encoding="utf-8"))
@@ -251,7 +296,7 @@ def markdown(root: Path) -> str:
                 " / ".join(f"{row[w]['median_kept']:.1f}" for w in ("final", "moving",
                                                                       "average")),
                 f"{row['cheap_at_reached']} ({row['cheap_at_both']})" if "cheap_at_reached" in row
-                else "—"]) + " |")
+                else "—", _audit_cell(row.get("audit"))]) + " |")
     return "\n".join(lines) + "\n"
 
 

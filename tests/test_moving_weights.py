@@ -134,12 +134,14 @@ def test_the_results_section_tables_every_report(tmp_path):
     directory.mkdir(parents=True)
     row = {"lr_mult": 1.0, "lr": 2e-4, "layer": "gate2", "kept": 10, "cheap_at_final": 3,
            "drift": 0.01, **{w: {"median_kept": kept, "median_cheap": 2.5, "cheap_above_0": 2}
-                             for w, kept in zip(moving_weights.WEIGHTS, (-7.0, -8.0, -9.0))}}
+                             for w, kept in zip(moving_weights.WEIGHTS, (-7.0, -8.0, -9.0))},
+           "audit": {"gate_in": {"judged": 9, "false_final": 2, "false_moving": 1}}}
     (directory / "moving_weights.json").write_text(json.dumps(
         {"run": "grid/run_seed0", "steps": 100, "ema_decay": 0.99, "rows": [row]}))
     text = moving_weights.markdown(tmp_path)
     assert "| grid/run_seed0 | 100 | 0.0002 (× 1) | 0.0100 | 10 | 3 | 2.5 (2) |" in text
-    assert text.rstrip().endswith("| -8.0 / -7.0 / -9.0 | — |")  # final / moving / average
+    # final / moving / average; nothing reached; the audit
+    assert text.rstrip().endswith("| -8.0 / -7.0 / -9.0 | — | gate_in 2 → 1 / 9 |")
     assert moving_weights.markdown(tmp_path / "grid") == ""
 
 
@@ -188,3 +190,31 @@ def test_a_run_of_the_first_order_estimator_is_measured_with_the_removal_one(tmp
                                 "--data", str(mnist_dir)]) == 0
     report = json.loads((out / "moving_weights.json").read_text())
     assert report["rows"][0]["kept"] > 0 and report["rows"][0]["drift"] > 0
+
+
+def test_the_trajectory_audit_counts_wrong_signs_at_each_set_of_weights():
+    layer = {"theta": np.array([1.0, 1.0, 0.0, 0.0, 0.6, 1.0]),
+             "movable": np.array([True, True, True, True, True, False]),
+             "visits": np.array([10, 10, 10, 9, 10, 10]),
+             "sums": {"final": np.array([5.0, -5.0, -5.0, -5.0, 5.0, 5.0]),
+                      "moving": np.array([-5.0, -5.0, 5.0, -5.0, 5.0, 5.0]),
+                      "average": np.zeros(6)}}
+    audit = moving_weights.trajectory_audit({"layers": {"gate2": layer}})["gate2"]
+    # judged: the movable gates on a vertex with 10 visits (not θ = 0.6, the frozen one, nor
+    # the one visited 9 times); wrong at the final weights: gate 0 (> 0 at 1) and gate 2 (< 0
+    # at 0); along the moving weights neither
+    assert audit == {"judged": 3, "false_final": 2, "false_moving": 0}
+
+
+def test_every_layer_is_audited_along_the_steps(gated_run):
+    _, still = _continue(gated_run, 4, 0.0)
+    audit = moving_weights.trajectory_audit(still, min_visits=1)
+    assert list(audit) == ["gate_in", "gate1", "gate2"]
+    for counts in audit.values():  # no steps: the two audits agree
+        assert counts["false_final"] == counts["false_moving"] <= counts["judged"]
+    visits = {name: layer["visits"] for name, layer in still["layers"].items()}
+    assert visits["gate2"].max() == 4  # the last layer: every movable gate, every step
+    assert 0 < visits["gate_in"].sum() <= 4 * 16  # the others: a subset per step
+    visited = visits["gate2"] > 0  # frozen gates get no estimate, only κ in ``estimates``
+    np.testing.assert_allclose(still["layers"]["gate2"]["sums"]["final"][visited],
+                               still["estimates"]["final"].sum(axis=0)[visited])
