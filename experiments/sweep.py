@@ -234,7 +234,9 @@ fc1 units. *params*, *flops*: of the deterministic network (per example, multipl
 *arrays_e3/kept*: units still in the weight arrays after epoch 3 over the final kept units, per
 layer (early pruning). *false_rule_%*, *false_proj_%*: decisions that the end-of-run audit on the whole training set
 contradicts (C12), among the audited rule-certified and projection-only gates (units already
-removed cannot be audited: the `audit` grid keeps them). *first_epoch_s*, *mean_epoch_s*,
+removed cannot be audited: the `audit` grid keeps them); the audit is taken at the final weights,
+and in a wide start's last hidden layer most of what it counts is not false along the weights'
+trajectory (section "moving weights"). *first_epoch_s*, *mean_epoch_s*,
 *run_s* (all epochs' training passes, without evaluation and checkpoints): one BLAS thread per
 run, two or three runs at a time on a shared 2-core machine except in the `timing` grid (one
 run at a time, nothing else running): compare within a table only.
