@@ -138,15 +138,20 @@ GRIDS = {
     "longer": {
         "about": "the default gated run trained for 40 epochs instead of 20, from 300-100 "
                  "(seed 0), and from 600-200, 1200-400 and 600-200 at init scales 0.5 and 2 "
-                 "(seeds 0–2), against 300-100 and against 600-200",
+                 "(seeds 0–2), against 300-100 and against 600-200; from 600-200 and 1200-400 "
+                 "without the decision rule too (seed 0)",
         "reference": {"gated_40_epochs_width2": "gated_40_epochs",
                       **{f"gated_40_epochs_{name}": "gated_40_epochs_width2"
-                         for name in ("width4", "width2_scale0.5", "width2_scale2")}},
+                         for name in ("width4", "width2_scale0.5", "width2_scale2",
+                                      "width2_no_rule", "width4_no_rule")}},
         "runs": {**seeded({"gated_40_epochs": LONGER}, seeds=(0,)),
                  **seeded({f"gated_40_epochs_{name}": [*LONGER, *extra] for name, extra in (
                      ("width2", ["--width-mult", "2"]), ("width4", ["--width-mult", "4"]),
                      ("width2_scale0.5", ["--width-mult", "2", "--init-scale", "0.5"]),
-                     ("width2_scale2", ["--width-mult", "2", "--init-scale", "2"]))})},
+                     ("width2_scale2", ["--width-mult", "2", "--init-scale", "2"]))}),
+                 **seeded({f"gated_40_epochs_{name}_no_rule": [*LONGER, "--decide-alpha", "0",
+                                                               "--width-mult", width]
+                           for name, width in (("width2", "2"), ("width4", "4"))}, seeds=(0,))},
     },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",

@@ -23,6 +23,11 @@ the θ step; one that is cheap only at one point of the trajectory would not. Wh
 end, the choice is made again with the weights held there (fresh batches): if being cheap were
 a property of the unit, the two choices would pick the same units.
 
+The estimator visits the other gate layers too (a subset per step, as in training), so the
+script also audits every layer both ways, (C11)–(C12) with the whole-split sum replaced by the
+steps' mean: among the gates on a vertex that the steps visit at least 10 times, how many have
+a mean Δ̂ + κ of the wrong sign at the final weights, and how many along the moving ones.
+
 Usage::
 
     python experiments/moving_weights.py experiments/runs/gradients/default_width2_seed0 \\
