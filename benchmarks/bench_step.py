@@ -43,7 +43,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import io
 import os
@@ -60,6 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from minibern import backend as B
+from minibern import blas
 from minibern import layers as L
 from minibern import threads as T
 from minibern.bernoulli.hook import GateTrainer, gate_config_for
@@ -82,46 +82,17 @@ def log(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Threads: NumPy's OpenBLAS, read and set through the library NumPy loaded.
+# Threads: NumPy's OpenBLAS, read and set through the library NumPy loaded (minibern.blas).
 # ---------------------------------------------------------------------------------------------
-def _openblas():
-    """(ctypes library, symbol prefix/suffix pair) of the OpenBLAS NumPy loaded, or None."""
-    with open("/proc/self/maps", encoding="utf-8") as maps:
-        paths = {line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line}
-    for path in sorted(paths):
-        lib = ctypes.CDLL(path)
-        for prefix, suffix in (("scipy_openblas_", "64_"), ("scipy_openblas_", ""),
-                               ("openblas_", "64_"), ("openblas_", "")):
-            if hasattr(lib, f"{prefix}get_num_threads{suffix}"):
-                return lib, prefix, suffix, path
-    return None
-
-
 def blas_info() -> dict:
     """NumPy's BLAS: name, version/config string, threads."""
-    info = {"name": "unknown", "config": "", "threads": None, "set": None}
-    found = _openblas()
-    if found is None:
-        return info
-    lib, prefix, suffix, path = found
-    get = getattr(lib, f"{prefix}get_num_threads{suffix}")
-    get.restype = ctypes.c_int
-    config = getattr(lib, f"{prefix}get_config{suffix}", None)
-    if config is not None:
-        config.restype = ctypes.c_char_p
-        info["config"] = config().decode()
-    info.update(name=Path(path).name, threads=int(get()),
-                set=getattr(lib, f"{prefix}set_num_threads{suffix}", None))
-    return info
+    return blas.info()
 
 
 def set_blas_threads(count: int) -> None:
-    setter = blas_info()["set"]
-    if setter is None:
+    if not blas.set_threads(count):
         raise SystemExit("--threads: cannot find NumPy's OpenBLAS to set its thread count; "
                          "set OPENBLAS_NUM_THREADS in the environment instead")
-    setter.argtypes = [ctypes.c_int]
-    setter(count)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -533,14 +504,14 @@ def table(rows, markdown: bool) -> str:
                      for cells in [head] + body)
 
 
-def machine_lines(args, blas, data, meter, use_torch) -> list[str]:
+def machine_lines(args, blas_found, data, meter, use_torch) -> list[str]:
     others = meter.others_cores()
     load = (f"{statistics.median(meter.loadavg):.1f} (median of {len(meter.loadavg)} samples)"
             if meter.loadavg else "unknown")
     lines = [
         f"CPU: {cpu_model()}, nproc = {os.cpu_count()}",
-        f"Python {platform.python_version()}, NumPy {np.__version__}, BLAS {blas['name']} "
-        f"({blas['config'] or 'config unknown'}), {blas['default_threads']} BLAS threads by default",
+        f"Python {platform.python_version()}, NumPy {np.__version__}, BLAS {blas_found['name']} "
+        f"({blas_found['config'] or 'config unknown'}), {blas_found['default_threads']} BLAS threads by default",
         (f"PyTorch {torch.__version__} (CPU); torch.set_num_threads = the BLAS thread count of "
          "each table" if use_torch else "PyTorch: not installed (or --no-torch): minibern only"),
         f"data: {data.source}; {args.steps} steps × batch {BATCH} per run, {args.rounds} rounds",
@@ -558,16 +529,17 @@ def machine_lines(args, blas, data, meter, use_torch) -> list[str]:
 
 def build_rows(args, nets, full: bool, threads: int = 1) -> tuple[list, dict]:
     """The table's rows: the plain networks, and with ``full`` the gated and pruned ones; with
-    several ``threads``, LeNet-5 once more with as many kernel threads (MINIBERN_THREADS)."""
+    several ``threads``, each network once more with as many kernel threads (MINIBERN_THREADS:
+    the products too split over examples, NumPy's BLAS on one thread)."""
     names = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}
     rows, gated_base = [], {}
     for net in nets:
         row = Row(Spec(names[net], net))
         rows.append(row)
         gated_base[net] = row
-    if threads > 1 and "lenet5" in nets:
-        rows.append(Row(Spec(f"{names['lenet5']}, MINIBERN_THREADS={threads}", "lenet5",
-                             kernel_threads=threads)))
+    if threads > 1:
+        rows += [Row(Spec(f"{names[net]}, MINIBERN_THREADS={threads}", net,
+                          kernel_threads=threads)) for net in nets]
     if not full:
         return rows, gated_base
     if not args.no_gates:
@@ -612,11 +584,11 @@ def main(argv=None) -> int:
         parser.error(f"--nets: unknown network in {args.nets!r}; use lenet300 and/or lenet5")
 
     B.set_backend("numpy")
-    blas = blas_info()
-    blas["default_threads"] = blas["threads"]
+    blas_found = blas_info()
+    blas_found["default_threads"] = blas_found["threads"]
     try:
         counts = ([int(t) for t in args.threads.split(",")] if args.threads
-                  else [blas["threads"] or 1])
+                  else [blas_found["threads"] or 1])
     except ValueError:
         parser.error(f"--threads: expected counts such as 2 or 2,1, got {args.threads!r}")
     if min(counts) < 1:
@@ -639,7 +611,7 @@ def main(argv=None) -> int:
         rows, gated_base = build_rows(args, nets, full=position == 0, threads=count)
         measure(rows, gated_base, data, args, use_torch, memory=position == 0)
         tables.append((count, rows))
-    lines = machine_lines(args, blas, data, args.meter, use_torch)
+    lines = machine_lines(args, blas_found, data, args.meter, use_torch)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     command = "python benchmarks/bench_step.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
@@ -703,13 +675,14 @@ included. Pruned rows are built directly as the smaller networks (LeNet-300-100 
 D kept input pixels, a `SelectFeatures` in front; LeNet-5 `C1-C2-IN-H`).
 
 Read the 1-thread table first (it also has the gated and pruned rows). With 2 threads the
-rounds vary far more, even on a quiet host:
-minibern's element-wise kernels run on one core by default; PyTorch spreads everything over
-both; and the worker threads of OpenBLAS, which spin for a while after each product, share the
-two cores with PyTorch's in one process. The row `MINIBERN_THREADS=2` splits im2col, col2im and
-max pooling over minibern's own kernel threads (`minibern/threads.py`); with OpenBLAS's default
-spinning its second thread mostly waits for the core (`benchmarks/README.md`, "Kernel
-threads").
+rounds vary more, even on a quiet host. The plain rows leave the second core to OpenBLAS,
+which splits each product over its two threads (poorly, for products this small), while
+minibern's element-wise kernels run on one core and PyTorch spreads everything over both. The
+rows `MINIBERN_THREADS=2` use minibern's own kernel threads (`minibern/threads.py`): im2col,
+col2im, max pooling *and the matrix products* of every Dense and Conv2D layer split over
+blocks of examples (a weight gradient over blocks of its columns), with NumPy's BLAS set to
+one thread, so each thread runs its whole share of a layer on its own core
+(`benchmarks/README.md`, "Kernel threads").
 
 **GPU (CuPy): unmeasured.** No GPU has been available on this project's machines so far, so
 every table here is CPU only: there is no CuPy column, no comparison with PyTorch on CUDA and no

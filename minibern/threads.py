@@ -1,25 +1,34 @@
-"""Kernel threads: the element-wise kernels split over blocks of examples on a small pool.
+"""Kernel threads: a step's heavy kernels split over blocks of examples on a small pool.
 
 NumPy runs its element-wise loops (the copies of im2col, the adds of col2im, the comparisons
-of max pooling) on the calling thread only, whatever the BLAS thread count; the matrix
-products are the only part of a step that uses a second core. NumPy releases the GIL inside
-those loops, so the same loops on disjoint blocks of examples can run on several threads at
-once. :func:`over_examples` does that for the kernels that cost the most
-(:mod:`minibern.layers.im2col`, :class:`~minibern.layers.MaxPool2D`).
+of max pooling) on the calling thread only, whatever the BLAS thread count, and OpenBLAS
+splits the small products of a LeNet step over its threads poorly. NumPy releases the GIL
+inside its loops and its products, so the same work on disjoint blocks can run on several
+threads at once. :func:`over_blocks` does that for the kernels that cost the most: im2col and
+col2im (:mod:`minibern.layers.im2col`), max pooling (:class:`~minibern.layers.MaxPool2D`),
+and the matrix products of :class:`~minibern.layers.Conv2D` and
+:class:`~minibern.layers.Dense` (forward and input gradient by blocks of examples, weight
+gradient by blocks of its columns).
 
 **Same numbers.** Every output element is computed by the same operations on the same inputs,
 in the same order, whatever the split: only *which thread* computes a block changes. A sum
-*over* examples (a bias gradient) is never split. Results are therefore bitwise identical for
-every thread count, and the seed alone fixes a run.
+*over* the split axis (a bias gradient, a weight gradient over examples) is never split; a
+weight gradient is split over its own columns instead. Results are therefore bitwise
+identical for every thread count (``tests/test_threads.py`` checks it on this machine's
+BLAS), and the seed alone fixes a run.
+
+**The BLAS.** Splitting the products over the kernel threads needs a BLAS that runs each
+product on its calling thread alone. So with two or more kernel threads minibern sets NumPy's
+BLAS to one thread (:mod:`minibern.blas`; process-wide) and gives it back its earlier count
+when set back to one. Where the BLAS cannot be set from Python (not OpenBLAS), the products
+stay whole on the BLAS's own threads and only the element-wise kernels split.
 
 **How many threads.** One (the calling thread) unless more are asked for:
 :func:`set_threads`, :func:`using_threads` or the CLI's ``--threads`` override the environment
 variable ``MINIBERN_THREADS``, which is read once, at the first kernel call. It is off by
-default: on the 2-core machine we measured, the split brought no gain beyond the noise. With
-OpenBLAS's default its worker threads keep spinning on the second core after each matrix
-product, and a kernel thread there waits for them; ``OPENBLAS_THREAD_TIMEOUT=4`` in the
-environment before the process starts stops that (``benchmarks/README.md``, "Kernel threads").
-The setting is process-wide, like the BLAS thread count: set it once, not per thread.
+default, so that parallel runs (a sweep's workers) do not compete for the cores; the measured
+gain of two threads is in ``docs/BENCHMARKS.md``. The setting is process-wide, like the BLAS
+thread count: set it once, not per thread.
 
 **When it splits.** Only host (NumPy) arrays: CuPy kernels already run on the whole device,
 and the ``strict`` backend stands in for CuPy, so both stay on one thread. Only kernels that
@@ -37,6 +46,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from minibern import backend as B
+from minibern import blas
 
 ENV_VAR = "MINIBERN_THREADS"
 
@@ -48,6 +58,8 @@ _pool: ThreadPoolExecutor | None = None
 _pool_workers = 0
 _pool_lock = threading.Lock()
 _inside = threading.local()
+_products = False  # the matrix products split too (kernel threads ≥ 2, BLAS on one thread)
+_blas_before: int | None = None  # NumPy's BLAS threads before minibern set them to one
 
 
 def _count(value) -> int | None:
@@ -77,19 +89,42 @@ def default_threads() -> int:
 
 def get_threads() -> int:
     """Threads the element-wise kernels use (1: the calling thread only)."""
-    global _threads
     if _threads is None:
-        _threads = default_threads()
+        _use(default_threads())
     return _threads
+
+
+def splits_products() -> bool:
+    """Whether the matrix products split over the kernel threads too (see the module's
+    docstring, "The BLAS")."""
+    get_threads()
+    return _products
+
+
+def _use(count: int | None) -> None:
+    """Set the kernel threads (None: unread, as at import) and the BLAS to match: one BLAS
+    thread while ≥ 2 kernel threads, its earlier count restored otherwise."""
+    global _threads, _products, _blas_before
+    _threads = count
+    if count is not None and count >= 2:
+        if _blas_before is None:
+            before = blas.get_threads()
+            if before is not None and blas.set_threads(1):
+                _blas_before = before
+        _products = blas.get_threads() == 1
+    else:
+        if _blas_before is not None:
+            blas.set_threads(_blas_before)
+            _blas_before = None
+        _products = False
 
 
 def set_threads(count: int) -> int:
     """Use ``count`` threads (≥ 1) for the element-wise kernels from now on; returns it."""
-    global _threads
     if _count(count) is None:
         raise ValueError(f"threads must be a positive whole number, got {count!r}; use 1 for "
                          "the calling thread only, or the number of cores")
-    _threads = int(count)
+    _use(int(count))
     return _threads
 
 
@@ -98,13 +133,12 @@ def using_threads(count: int):
     """Context manager: run a block with ``count`` kernel threads, then restore the setting.
 
     The setting is process-wide: do not use this from several threads at once."""
-    global _threads
     previous = _threads
     checked = set_threads(count)
     try:
         yield checked
     finally:
-        _threads = previous
+        _use(previous)
 
 
 def _submit(kernel, blocks) -> list:
@@ -141,19 +175,22 @@ def split(n: int, parts: int) -> list:
     return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
 
 
-def over_examples(kernel, n: int, nbytes: int, xp) -> None:
-    """Run ``kernel(start, stop)`` on blocks of the ``n`` examples, one block per thread.
+def over_blocks(kernel, n: int, nbytes: int, xp, *, products: bool = False) -> None:
+    """Run ``kernel(start, stop)`` on blocks of ``range(n)`` (examples, or the columns of a
+    weight gradient), one block per thread.
 
-    ``kernel`` must write only the examples start..stop of its outputs (then the blocks are
-    independent and the result does not depend on the split). ``nbytes`` is what the whole
-    kernel reads and writes; ``xp`` the array module of its arrays. Runs ``kernel(0, n)`` on
-    the calling thread when one thread is set, the arrays are not NumPy's, the kernel is small
-    (:data:`MIN_PARALLEL_BYTES`), or this call comes from inside a block of another. An
-    exception in any block is raised here, after every block has finished.
+    ``kernel`` must write only the entries start..stop of its outputs along the split axis
+    (then the blocks are independent and the result does not depend on the split). ``nbytes``
+    is what the whole kernel reads and writes; ``xp`` the array module of its arrays;
+    ``products``: the kernel runs matrix products, so it splits only where they do
+    (:func:`splits_products`). Runs ``kernel(0, n)`` on the calling thread when one thread is
+    set, the arrays are not NumPy's, the kernel is small (:data:`MIN_PARALLEL_BYTES`), or this
+    call comes from inside a block of another. An exception in any block is raised here, after
+    every block has finished.
     """
     threads = get_threads()
     if (threads < 2 or n < 2 or nbytes < MIN_PARALLEL_BYTES or xp is not B.host
-            or getattr(_inside, "worker", False)):
+            or (products and not _products) or getattr(_inside, "worker", False)):
         kernel(0, n)
         return
     blocks = split(n, threads)
@@ -169,5 +206,5 @@ def over_examples(kernel, n: int, nbytes: int, xp) -> None:
             raise error
 
 
-__all__ = ["ENV_VAR", "MIN_PARALLEL_BYTES", "default_threads", "get_threads", "over_examples",
-           "set_threads", "split", "using_threads"]
+__all__ = ["ENV_VAR", "MIN_PARALLEL_BYTES", "default_threads", "get_threads", "over_blocks",
+           "set_threads", "split", "splits_products", "using_threads"]

@@ -16,6 +16,13 @@ from minibern import threads as T
 from minibern.layers.im2col import col2im, col2im_rows, im2col, im2col_rows
 
 
+@pytest.fixture(autouse=True)
+def threads_as_found():
+    """Every test leaves the kernel threads unread and the BLAS at its own thread count."""
+    yield
+    T._use(None)
+
+
 @pytest.fixture
 def always_split(monkeypatch):
     """Split every kernel, however small, over three threads."""
@@ -45,7 +52,7 @@ def test_blocks_run_on_pool_threads_and_cover_the_examples(always_split):
         with lock:
             seen.append((start, stop, threading.current_thread() is threading.main_thread()))
 
-    T.over_examples(kernel, 7, 1, B.host)
+    T.over_blocks(kernel, 7, 1, B.host)
     assert sorted((a, b) for a, b, _ in seen) == [(0, 2), (2, 4), (4, 7)]
     assert sum(on_main for _, _, on_main in seen) == 1  # the caller takes one block
 
@@ -54,22 +61,22 @@ def test_blocks_run_on_pool_threads_and_cover_the_examples(always_split):
 def test_device_arrays_small_kernels_and_nested_calls_stay_unsplit(monkeypatch):
     calls = []
     with T.using_threads(3):
-        T.over_examples(lambda a, b: calls.append((a, b)), 6, T.MIN_PARALLEL_BYTES - 1, B.host)
-        T.over_examples(lambda a, b: calls.append((a, b)), 6, 1 << 30, B.strict_xp)
+        T.over_blocks(lambda a, b: calls.append((a, b)), 6, T.MIN_PARALLEL_BYTES - 1, B.host)
+        T.over_blocks(lambda a, b: calls.append((a, b)), 6, 1 << 30, B.strict_xp)
         monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
         inner = []
 
         def outer(start, stop):
-            T.over_examples(lambda a, b: inner.append((start, a, b)), 5, 1, B.host)
+            T.over_blocks(lambda a, b: inner.append((start, a, b)), 5, 1, B.host)
 
-        T.over_examples(outer, 6, 1, B.host)
+        T.over_blocks(outer, 6, 1, B.host)
     assert calls == [(0, 6), (0, 6)]
     assert sorted(inner) == [(0, 0, 5), (2, 0, 5), (4, 0, 5)]  # each block ran whole inside
 
 
 class _LazyFuture:
     """A future whose work runs only when asked for its outcome: a block is done only if
-    ``over_examples`` waits for it."""
+    ``over_blocks`` waits for it."""
 
     def __init__(self, kernel, start, stop):
         self.work = (kernel, start, stop)
@@ -97,10 +104,10 @@ def test_an_error_in_one_block_is_raised_after_every_block_finished(failing, alw
         finished.append(start)
 
     with pytest.raises(ValueError, match=f"block {failing} failed"):
-        T.over_examples(kernel, 6, 1, B.host)
+        T.over_blocks(kernel, 6, 1, B.host)
     assert sorted(finished) == sorted({0, 2, 4} - {failing})
     calls = []  # and the calling thread splits again afterwards
-    T.over_examples(lambda a, b: calls.append((a, b)), 6, 1, B.host)
+    T.over_blocks(lambda a, b: calls.append((a, b)), 6, 1, B.host)
     assert sorted(calls) == [(0, 2), (2, 4), (4, 6)]
 
 
@@ -155,10 +162,7 @@ def test_maxpool_split_over_threads_gives_the_same_bits(size, stride, height, mo
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.host_only
-@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
-def test_conv_step_split_over_threads_gives_the_same_bits(layout, monkeypatch):
-    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+def _conv_step(layout):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6, 3, 10, 10)).astype(np.float32)
     dout = rng.standard_normal((6, 4, 5, 5)).astype(np.float32)
@@ -173,9 +177,87 @@ def test_conv_step_split_over_threads_gives_the_same_bits(layout, monkeypatch):
         dx = conv.backward(dout)
         return y, dx, conv.grads["W"], conv.grads["b"]
 
+    return compute
+
+
+def _dense_step():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((7, 5)).astype(np.float32)
+    dout = rng.standard_normal((7, 6)).astype(np.float32)
+
+    def compute():
+        dense = L.Dense(5, 6, rng=0)
+        y = dense.forward(x)
+        dx = dense.backward(dout)
+        return y, dx, dense.grads["W"], dense.grads["b"]
+
+    return compute
+
+
+@pytest.fixture
+def products_split(monkeypatch):
+    """Every kernel split, products too; skipped where NumPy's BLAS cannot be set to one
+    thread from Python (then the products never split)."""
+    from minibern import blas
+
+    if blas.get_threads() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads minibern can set")
+    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+    submitted = []
+    submit = T._submit
+    monkeypatch.setattr(T, "_submit", lambda kernel, blocks: submitted.append(len(blocks))
+                        or submit(kernel, blocks))
+    yield submitted
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("step", ["conv channels_first", "conv channels_last", "dense"])
+def test_layers_split_over_threads_agree_and_repeat_their_bits(step, products_split):
+    compute = _dense_step() if step == "dense" else _conv_step(step.split()[1])
     whole, split = _split_and_whole(compute)
+    assert products_split  # the products were handed to the pool
+    with T.using_threads(3):
+        again = [B.to_numpy(a) for a in compute()]
+    for a, b, c in zip(whole, split, again):
+        np.testing.assert_array_equal(b, c)  # a thread count fixes the bits
+        # the BLAS sums a product's terms in an order that depends on the product's shape,
+        # so a split product may differ from the whole one in the last bits
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5 * float(np.abs(a).max()))
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_conv_with_whole_products_keeps_the_bits_of_one_thread(layout, monkeypatch):
+    """Where the products stay whole (a BLAS minibern cannot set), only the element-wise
+    kernels split, and those keep every bit."""
+    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+    compute = _conv_step(layout)
+    with T.using_threads(1):
+        whole = [B.to_numpy(a) for a in compute()]
+    with T.using_threads(3):
+        monkeypatch.setattr(T, "_products", False)
+        split = [B.to_numpy(a) for a in compute()]
     for a, b in zip(whole, split):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.host_only
+def test_kernel_threads_take_the_blas_to_one_thread_and_give_it_back():
+    from minibern import blas
+
+    before = blas.get_threads()
+    if before is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads minibern can set")
+    with T.using_threads(1):
+        assert not T.splits_products()
+        assert blas.get_threads() == before
+        with T.using_threads(2):
+            assert T.splits_products()
+            assert blas.get_threads() == 1
+            with T.using_threads(3):  # still one BLAS thread, and the count to restore kept
+                assert blas.get_threads() == 1
+        assert blas.get_threads() == before
+        assert not T.splits_products()
 
 
 @pytest.mark.host_only

@@ -32,10 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backend", choices=B.BACKEND_NAMES, default=None,
                         help="array backend (default: $MINIBERN_BACKEND, else numpy)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="threads for the element-wise kernels (im2col, col2im, pooling); "
-                        "default: $MINIBERN_THREADS, else 1. Can only gain with "
-                        "OPENBLAS_THREAD_TIMEOUT=4 in the environment (see README). The "
-                        "numbers of a run do not depend on it")
+                        help="threads for minibern's kernels: im2col, col2im, pooling and the "
+                        "layers' matrix products, split over blocks of examples (with 2 or more, "
+                        "NumPy's BLAS runs on one thread); default: $MINIBERN_THREADS, else 1. "
+                        "Pays for LeNet-5 (see README). A given count fixes a run's numbers; "
+                        "another count changes them in the last bits")
     parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA, "
                         "else data/mnist in the checkout or the user cache; fetched if missing)")
     parser.add_argument("--out", required=True, help="run directory to write")

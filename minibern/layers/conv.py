@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from minibern import backend as B
+from minibern import threads as T
 from minibern.layers.base import Layer, check_dout, check_input, pair, positive_int
 from minibern.layers.im2col import (col2im, col2im_rows, col_bytes, conv_output_size, im2col,
                                     im2col_rows)
@@ -178,19 +179,25 @@ class Conv2D(Layer):
             else:  # (m, C·KH·KW, OH·OW): example n's block of (L7) is col[n]
                 col = xp.empty((m, c * kh * kw, p), dtype=x.dtype)
                 col6 = col.reshape(m, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5)
-            for b0, b1 in self._blocks(start, stop, per_example):
-                i0, i1 = b0 - start, b1 - start
-                if rows:
-                    im2col_rows(x[b0:b1], self.kernel_size, self.stride, self.pad,
-                                out=col6[i0:i1])  # (L7b)
-                    y2 = col[i0 * p:i1 * p] @ w2.T  # (L8b): (block·OH·OW, F)
-                    y2 += bias  # along contiguous rows of F numbers
-                    y3[b0:b1] = y2.reshape(i1 - i0, p, f).transpose(0, 2, 1)  # to NCHW
-                else:
-                    im2col(x[b0:b1], self.kernel_size, self.stride, self.pad,
-                           out=col6[:, :, :, i0:i1])  # (L7)
-                    xp.matmul(w2, col[i0:i1], out=y3[b0:b1])  # (L8), one GEMM per example: NCHW
-                    y3[b0:b1] += bias.reshape(f, 1)
+
+            def unfold_and_multiply(s0: int, s1: int, start=start, col=col, col6=col6) -> None:
+                """(L7)–(L8) for the chunk's examples s0..s1, cache block by cache block."""
+                for b0, b1 in self._blocks(start + s0, start + s1, per_example):
+                    i0, i1 = b0 - start, b1 - start
+                    if rows:
+                        im2col_rows(x[b0:b1], self.kernel_size, self.stride, self.pad,
+                                    out=col6[i0:i1])  # (L7b)
+                        y2 = col[i0 * p:i1 * p] @ w2.T  # (L8b): (block·OH·OW, F)
+                        y2 += bias  # along contiguous rows of F numbers
+                        y3[b0:b1] = y2.reshape(i1 - i0, p, f).transpose(0, 2, 1)  # to NCHW
+                    else:
+                        im2col(x[b0:b1], self.kernel_size, self.stride, self.pad,
+                               out=col6[:, :, :, i0:i1])  # (L7)
+                        xp.matmul(w2, col[i0:i1], out=y3[b0:b1])  # (L8), per example: NCHW
+                        y3[b0:b1] += bias.reshape(f, 1)
+
+            T.over_blocks(unfold_and_multiply, m, m * (per_example + f * p * x.dtype.itemsize),
+                          xp, products=True)
             if len(chunks) == 1:
                 self._col = col
         return y
@@ -226,25 +233,34 @@ class Conv2D(Layer):
                 col = xp.empty((stop - start, c * kh * kw, p), dtype=x.dtype)
                 im2col(x[start:stop], self.kernel_size, self.stride, self.pad,
                        out=col.reshape(stop - start, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5))
-            if rows:
-                part = g2[:, start * p:stop * p] @ col  # (L9b)
+            if rows:  # (L9b)
+                part = self._columns_product(xp, g2[:, start * p:stop * p], col)
                 dw2 = part if dw2 is None else dw2 + part
-            for b0, b1 in self._blocks(start, stop, per_example):
-                shape = (b1 - b0, c) + tuple(x.shape[2:])
-                if not rows:  # (L9) as a sum over the block's examples of G_n X_n^T
-                    part = xp.matmul(g3[b0:b1], col[b0 - start:b1 - start].transpose(0, 2, 1))
-                    part = part.sum(axis=0)
+            else:  # (L9) as a sum over each cache block's examples of G_n X_n^T
+                for b0, b1 in self._blocks(start, stop, per_example):
+                    part = self._per_example_weight_grad(xp, g3[b0:b1],
+                                                         col[b0 - start:b1 - start])
                     dw2 = part if dw2 is None else dw2 + part
-                if not input_grad:
-                    continue
-                if rows:
-                    col2im_rows(g2[:, b0 * p:b1 * p].T @ w2, shape, self.kernel_size,
-                                self.stride, self.pad, out=dx[b0:b1])  # (L11b), (L12)
-                else:
-                    dcol = xp.matmul(w2.T, g3[b0:b1])  # (L11), per example: (block, K, OH·OW)
-                    dcol6 = dcol.reshape(b1 - b0, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5)
-                    col2im(dcol6, shape, self.kernel_size, self.stride, self.pad,
-                           out=dx[b0:b1])  # (L12)
+            if not input_grad:
+                continue
+
+            def input_gradient(s0: int, s1: int, start=start) -> None:
+                """(L11)–(L12) for the chunk's examples s0..s1, cache block by cache block."""
+                for b0, b1 in self._blocks(start + s0, start + s1, per_example):
+                    shape = (b1 - b0, c) + tuple(x.shape[2:])
+                    if rows:
+                        col2im_rows(g2[:, b0 * p:b1 * p].T @ w2, shape, self.kernel_size,
+                                    self.stride, self.pad, out=dx[b0:b1])  # (L11b), (L12)
+                    else:
+                        dcol = xp.matmul(w2.T, g3[b0:b1])  # (L11), per example: (block, K, P)
+                        dcol6 = dcol.reshape(b1 - b0, c, kh, kw, oh, ow).transpose(
+                            1, 2, 3, 0, 4, 5)
+                        col2im(dcol6, shape, self.kernel_size, self.stride, self.pad,
+                               out=dx[b0:b1])  # (L12)
+
+            m = stop - start
+            T.over_blocks(input_gradient, m, m * (2 * per_example + f * p * x.dtype.itemsize),
+                          xp, products=True)
         if rows:  # (F, KH·KW·C) back to (F, C, KH, KW)
             dw = xp.ascontiguousarray(dw2.reshape(f, kh, kw, c).transpose(0, 3, 1, 2))
         else:
@@ -252,6 +268,32 @@ class Conv2D(Layer):
         self.grads["W"] = dw
         self.grads["b"] = db
         return dx
+
+    @staticmethod
+    def _columns_product(xp, left, right):
+        """left @ right, (F, K), its columns split over the kernel threads; each keeps the
+        whole sum along the shared axis (the examples' positions)."""
+        out = xp.empty((left.shape[0], right.shape[1]), dtype=right.dtype)
+
+        def columns(k0: int, k1: int) -> None:
+            xp.matmul(left, right[:, k0:k1], out=out[:, k0:k1])
+
+        T.over_blocks(columns, right.shape[1], (left.size + right.size) * right.itemsize, xp,
+                      products=True)
+        return out
+
+    @staticmethod
+    def _per_example_weight_grad(xp, grads, cols):
+        """Σ_n G_n X_n^T over a block of examples, (F, K), from G (block, F, P) and X (block,
+        K, P); the filters split over the kernel threads."""
+        out = xp.empty((grads.shape[1], cols.shape[1]), dtype=cols.dtype)
+
+        def filters(f0: int, f1: int) -> None:
+            xp.matmul(grads[:, f0:f1], cols.transpose(0, 2, 1)).sum(axis=0, out=out[f0:f1])
+
+        T.over_blocks(filters, grads.shape[1], (grads.size + cols.size) * cols.itemsize, xp,
+                      products=True)
+        return out
 
 
 __all__ = ["Conv2D", "DEFAULT_BLOCK_BYTES", "DEFAULT_MAX_COL_BYTES", "LAYOUTS"]

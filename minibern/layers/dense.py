@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from minibern import backend as B
+from minibern import threads as T
 from minibern.layers.base import Layer, check_dout, check_input, positive_int
 from minibern.layers.init import init_weight
 
@@ -55,8 +56,16 @@ class Dense(Layer):
                 f"{tuple(x.shape)}; check the previous layer's output size"
             )
         self._x = x
-        y = x @ self.params["W"]  # (L1)
-        y += self.params["b"]  # in place: no second (N, M) array
+        weight, bias = self.params["W"], self.params["b"]
+        xp = B.get_array_module(x, weight)
+        y = xp.empty((x.shape[0], weight.shape[1]), dtype=xp.result_type(x.dtype, weight.dtype))
+
+        def rows(n0: int, n1: int) -> None:
+            xp.matmul(x[n0:n1], weight, out=y[n0:n1])  # (L1)
+            y[n0:n1] += bias  # in place: no second (N, M) array
+
+        T.over_blocks(rows, x.shape[0], (x.size + weight.size + y.size) * y.itemsize, xp,
+                      products=True)
         return y
 
     def _backward(self, dout, input_grad: bool):
@@ -65,6 +74,23 @@ class Dense(Layer):
         self._check_backward_ready(self._x)
         x = self._x
         check_dout(self, dout, (x.shape[0], self.params["W"].shape[1]))
-        self.grads["W"] = x.T @ dout  # (L2)
+        weight = self.params["W"]
+        xp = B.get_array_module(dout, x)
+        grad_w = xp.empty(weight.shape, dtype=xp.result_type(x.dtype, dout.dtype))
+        nbytes = (x.size + dout.size + grad_w.size) * grad_w.itemsize
+
+        def weight_columns(m0: int, m1: int) -> None:  # each keeps the whole sum over examples
+            xp.matmul(x.T, dout[:, m0:m1], out=grad_w[:, m0:m1])  # (L2)
+
+        T.over_blocks(weight_columns, weight.shape[1], nbytes, xp, products=True)
+        self.grads["W"] = grad_w
         self.grads["b"] = dout.sum(axis=0)  # (L3)
-        return dout @ self.params["W"].T if input_grad else None  # (L4)
+        if not input_grad:
+            return None
+        dx = xp.empty(x.shape, dtype=xp.result_type(dout.dtype, weight.dtype))
+
+        def input_rows(n0: int, n1: int) -> None:
+            xp.matmul(dout[n0:n1], weight.T, out=dx[n0:n1])  # (L4)
+
+        T.over_blocks(input_rows, x.shape[0], nbytes, xp, products=True)
+        return dx

@@ -116,7 +116,7 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0, out=None):
                 col[:, ky, kx, b0:b1] = \
                     x_pad[:, :, ky:y_end:stride, kx:x_end:stride].transpose(1, 0, 2, 3)  # (L7)
 
-    T.over_examples(unfold, n, col_bytes(n, c, kh, kw, oh, ow, x.dtype.itemsize), xp)
+    T.over_blocks(unfold, n, col_bytes(n, c, kh, kw, oh, ow, x.dtype.itemsize), xp)
     return col.reshape(c * kh * kw, n * oh * ow) if out is None else out
 
 
@@ -157,7 +157,7 @@ def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
         if pad:
             dx[b0:b1] = dx_pad[:, :, pad:pad + h, pad:pad + w]
 
-    T.over_examples(fold, n, col_bytes(n, c, kh, kw, oh, ow, col.dtype.itemsize), xp)
+    T.over_blocks(fold, n, col_bytes(n, c, kh, kw, oh, ow, col.dtype.itemsize), xp)
     return dx
 
 
@@ -221,7 +221,7 @@ def im2col_rows(x, kernel, stride: int = 1, pad: int = 0, out=None):
                 for ox in range(ow):
                     col[b0:b1, :, ox, ky] = x_h[:, rows, ox * stride:ox * stride + kw]  # (L7b)
 
-    T.over_examples(unfold, n, col_bytes(n, c, kh, kw, oh, ow, x.dtype.itemsize), xp)
+    T.over_blocks(unfold, n, col_bytes(n, c, kh, kw, oh, ow, x.dtype.itemsize), xp)
     return col.reshape(n * oh * ow, kh * kw * c) if out is None else out
 
 
@@ -254,5 +254,5 @@ def col2im_rows(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
                 dx_h[:, rows, ox * stride:ox * stride + kw] += col6[b0:b1, :, ox, ky]
         dx[b0:b1] = dx_h[:, pad:pad + h, pad:pad + w].transpose(0, 3, 1, 2)
 
-    T.over_examples(fold, n, col_bytes(n, c, kh, kw, oh, ow, col.dtype.itemsize), xp)
+    T.over_blocks(fold, n, col_bytes(n, c, kh, kw, oh, ow, col.dtype.itemsize), xp)
     return dx

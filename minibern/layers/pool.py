@@ -97,7 +97,7 @@ class MaxPool2D(Layer):
                     views = xp.stack(views)
                 self._running_max(xp, views, out[b0:b1], argmax[b0:b1])
 
-        T.over_examples(pool, n, 2 * n * c * h * w * x.dtype.itemsize, xp)
+        T.over_blocks(pool, n, 2 * n * c * h * w * x.dtype.itemsize, xp)
         self._x_shape, self._argmax = x.shape, argmax
         return out
 
@@ -135,5 +135,5 @@ class MaxPool2D(Layer):
                 else:
                     dx_block[index] += grad * (argmax == j)  # (L16), overlapping or ragged
 
-        T.over_examples(unpool, n, 2 * n * c * h * w * dout.dtype.itemsize, xp)
+        T.over_blocks(unpool, n, 2 * n * c * h * w * dout.dtype.itemsize, xp)
         return dx
