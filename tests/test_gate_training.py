@@ -123,3 +123,36 @@ def test_the_cli_visits_the_models_default_gates_per_step_unless_told(flags, exp
     args = build_parser().parse_args([*flags, "--gates", "--out", "unused"])
     config = gate_config_from_args(args)
     assert (config.first_subset, config.subset) == expected
+
+
+@pytest.mark.host_only
+def test_a_gated_run_on_kernel_threads_repeats_its_numbers(mnist, monkeypatch):
+    """With the products split over kernel threads, the same seed and thread count give the
+    same θ and weights (the blocks are fixed by the count, not by which thread is faster)."""
+    from minibern import blas
+    from minibern import threads as T
+
+    if blas.get_threads() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads minibern can set")
+    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)  # split every kernel, however small
+    submitted = []
+    submit = T._submit
+    monkeypatch.setattr(T, "_submit", lambda kernel, blocks: submitted.append(len(blocks))
+                        or submit(kernel, blocks))
+    config = GateConfig(estimator="removal", subset=8, kappa=20.0)
+    runs = []
+    try:
+        with T.using_threads(3):
+            for _ in range(2):
+                trainer, hook = _gated_trainer(mnist, config, epochs=1, train_subset=500)
+                trainer.fit()
+                runs.append(trainer)
+    finally:
+        T._use(None)
+    assert submitted  # the kernels did run on the pool
+    for (_, name, a), (_, _, b) in zip(runs[0].hooks[0].gates, runs[1].hooks[0].gates):
+        np.testing.assert_array_equal(a.theta, b.theta, err_msg=name)
+    for key, value in runs[0].net.named_parameters().items():
+        np.testing.assert_array_equal(B.to_numpy(value),
+                                      B.to_numpy(runs[1].net.named_parameters()[key]),
+                                      err_msg=key)
