@@ -10,12 +10,15 @@ and the matrix products of :class:`~minibern.layers.Conv2D` and
 :class:`~minibern.layers.Dense` (forward and input gradient by blocks of examples, weight
 gradient by blocks of its columns).
 
-**Same numbers.** Every output element is computed by the same operations on the same inputs,
-in the same order, whatever the split: only *which thread* computes a block changes. A sum
-*over* the split axis (a bias gradient, a weight gradient over examples) is never split; a
-weight gradient is split over its own columns instead. Results are therefore bitwise
-identical for every thread count (``tests/test_threads.py`` checks it on this machine's
-BLAS), and the seed alone fixes a run.
+**Which numbers.** A block's outputs are computed by the same operations on the same inputs
+as in the unsplit kernel; a sum *over* the split axis (a bias gradient, a weight gradient over
+the examples) is never split: a weight gradient is split over its own columns instead, so each
+thread keeps whole sums. The element-wise kernels therefore give the same bits for every thread
+count. The products do not quite: OpenBLAS sums a product's terms in an order that depends on
+the product's shape (as it does on its own thread count), so the rows of a block's product can
+differ from the same rows of the whole product in the last bits. The blocks depend only on the
+thread count, never on which thread finishes first: the seed and the count fix a run's
+numbers (``tests/test_threads.py``, ``tests/test_gate_training.py``).
 
 **The BLAS.** Splitting the products over the kernel threads needs a BLAS that runs each
 product on its calling thread alone. So with two or more kernel threads minibern sets NumPy's
