@@ -84,11 +84,6 @@ def log(message: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Threads: NumPy's OpenBLAS, read and set through the library NumPy loaded (minibern.blas).
 # ---------------------------------------------------------------------------------------------
-def blas_info() -> dict:
-    """NumPy's BLAS: name, version/config string, threads."""
-    return blas.info()
-
-
 def set_blas_threads(count: int) -> None:
     if not blas.set_threads(count):
         raise SystemExit("--threads: cannot find NumPy's OpenBLAS to set its thread count; "
@@ -163,7 +158,7 @@ class Spec:
     gates: bool = False
     pruned: tuple | None = None  # widths for the pruned architectures
     select: object = None        # host index array of kept input pixels (pruned LeNet-300-100)
-    kernel_threads: int | None = None  # minibern's element-wise kernels (None: the default)
+    kernel_threads: int | None = None  # minibern's kernel threads (None: the default)
 
     def build(self):
         if self.pruned is None:
@@ -584,7 +579,7 @@ def main(argv=None) -> int:
         parser.error(f"--nets: unknown network in {args.nets!r}; use lenet300 and/or lenet5")
 
     B.set_backend("numpy")
-    blas_found = blas_info()
+    blas_found = blas.info()
     blas_found["default_threads"] = blas_found["threads"]
     try:
         counts = ([int(t) for t in args.threads.split(",")] if args.threads
@@ -606,7 +601,7 @@ def main(argv=None) -> int:
             set_blas_threads(count)
         if use_torch:
             torch.set_num_threads(count)
-        log(f"{count} thread(s): NumPy's BLAS {blas_info()['threads']}"
+        log(f"{count} thread(s): NumPy's BLAS {blas.info()['threads']}"
             + (f", torch {torch.get_num_threads()}" if use_torch else ""))
         rows, gated_base = build_rows(args, nets, full=position == 0, threads=count)
         measure(rows, gated_base, data, args, use_torch, memory=position == 0)
@@ -682,7 +677,8 @@ rows `MINIBERN_THREADS=2` use minibern's own kernel threads (`minibern/threads.p
 col2im, max pooling *and the matrix products* of every Dense and Conv2D layer split over
 blocks of examples (a weight gradient over blocks of its columns), with NumPy's BLAS set to
 one thread, so each thread runs its whole share of a layer on its own core
-(`benchmarks/README.md`, "Kernel threads").
+(`benchmarks/README.md`, "Kernel threads"). Their GEMM floor is still the products on the BLAS's
+threads of the table. The gate estimators' own products never split.
 
 **GPU (CuPy): unmeasured.** No GPU has been available on this project's machines so far, so
 every table here is CPU only: there is no CuPy column, no comparison with PyTorch on CUDA and no

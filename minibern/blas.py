@@ -37,7 +37,8 @@ def _openblas():
                          if "openblas" in line.lower() and "/" in line}
         except OSError:
             paths = set()
-        for path in sorted(paths):
+        # NumPy's own copy first (numpy.libs, numpy/.dylibs), should another be mapped too
+        for path in sorted(paths, key=lambda path: ("numpy" not in path, path)):
             try:
                 lib = ctypes.CDLL(path)
             except OSError:

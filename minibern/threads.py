@@ -91,7 +91,7 @@ def default_threads() -> int:
 
 
 def get_threads() -> int:
-    """Threads the element-wise kernels use (1: the calling thread only)."""
+    """Threads minibern's kernels use (1: the calling thread only)."""
     if _threads is None:
         _use(default_threads())
     return _threads
@@ -123,7 +123,7 @@ def _use(count: int | None) -> None:
 
 
 def set_threads(count: int) -> int:
-    """Use ``count`` threads (≥ 1) for the element-wise kernels from now on; returns it."""
+    """Use ``count`` threads (≥ 1) for minibern's kernels from now on; returns it."""
     if _count(count) is None:
         raise ValueError(f"threads must be a positive whole number, got {count!r}; use 1 for "
                          "the calling thread only, or the number of cores")
@@ -183,7 +183,8 @@ def over_blocks(kernel, n: int, nbytes: int, xp, *, products: bool = False) -> N
     weight gradient), one block per thread.
 
     ``kernel`` must write only the entries start..stop of its outputs along the split axis
-    (then the blocks are independent and the result does not depend on the split). ``nbytes``
+    (then the blocks are independent, and the result depends on the split only through the
+    products' summation order, see "Which numbers"). ``nbytes``
     is what the whole kernel reads and writes; ``xp`` the array module of its arrays;
     ``products``: the kernel runs matrix products, so it splits only where they do
     (:func:`splits_products`). Runs ``kernel(0, n)`` on the calling thread when one thread is

@@ -2,7 +2,8 @@
 
 The run directory (``--out``) receives ``metrics.json``, ``history.npz``, ``checkpoint.npz``
 (every epoch, atomically) and ``train.log``. ``--resume`` continues a killed run from its last
-checkpoint; on the CPU backends the result is bit-identical to an uninterrupted run.
+checkpoint; on the CPU backends, with the same thread counts, the result is bit-identical to an
+uninterrupted run.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import traceback
 from pathlib import Path
 
 from minibern import backend as B
+from minibern import blas
 from minibern import threads as T
 from minibern.bernoulli.estimators import ESTIMATORS
 from minibern.bernoulli.hook import (MODEL_VISITS, GateConfig, GateTrainer, gate_config_for,
@@ -35,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="threads for minibern's kernels: im2col, col2im, pooling and the "
                         "layers' matrix products, split over blocks of examples (with 2 or more, "
                         "NumPy's BLAS runs on one thread); default: $MINIBERN_THREADS, else 1. "
-                        "Pays for LeNet-5 (see README). A given count fixes a run's numbers; "
-                        "another count changes them in the last bits")
+                        "Pays for LeNet-5 (see README). The seed and the count fix a run's "
+                        "numbers; another count gives a slightly different run")
     parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA, "
                         "else data/mnist in the checkout or the user cache; fetched if missing)")
     parser.add_argument("--out", required=True, help="run directory to write")
@@ -213,7 +215,8 @@ def _train(args, config, gate_config, out, log, log_file) -> int:
                       theta_init=args.theta_init)
     splits = device_splits(data, net.input_shape, config.train_subset)
     log(f"train {config.model} (width x{config.width_mult}) on {splits['train'].size} images, "
-        f"backend {B.get_backend().name}, seed {config.seed}, {config.epochs} epochs"
+        f"backend {B.get_backend().name}, seed {config.seed}, {config.epochs} epochs, "
+        f"{T.get_threads()} kernel thread(s), BLAS threads {blas.get_threads() or 'unknown'}"
         + (f", gates: {gate_config}" if gate_config else ""))
     hooks = [GateTrainer(net, gate_config, splits["train"].size)] if gate_config else []
     trainer = Trainer(net, splits, config, hooks=hooks, log=log)

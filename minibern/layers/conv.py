@@ -180,7 +180,7 @@ class Conv2D(Layer):
                 col = xp.empty((m, c * kh * kw, p), dtype=x.dtype)
                 col6 = col.reshape(m, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5)
 
-            def unfold_and_multiply(s0: int, s1: int, start=start, col=col, col6=col6) -> None:
+            def unfold_and_multiply(s0: int, s1: int) -> None:  # runs before the loop moves on
                 """(L7)–(L8) for the chunk's examples s0..s1, cache block by cache block."""
                 for b0, b1 in self._blocks(start + s0, start + s1, per_example):
                     i0, i1 = b0 - start, b1 - start
@@ -233,18 +233,18 @@ class Conv2D(Layer):
                 col = xp.empty((stop - start, c * kh * kw, p), dtype=x.dtype)
                 im2col(x[start:stop], self.kernel_size, self.stride, self.pad,
                        out=col.reshape(stop - start, c, kh, kw, oh, ow).transpose(1, 2, 3, 0, 4, 5))
-            if rows:  # (L9b)
-                part = self._columns_product(xp, g2[:, start * p:stop * p], col)
+            if rows:
+                part = self._weight_grad_by_columns(xp, g2[:, start * p:stop * p], col)  # (L9b)
                 dw2 = part if dw2 is None else dw2 + part
             else:  # (L9) as a sum over each cache block's examples of G_n X_n^T
                 for b0, b1 in self._blocks(start, stop, per_example):
-                    part = self._per_example_weight_grad(xp, g3[b0:b1],
-                                                         col[b0 - start:b1 - start])
+                    part = self._weight_grad_by_filters(xp, g3[b0:b1],
+                                                        col[b0 - start:b1 - start])  # (L9)
                     dw2 = part if dw2 is None else dw2 + part
             if not input_grad:
                 continue
 
-            def input_gradient(s0: int, s1: int, start=start) -> None:
+            def input_gradient(s0: int, s1: int) -> None:  # runs before the loop moves on
                 """(L11)–(L12) for the chunk's examples s0..s1, cache block by cache block."""
                 for b0, b1 in self._blocks(start + s0, start + s1, per_example):
                     shape = (b1 - b0, c) + tuple(x.shape[2:])
@@ -270,26 +270,27 @@ class Conv2D(Layer):
         return dx
 
     @staticmethod
-    def _columns_product(xp, left, right):
-        """left @ right, (F, K), its columns split over the kernel threads; each keeps the
-        whole sum along the shared axis (the examples' positions)."""
-        out = xp.empty((left.shape[0], right.shape[1]), dtype=right.dtype)
+    def _weight_grad_by_columns(xp, left, right):
+        """G_2 X_r of (L9b), (F, K), from ``left`` = G_2 (F, P) and ``right`` = X_r (P, K), its
+        columns split over the kernel threads: each keeps whole sums over the P positions."""
+        out = xp.empty((left.shape[0], right.shape[1]), dtype=xp.result_type(left, right))
 
         def columns(k0: int, k1: int) -> None:
-            xp.matmul(left, right[:, k0:k1], out=out[:, k0:k1])
+            xp.matmul(left, right[:, k0:k1], out=out[:, k0:k1])  # (L9b)
 
         T.over_blocks(columns, right.shape[1], (left.size + right.size) * right.itemsize, xp,
                       products=True)
         return out
 
     @staticmethod
-    def _per_example_weight_grad(xp, grads, cols):
-        """Σ_n G_n X_n^T over a block of examples, (F, K), from G (block, F, P) and X (block,
-        K, P); the filters split over the kernel threads."""
-        out = xp.empty((grads.shape[1], cols.shape[1]), dtype=cols.dtype)
+    def _weight_grad_by_filters(xp, grads, cols):
+        """Σ_n G_n X_n^T of (L9) over a block of examples, (F, K), from G (block, F, P) and X
+        (block, K, P); the filters split over the kernel threads."""
+        out = xp.empty((grads.shape[1], cols.shape[1]), dtype=xp.result_type(grads, cols))
 
         def filters(f0: int, f1: int) -> None:
-            xp.matmul(grads[:, f0:f1], cols.transpose(0, 2, 1)).sum(axis=0, out=out[f0:f1])
+            xp.matmul(grads[:, f0:f1], cols.transpose(0, 2, 1)).sum(axis=0,
+                                                                     out=out[f0:f1])  # (L9)
 
         T.over_blocks(filters, grads.shape[1], (grads.size + cols.size) * cols.itemsize, xp,
                       products=True)

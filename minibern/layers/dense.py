@@ -60,11 +60,11 @@ class Dense(Layer):
         xp = B.get_array_module(x, weight)
         y = xp.empty((x.shape[0], weight.shape[1]), dtype=xp.result_type(x.dtype, weight.dtype))
 
-        def rows(n0: int, n1: int) -> None:
+        def output_rows(n0: int, n1: int) -> None:
             xp.matmul(x[n0:n1], weight, out=y[n0:n1])  # (L1)
             y[n0:n1] += bias  # in place: no second (N, M) array
 
-        T.over_blocks(rows, x.shape[0], (x.size + weight.size + y.size) * y.itemsize, xp,
+        T.over_blocks(output_rows, x.shape[0], (x.size + weight.size + y.size) * y.itemsize, xp,
                       products=True)
         return y
 
