@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from early_pruning import markdown as early_pruning_markdown  # noqa: E402
 from grids import GRIDS  # noqa: E402
 from moving_weights import markdown as moving_weights_markdown  # noqa: E402
 from published import published_markdown  # noqa: E402
@@ -99,17 +100,18 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def arrays_after_epoch(directory: Path, layers: list[str], epoch: int = 3) -> list[float] | None:
-    """Units still in the weight arrays after ``epoch`` over the final kept units, per gate
-    layer in ``layers`` (the early-pruning measure), from ``history.npz``; None if not
-    recorded."""
+def after_epoch(directory: Path, layers: list[str], record: str, epoch: int = 3) -> list[float] | None:
+    """Per gate layer in ``layers``, the count ``record`` ("units": still in the weight arrays;
+    "kept": θ ≥ ½) after ``epoch`` over the final kept units (the early-pruning measures), from
+    ``history.npz``; None if not recorded."""
     path = directory / "history.npz"
     if not path.exists() or not layers:
         return None
     with np.load(path) as history:
-        if f"units_{layers[0]}" not in history.files or len(history[f"units_{layers[0]}"]) < epoch:
+        if (f"{record}_{layers[0]}" not in history.files
+                or len(history[f"{record}_{layers[0]}"]) < epoch):
             return None
-        return [float(history[f"units_{name}"][epoch - 1] / max(history[f"kept_{name}"][-1], 1))
+        return [float(history[f"{record}_{name}"][epoch - 1] / max(history[f"kept_{name}"][-1], 1))
                 for name in layers]
 
 
@@ -130,9 +132,10 @@ def run_numbers(metrics: dict, directory: Path | None = None) -> dict:
         if decisions.get(key) is not None:
             numbers[column] = 100 * decisions[key]
     layers = [gate["name"] for gate in metrics.get("gates", [])]
-    early = arrays_after_epoch(directory, layers) if directory is not None else None
-    if early is not None:
-        numbers["arrays_e3/kept"] = early
+    for record, column in (("units", "arrays_e3/kept"), ("kept", "kept_e3/kept")):
+        early = after_epoch(directory, layers, record) if directory is not None else None
+        if early is not None:
+            numbers[column] = early
     return numbers
 
 
@@ -232,7 +235,9 @@ fc1 units. *params*, *flops*: of the deterministic network (per example, multipl
 1e-3 of 0 or 1 (removed units count as 0). *by_rule_%*: gates certified by the decision rule
 (docs/derivations/convergence.md (C10)); the others were decided by the projected step alone.
 *arrays_e3/kept*: units still in the weight arrays after epoch 3 over the final kept units, per
-layer (early pruning). *false_rule_%*, *false_proj_%*: decisions that the end-of-run audit on the whole training set
+layer (early pruning); *kept_e3/kept*: units kept (θ ≥ ½) after epoch 3 over the final kept
+units, the part of that ratio that no pruning condition can remove (their quotient is the lag of
+the pruning condition (P6) behind θ). *false_rule_%*, *false_proj_%*: decisions that the end-of-run audit on the whole training set
 contradicts (C12), among the audited rule-certified and projection-only gates (units already
 removed cannot be audited: the `audit` grid keeps them); the audit is taken at the final weights,
 and in a wide start's last hidden layer most of what it counts is not false along the weights'
@@ -288,6 +293,9 @@ def write_results(root: Path, path: Path) -> str:
                          else "the reference in each row")
                 parts.append(f"\nKept units per layer against {named} (means):\n\n"
                              + markdown(spread_header, spread_rows))
+    early = early_pruning_markdown(root)
+    if early:
+        parts.append(early)
     vertex_costs = vertex_cost_markdown(root)
     if vertex_costs:
         parts.append(vertex_costs)

@@ -3,6 +3,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +73,40 @@ def test_table_pools_seeds_as_mean_and_sample_std(monkeypatch, tmp_path):
     _fake_run(tmp_path, "b_seed0", [200, 50], 0.030)
     per_row = dict((row[0], row[1:]) for row in sweep.spread(tmp_path, "fake", {"b": "b"})[1])
     assert per_row == {"b": ["b", "+0 %", "+0 %"]}  # "a" has no reference of its own
+
+
+@pytest.mark.host_only
+def test_early_pruning_columns_divide_epoch_3_by_the_final_kept_units(monkeypatch, tmp_path):
+    monkeypatch.setitem(sweep.GRIDS, "fake", {"about": "", "runs": {"a_seed0": []}})
+    _fake_run(tmp_path, "a_seed0", [20, 10], 0.01)
+    directory = tmp_path / "fake" / "a_seed0"
+    metrics = json.loads((directory / "metrics.json").read_text())
+    metrics["gates"] = [{"name": "g_in"}, {"name": "g_out"}]
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+    np.savez(directory / "history.npz", units_g_in=[90, 60, 50, 20], kept_g_in=[70, 40, 30, 20],
+             units_g_out=[12, 11, 10, 10], kept_g_out=[11, 11, 10, 10])
+    header, rows = sweep.table(tmp_path, "fake")
+    row = dict(zip(header, rows[0]))
+    assert row["arrays_e3/kept"] == "2.50 ± 0.00 / 1.00 ± 0.00"  # epoch 3: 50 and 10 in arrays
+    assert row["kept_e3/kept"] == "1.50 ± 0.00 / 1.00 ± 0.00"  # 30 and 10 kept, of 20 and 10
+
+
+@pytest.mark.host_only
+def test_early_pruning_section_averages_the_seeds_epoch_by_epoch(tmp_path):
+    import early_pruning
+
+    for seed, (kept, units) in enumerate((([30, 20, 20], [50, 30, 20]), ([40, 30, 20], [70, 50, 20]))):
+        directory = tmp_path / "lenet300" / f"gated_seed{seed}"
+        directory.mkdir(parents=True)
+        np.savez(directory / "history.npz", kept_g=kept, units_g=units,
+                 train_loss=[0.5, 0.25, 0.125])
+    found = early_pruning.per_epoch(sorted((tmp_path / "lenet300").glob("gated_seed*")))
+    np.testing.assert_array_equal(found["kept"], [[35, 25, 20]])
+    np.testing.assert_array_equal(found["arrays"], [[60, 40, 20]])
+    section = early_pruning.markdown(tmp_path)
+    assert "| gated | 2 | g | 35 / 20 | 60 / 20 |" in section  # epochs 1 and 3 (of 1, 3, 5, ...)
+    assert "gated_no_rule" not in section  # a configuration without runs is left out
+    assert early_pruning.markdown(tmp_path / "elsewhere") == ""
 
 
 @pytest.mark.host_only
