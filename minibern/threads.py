@@ -63,6 +63,7 @@ _pool_lock = threading.Lock()
 _inside = threading.local()
 _products = False  # the matrix products split too (kernel threads ≥ 2, BLAS on one thread)
 _blas_before: int | None = None  # NumPy's BLAS threads before minibern set them to one
+_setting_lock = threading.Lock()
 
 
 def _count(value) -> int | None:
@@ -93,7 +94,9 @@ def default_threads() -> int:
 def get_threads() -> int:
     """Threads minibern's kernels use (1: the calling thread only)."""
     if _threads is None:
-        _use(default_threads())
+        with _setting_lock:  # the first read, maybe from two threads at once, happens once
+            if _threads is None:
+                _use(default_threads())
     return _threads
 
 
