@@ -111,9 +111,11 @@ def restore_run(directory: Path, data):
 
 
 def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: float,
-                          seed: int = 0) -> dict:
+                          seed: int = 0, weights_estimated=WEIGHTS) -> dict:
     """Continue ``steps`` weight steps; per step, Δ̂ + κ (= N·ĝ of (E10)) of the last gate
-    layer's n gates at the moving, final and averaged weights (same batch, same masks).
+    layer's n gates at the moving, final and averaged weights (same batch, same masks), or only
+    at those named in ``weights_estimated``. With ``lr_mult`` 0 no weight step is taken: the
+    three sets of weights stay equal.
     Returns ``{"estimates": {weights: (steps, n) array}, "theta": (n,), "movable": (n,) bool
     (not frozen), "drift": ‖w − w_final‖/‖w_final‖, "layer": name, "layers": {gate layer:
     {"theta", "movable", "visits": (n_l,) counts, "sums": {weights: (n_l,) summed Δ̂ + κ}}}}``
@@ -131,11 +133,12 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
     kappa = {name: np.asarray(hook.kappa[name], dtype=float) for name in gates}  # κ_i (B14)
     trainer.optimizer.lr = trainer.learning_rate(max(trainer.epoch - 1, 0)) * lr_mult
     order = np.random.default_rng(seed).permutation(n_data)
-    estimates = {weights: np.zeros((steps, gates[last].n_units)) for weights in WEIGHTS}
+    estimates = {weights: np.zeros((steps, gates[last].n_units))
+                 for weights in weights_estimated}
     layers = {name: {"theta": np.asarray(gate.theta, dtype=float),
                      "movable": np.asarray(candidates[name], dtype=bool),
                      "visits": np.zeros(gate.n_units, dtype=int),
-                     "sums": {weights: np.zeros(gate.n_units) for weights in WEIGHTS}}
+                     "sums": {weights: np.zeros(gate.n_units) for weights in weights_estimated}}
               for name, gate in gates.items()}
 
     def scaled_gradient(images, labels, mask_seed, weights):
@@ -150,7 +153,7 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
             layer = layers[name]
             scaled = np.asarray(delta) * n_data + kappa[name]
             layer["sums"][weights][visited] += scaled[visited]
-            if weights == "moving":
+            if weights == weights_estimated[0]:  # the same visits at every set of weights
                 layer["visits"] += visited
         return np.asarray(found[last][0]) * n_data + kappa[last]
 
@@ -162,13 +165,13 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
         start = (step * batch) % (n_data - batch + 1)
         index = order[start:start + batch]
         images, labels = train.images[index], train.labels[index]
-        estimates["moving"][step] = scaled_gradient(images, labels, (seed, step), "moving")
         moving = {key: value.copy() for key, value in params.items()}
-        load(final)
-        estimates["final"][step] = scaled_gradient(images, labels, (seed, step), "final")
-        load(average)
-        estimates["average"][step] = scaled_gradient(images, labels, (seed, step), "average")
+        for weights in weights_estimated:
+            load({"moving": moving, "final": final, "average": average}[weights])
+            estimates[weights][step] = scaled_gradient(images, labels, (seed, step), weights)
         load(moving)
+        if not lr_mult:  # the weights would not move: no step to take
+            continue
         for gate in gates.values():
             gate.rng = np.random.default_rng((seed, step, 1))
         _, dlogits = softmax_cross_entropy(net.forward(images), labels, check=False)
@@ -245,8 +248,9 @@ def run_report(directory: Path, steps: int, lr_mults, ema_decay: float, data_dir
         trainer, hook = restore_run(directory, data)  # every multiplier from the same start
         result = continue_and_estimate(trainer, hook, steps, lr_mult, ema_decay)
         lr = trainer.optimizer.lr
-        reached = (continue_and_estimate(trainer, hook, steps, 0.0, ema_decay, seed=1)
-                   if lr_mult > 0 else None)
+        reached = (continue_and_estimate(trainer, hook, steps, 0.0, ema_decay, seed=1,
+                                         weights_estimated=("final",))
+                   if lr_mult > 0 else None)  # cheap_units reads only the held weights
         row = summarise(result, reached)
         rows.append({"lr_mult": lr_mult, "lr": lr, **row})
     return {"run": f"{directory.parent.name}/{directory.name}", "steps": steps,

@@ -56,6 +56,19 @@ def test_final_weights_stay_put_while_the_moving_ones_train(gated_run):
     assert not np.array_equal(moved["estimates"]["moving"][1:], still["estimates"]["final"][1:])
 
 
+def test_estimating_some_weights_only_gives_their_estimates_of_the_full_run(gated_run):
+    directory, data = gated_run
+    _, full = _continue(gated_run, 4, 1.0)
+    for chosen in (("average",), ("final", "moving")):
+        trainer, hook = moving_weights.restore_run(directory, data)
+        part = moving_weights.continue_and_estimate(trainer, hook, 4, 1.0, ema_decay=0.9,
+                                                    weights_estimated=chosen)
+        assert set(part["estimates"]) == set(chosen)
+        for weights in chosen:  # the same weights, batches and masks as in the full run
+            np.testing.assert_array_equal(part["estimates"][weights], full["estimates"][weights])
+        assert part["drift"] == full["drift"]
+
+
 def test_the_average_follows_the_moving_weights_at_its_decay(gated_run):
     _, instant = _continue(gated_run, 4, 1.0, ema_decay=0.0)  # the average is the last weights
     estimates = instant["estimates"]
