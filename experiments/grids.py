@@ -44,9 +44,9 @@ GRIDS = {
         }, seeds=(0,)),
     },
     "kappa": {
-        "about": "the size–error trade-off: κ per unit below the default 5.5 (seed 0)",
+        "about": "the size–error trade-off: κ per unit below the default 5.5",
         "runs": seeded({f"kappa{kappa}": [*LENET300, "--gates", "--kappa", kappa]
-                        for kappa in ("1", "2.5")}, seeds=(0,)),
+                        for kappa in ("0.5", "1", "2.5")}),
     },
     "robustness": {
         "about": "gated LeNet-300-100 from 300-100, 600-200, 1200-400 and at init scales 0.5, 2",

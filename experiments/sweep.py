@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from early_pruning import markdown as early_pruning_markdown  # noqa: E402
+from error_gap import markdown as error_gap_markdown  # noqa: E402
 from grids import GRIDS  # noqa: E402
 from moving_weights import markdown as moving_weights_markdown  # noqa: E402
 from published import published_markdown  # noqa: E402
@@ -296,6 +297,9 @@ def write_results(root: Path, path: Path) -> str:
     early = early_pruning_markdown(root)
     if early:
         parts.append(early)
+    error_gap = error_gap_markdown(root)
+    if error_gap:
+        parts.append(error_gap)
     vertex_costs = vertex_cost_markdown(root)
     if vertex_costs:
         parts.append(vertex_costs)

@@ -1,0 +1,222 @@
+"""Where the gated test error comes from: the kept architecture, or training while gating.
+
+A gated LeNet-300-100 run ends with a higher test error than the un-gated network (grid
+`lenet300` of docs/RESULTS.md). Two causes are possible: the architecture the gates kept cannot
+do better with this recipe (fewer input pixels, narrower hidden layers), or the training that
+chose it (masks sampled while θ is inside, units removed along the way) leaves its weights worse
+than the same architecture trained alone would be. This script separates them for a finished
+gated run, on the run's own seed and data split:
+
+- ``retrained``: the kept architecture (the same input pixels, h1 and h2 widths) trained
+  un-gated from a fresh He initialisation with the run's recipe (optimiser, learning rate and
+  its decay, batch, epochs);
+- ``kept_inputs``: the kept input pixels with the full hidden widths (300·m, 100·m), same
+  recipe: what the input gates alone cost;
+- ``kept_hidden``: all 784 inputs with the kept hidden widths, same recipe: what the hidden
+  gates alone cost;
+- ``continued``: the run's own exported weights (``model.npz``, every gate at 1[θ ≥ ½]) trained
+  on, un-gated, for a few more epochs at the run's last learning rate: whether training while
+  gating left the weights short of what the architecture holds.
+
+A run trained on a subset of the training split (``--train-subset``) is compared on the same
+subset.
+
+Each network is evaluated once, after its last epoch, on the test split (final epoch, as
+everywhere in docs/RESULTS.md). Usage::
+
+    python experiments/error_gap.py RUN_DIR [...] [--continue-epochs 5]
+
+writes ``error_gap.json`` into each run directory; ``python experiments/sweep.py results``
+tabulates the files it finds (section "error gap"). Only gated LeNet-300-100 runs with their
+``model.npz`` are supported (the kept runs under ``experiments/runs`` lack it: retrain the run
+with ``sweep.py run GRID --only NAME --root elsewhere`` and point the script there).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from minibern import backend as B
+from minibern import layers as L
+from minibern.bernoulli.export import load_network
+from minibern.data import load_mnist
+from minibern.training.trainer import TrainConfig, Trainer, device_splits
+
+#: The configurations of a report, in the order of the table's columns.
+CONFIGURATIONS = ("retrained", "kept_inputs", "kept_hidden", "continued")
+DEFAULT_CONTINUE_EPOCHS = 5
+
+
+class ErrorGapError(ValueError):
+    """The run directory cannot be analysed; the message says why and what to do."""
+
+
+def kept_structure(net) -> tuple[np.ndarray, list[int]]:
+    """``(kept input pixels (K,), [h1, h2])`` of an exported gated LeNet-300-100 network."""
+    index, widths = None, []
+    for name, layer in net:
+        if isinstance(layer, L.SelectFeatures):
+            index = np.asarray(B.to_numpy(layer.index))
+        elif isinstance(layer, L.Dense):
+            widths.append(int(layer.params["W"].shape[1]))
+        elif not isinstance(layer, L.ReLU):
+            raise ErrorGapError(f"{name}: a {type(layer).__name__} layer; only dense networks "
+                                "(LeNet-300-100) are supported")
+    if len(widths) != 3:
+        raise ErrorGapError(f"{len(widths)} dense layers; LeNet-300-100 has 3")
+    return (np.arange(784) if index is None else index), widths[:2]
+
+
+def dense_net(pixels, widths: list[int], seed: int, init: str, init_scale: float):
+    """select (the ``pixels`` of 784) → Dense → ReLU → Dense → ReLU → Dense(10), as
+    :func:`minibern.models.lenet300_100` draws its weights (one seeded host stream, in order)."""
+    rng = B.make_rng(seed)
+    kw = dict(rng=rng, init=init, init_scale=init_scale)
+    h1, h2 = widths
+    layers = [] if len(pixels) == 784 else [("select", L.SelectFeatures(pixels, 784))]
+    net = L.Sequential(*layers, ("fc1", L.Dense(len(pixels), h1, **kw)), ("relu1", L.ReLU()),
+                       ("fc2", L.Dense(h1, h2, **kw)), ("relu2", L.ReLU()),
+                       ("fc3", L.Dense(h2, 10, **kw)))
+    net.input_shape = (784,)
+    return net
+
+
+def last_learning_rate(config: TrainConfig) -> float:
+    """η of the run's last epoch, e = epochs − 1, by :meth:`Trainer.learning_rate`'s schedule."""
+    decay = config.lr_decay
+    return config.lr if decay is None else config.lr / (1.0 + (config.epochs - 1) / decay)
+
+
+def train_and_test(net, splits, config: TrainConfig, label: str) -> dict:
+    """Train ``net`` un-gated with ``config``; its final-epoch test and validation errors.
+    Progress goes to stderr, each line prefixed with ``label``."""
+    net.train()
+    metrics = Trainer(net, splits, config,
+                      log=lambda line: print(f"{label}: {line}", file=sys.stderr)).fit()
+    return {"test_error": metrics["test_error"], "val_error": metrics["val_error"],
+            "params": metrics["params"], "epochs": config.epochs, "lr": config.lr,
+            "lr_decay": config.lr_decay}
+
+
+def run_report(directory: Path, data_dir=None,
+               continue_epochs: int = DEFAULT_CONTINUE_EPOCHS) -> dict:
+    """The four trainings of the module docstring for one finished gated run."""
+    try:
+        metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ErrorGapError(f"{directory}: no readable metrics.json ({error}); is it a finished "
+                            "run directory?") from error
+    config = metrics.get("config", {})
+    if config.get("model") != "lenet300" or not metrics.get("gate_config"):
+        raise ErrorGapError(f"{directory}: not a gated LeNet-300-100 run")
+    if not (directory / "model.npz").exists():
+        raise ErrorGapError(f"{directory}: no model.npz (the exported network, which every "
+                            "finished run writes); retrain the run to get one")
+    try:
+        exported = load_network(directory / "model.npz")
+    except ValueError as error:
+        raise ErrorGapError(str(error)) from error
+    pixels, widths = kept_structure(exported)
+    full = [int(round(300 * config["width_mult"])), int(round(100 * config["width_mult"]))]
+    recipe = {key: config[key] for key in ("epochs", "batch_size", "seed", "optimizer", "lr",
+                                           "lr_decay", "momentum", "weight_decay", "train_subset")}
+    splits = device_splits(load_mnist(data_dir, flatten=True), (784,), config.get("train_subset"))
+    architectures = {"retrained": (pixels, widths), "kept_inputs": (pixels, full),
+                     "kept_hidden": (np.arange(784), widths)}
+    report = {"run": str(directory), "kept": [len(pixels), *widths],
+              "gated_test_error": metrics["test_error"], "gated_val_error": metrics["val_error"]}
+    for name, (kept_pixels, kept_widths) in architectures.items():
+        net = dense_net(kept_pixels, kept_widths, config["seed"], config["init"],
+                        config["init_scale"])
+        report[name] = train_and_test(net, splits, TrainConfig(model="lenet300", **recipe),
+                                      f"{directory} {name}")
+    last_lr = last_learning_rate(TrainConfig(**recipe))
+    continued = TrainConfig(model="lenet300", **{**recipe, "epochs": continue_epochs,
+                                                 "lr": last_lr, "lr_decay": None})
+    report["continued"] = train_and_test(exported, splits, continued, f"{directory} continued")
+    return report
+
+
+def plain_error(root: Path, run: str) -> float | None:
+    """Final test error of the un-gated run beside gated run ``run`` (``<grid>/gated_seedK`` →
+    ``<grid>/plain_seedK``), if the grid has one."""
+    grid, name = run.rsplit("/", 2)[-2:]
+    seed = name.rsplit("_seed", 1)[-1]
+    path = root / grid / f"plain_seed{seed}" / "metrics.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))["test_error"]
+
+
+def markdown(root: Path) -> str:
+    """The results page's section: one row per ``error_gap.json`` under ``root``, then the
+    means."""
+    paths = sorted(root.glob("*/*/error_gap.json"))
+    if not paths:
+        return ""
+    reports = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    lines = ["## error gap: the gated test error, by architecture and by training "
+             "(`experiments/error_gap.py`)\n",
+             "Final-epoch test error in %. *gated*: the run as trained. The kept architecture's "
+             "parts trained un-gated from a fresh initialisation with the run's own recipe, seed "
+             "and epochs: *retrained* (its input pixels and hidden widths), *kept inputs* (its "
+             "input pixels, full hidden widths), *kept hidden* (all 784 inputs, its hidden "
+             "widths). *continued*: the run's exported weights trained on un-gated for the "
+             "epochs shown at the run's last learning rate. *plain*: the grid's un-gated run of "
+             "the same seed.\n"]
+    head = ["run", "kept", "gated", "retrained", "kept inputs", "kept hidden", "continued",
+            "plain"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    columns = {name: [] for name in ("gated", *CONFIGURATIONS, "plain")}
+
+    def cell(name, value):
+        columns[name].append(value)
+        return "—" if value is None else f"{100 * value:.2f}"
+
+    for path, report in zip(paths, reports):
+        run = path.parent.relative_to(root).as_posix()
+        cells = [run, "-".join(str(k) for k in report["kept"]),
+                 cell("gated", report["gated_test_error"])]
+        cells += [cell(name, report[name]["test_error"]) for name in CONFIGURATIONS[:-1]]
+        cells.append(f"{cell('continued', report['continued']['test_error'])} "
+                     f"({report['continued']['epochs']} epochs)")
+        cells.append(cell("plain", plain_error(root, run)))
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(reports) > 1:
+        means = ["mean", ""]
+        for values in columns.values():
+            known = [value for value in values if value is not None]
+            means.append(f"{100 * sum(known) / len(known):.2f}" if known else "—")
+        lines.append("| " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="finished gated LeNet-300-100 runs")
+    parser.add_argument("--data", default=None, help="MNIST folder (default: the usual places)")
+    parser.add_argument("--continue-epochs", type=int, default=DEFAULT_CONTINUE_EPOCHS,
+                        help="epochs the exported weights train on (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.continue_epochs < 1:
+        parser.error(f"--continue-epochs must be at least 1, got {args.continue_epochs}")
+    for directory in args.runs:
+        try:
+            report = run_report(directory, args.data, args.continue_epochs)
+        except (ErrorGapError, OSError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        (directory / "error_gap.json").write_text(json.dumps(report, indent=1) + "\n",
+                                                  encoding="utf-8")
+        print(f"{report['run']}: kept {report['kept']}, gated {100 * report['gated_test_error']:.2f} %; "
+              + ", ".join(f"{name} {100 * report[name]['test_error']:.2f} %"
+                          for name in CONFIGURATIONS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""experiments/error_gap.py: the kept architecture retrained un-gated, and the run continued.
+
+The comparison is only fair if the retrained networks are the kept architecture (its pixels
+and widths, so its parameter count), drawn as the model draws a fresh network, and trained with
+the run's own recipe; and if the continued training starts at the run's last learning rate.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibern import backend as B
+from minibern.cli.train import main as train_main
+from minibern.models import lenet300_100
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+import error_gap  # noqa: E402
+
+pytestmark = pytest.mark.host_only  # an experiment script: NumPy arrays, the default backend
+
+
+@pytest.fixture
+def gated_run(tmp_path, mnist_dir):
+    out = tmp_path / "grid" / "gated_seed3"
+    assert train_main(["--model", "lenet300", "--epochs", "2", "--train-subset", "600",
+                       "--gates", "--seed", "3", "--lr-decay", "1", "--data", str(mnist_dir),
+                       "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_a_fresh_network_is_drawn_as_the_model_draws_one():
+    fresh = error_gap.dense_net(np.arange(784), [300, 100], seed=5, init="he", init_scale=0.5)
+    model = lenet300_100(seed=5, init_scale=0.5)
+    fresh_params, model_params = fresh.named_parameters(), model.named_parameters()
+    assert sorted(fresh_params) == sorted(model_params)
+    for name, value in model_params.items():
+        np.testing.assert_array_equal(B.to_numpy(fresh_params[name]), B.to_numpy(value))
+
+
+def test_the_report_retrains_the_kept_architecture_with_the_runs_recipe(gated_run, mnist_dir):
+    metrics = json.loads((gated_run / "metrics.json").read_text())
+    report = error_gap.run_report(gated_run, str(mnist_dir), continue_epochs=1)
+    kept_in, h1, h2 = metrics["architecture"]
+    assert report["kept"] == [kept_in, h1, h2]
+    assert report["retrained"]["params"] == metrics["params"]
+    assert report["kept_inputs"]["params"] == kept_in * 300 + 300 + 300 * 100 + 100 + 1010
+    assert report["kept_hidden"]["params"] == 784 * h1 + h1 + h1 * h2 + h2 + h2 * 10 + 10
+    for name in ("retrained", "kept_inputs", "kept_hidden"):
+        assert (report[name]["epochs"], report[name]["lr"], report[name]["lr_decay"]) == (2, 1e-3, 1)
+    # The run's last epoch (e = 1) ran at η/(1 + e/τ) = 1e-3/2; the continued training keeps it.
+    assert report["continued"]["lr"] == pytest.approx(5e-4)
+    assert (report["continued"]["epochs"], report["continued"]["lr_decay"]) == (1, None)
+    assert report["gated_test_error"] == metrics["test_error"]
+
+
+def test_the_section_puts_each_run_beside_the_plain_run_of_its_seed(tmp_path):
+    def report(gated, retrained):
+        errors = {"test_error": retrained, "epochs": 5}
+        return {"kept": [200, 120, 80], "gated_test_error": gated, "retrained": errors,
+                "kept_inputs": errors, "kept_hidden": errors, "continued": errors}
+
+    for seed, gated, plain in ((0, 0.021, 0.0165), (1, 0.0206, None)):
+        run = tmp_path / "grid" / f"gated_seed{seed}"
+        run.mkdir(parents=True)
+        (run / "error_gap.json").write_text(json.dumps(report(gated, 0.0222)))
+        if plain is not None:
+            (tmp_path / "grid" / f"plain_seed{seed}").mkdir()
+            (tmp_path / "grid" / f"plain_seed{seed}" / "metrics.json").write_text(
+                json.dumps({"test_error": plain}))
+    rows = [line for line in error_gap.markdown(tmp_path).splitlines() if line.startswith("| ")]
+    assert rows[1].split(" | ")[:3] == ["| grid/gated_seed0", "200-120-80", "2.10"]
+    assert rows[1].endswith("| 1.65 |") and rows[2].endswith("| — |")
+    assert rows[3].split(" | ")[2] == "2.08"  # the mean of 2.10 and 2.06
+    assert rows[3].endswith("| 1.65 |")  # the mean of the plain errors there are
+
+
+def test_an_unsuitable_run_is_refused_and_nothing_is_written(tmp_path, mnist_dir, gated_run,
+                                                             capsys):
+    plain = tmp_path / "plain"
+    assert train_main(["--model", "lenet300", "--epochs", "1", "--train-subset", "300",
+                       "--data", str(mnist_dir), "--out", str(plain), "--quiet"]) == 0
+    assert error_gap.main([str(plain), "--data", str(mnist_dir)]) == 1
+    assert "not a gated LeNet-300-100 run" in capsys.readouterr().err
+    (gated_run / "model.npz").unlink()
+    assert error_gap.main([str(gated_run), "--data", str(mnist_dir)]) == 1
+    assert "no model.npz" in capsys.readouterr().err
+    assert not list(tmp_path.rglob("error_gap.json"))
