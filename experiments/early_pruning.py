@@ -6,6 +6,11 @@ has not settled), and units below ½ that the pruning condition (P6) of
 docs/derivations/pruning.md has not yet removed. ``history.npz`` records both per epoch
 (``kept_<gate>``, ``units_<gate>``); this table gives their means over the seeds of the
 ``lenet300`` grid's gated configurations at a few epochs, beside the training loss.
+
+The same issue asks that a whole gated run cost no more wall time than the un-gated one.
+:func:`epoch_seconds_markdown` gives the ``timing`` grid's seconds per epoch (runs one at a time
+on an otherwise idle machine), gated and un-gated, at the same epochs and summed: whether the
+gated epochs, once pruned, become cheap enough to pay back the dearer first ones.
 """
 from __future__ import annotations
 
@@ -70,4 +75,37 @@ def markdown(root: Path) -> str:
         *rows, ""])
 
 
-__all__ = ["markdown", "per_epoch"]
+TIMING_GRID = "timing"
+TIMING_CONFIGURATIONS = ("gated", "gated_at_one", "plain")
+
+
+def epoch_seconds_markdown(root: Path) -> str:
+    """The timing section, or "" when no run of the grid has a history: per configuration of
+    LeNet-300-100, the mean training-pass seconds of its epochs (history ``epoch_seconds``)."""
+    rows = []
+    for configuration in TIMING_CONFIGURATIONS:
+        histories = []
+        for directory in sorted((root / TIMING_GRID).glob(f"{configuration}_seed*")):
+            if (directory / "history.npz").exists():
+                with np.load(directory / "history.npz") as history:
+                    histories.append(np.asarray(history["epoch_seconds"], dtype=float))
+        if not histories:
+            continue
+        epochs = min(len(seconds) for seconds in histories)
+        mean = np.mean([seconds[:epochs] for seconds in histories], axis=0)
+        shown = " / ".join(f"{mean[e - 1]:.2f}" for e in EPOCHS if e <= epochs)
+        rows.append(f"| {configuration} | {len(histories)} | {shown} | {mean.sum():.1f} |")
+    if not rows:
+        return ""
+    epochs_text = ", ".join(str(e) for e in EPOCHS)
+    return "\n".join([
+        "## whole-run cost: seconds per epoch, gated and un-gated\n",
+        f"Grid `{TIMING_GRID}` (LeNet-300-100, one run at a time on an otherwise idle machine), "
+        f"means over the seeds: the training pass of epochs {epochs_text} (those run), and of "
+        "all epochs summed.\n",
+        "| configuration | seeds | seconds per epoch | all epochs |",
+        "|---|---|---|---|",
+        *rows, ""])
+
+
+__all__ = ["epoch_seconds_markdown", "markdown", "per_epoch"]

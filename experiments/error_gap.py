@@ -16,7 +16,9 @@ gated run, on the run's own seed and data split:
   gates alone cost;
 - ``continued``: the run's own exported weights (``model.npz``, every gate at 1[θ ≥ ½]) trained
   on, un-gated, for a few more epochs at the run's last learning rate: whether training while
-  gating left the weights short of what the architecture holds.
+  gating left the weights short of what the architecture holds; and the test error of an
+  exponential moving average of those weights over the continued steps (the L0 authors' code
+  evaluates such an average), which smooths out the noise of the last steps.
 
 A run trained on a subset of the training split (``--train-subset``) is compared on the same
 subset.
@@ -44,11 +46,13 @@ from minibern import backend as B
 from minibern import layers as L
 from minibern.bernoulli.export import load_network
 from minibern.data import load_mnist
-from minibern.training.trainer import TrainConfig, Trainer, device_splits
+from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits
 
 #: The configurations of a report, in the order of the table's columns.
 CONFIGURATIONS = ("retrained", "kept_inputs", "kept_hidden", "continued")
 DEFAULT_CONTINUE_EPOCHS = 5
+#: Per-step decay of the continued weights' moving average: about 500 steps, one epoch.
+AVERAGE_DECAY = 0.998
 
 
 class ErrorGapError(ValueError):
@@ -91,15 +95,43 @@ def last_learning_rate(config: TrainConfig) -> float:
     return config.lr if decay is None else config.lr / (1.0 + (config.epochs - 1) / decay)
 
 
-def train_and_test(net, splits, config: TrainConfig, label: str) -> dict:
-    """Train ``net`` un-gated with ``config``; its final-epoch test and validation errors.
+class WeightAverage(Hook):
+    """An exponential moving average of the weights over the steps,
+    w̄ ← d·w̄ + (1 − d)·w (started at the first step's weights), as the L0 authors' code
+    evaluates its networks."""
+
+    def __init__(self, decay: float):
+        self.decay, self.average = decay, None
+
+    def after_step(self, trainer) -> None:
+        weights = trainer.net.named_parameters()
+        if self.average is None:
+            self.average = {name: value.copy() for name, value in weights.items()}
+            return
+        for name, value in weights.items():
+            self.average[name] = self.decay * self.average[name] + (1.0 - self.decay) * value
+
+
+def train_and_test(net, splits, config: TrainConfig, label: str,
+                   average_decay: float | None = None) -> dict:
+    """Train ``net`` un-gated with ``config``; its final-epoch test and validation errors,
+    and with ``average_decay`` the test error of :class:`WeightAverage`'s weights too.
     Progress goes to stderr, each line prefixed with ``label``."""
     net.train()
-    metrics = Trainer(net, splits, config,
-                      log=lambda line: print(f"{label}: {line}", file=sys.stderr)).fit()
-    return {"test_error": metrics["test_error"], "val_error": metrics["val_error"],
-            "params": metrics["params"], "epochs": config.epochs, "lr": config.lr,
-            "lr_decay": config.lr_decay}
+    hooks = [WeightAverage(average_decay)] if average_decay is not None else []
+    trainer = Trainer(net, splits, config, hooks=hooks,
+                      log=lambda line: print(f"{label}: {line}", file=sys.stderr))
+    metrics = trainer.fit()
+    result = {"test_error": metrics["test_error"], "val_error": metrics["val_error"],
+              "params": metrics["params"], "epochs": config.epochs, "lr": config.lr,
+              "lr_decay": config.lr_decay}
+    if hooks:
+        weights = net.named_parameters()
+        for name, value in hooks[0].average.items():
+            weights[name][...] = value
+        result.update(average_decay=average_decay,
+                      average_test_error=trainer.error_rate(splits["test"]))
+    return result
 
 
 def run_report(directory: Path, data_dir=None,
@@ -137,7 +169,8 @@ def run_report(directory: Path, data_dir=None,
     last_lr = last_learning_rate(TrainConfig(**recipe))
     continued = TrainConfig(model="lenet300", **{**recipe, "epochs": continue_epochs,
                                                  "lr": last_lr, "lr_decay": None})
-    report["continued"] = train_and_test(exported, splits, continued, f"{directory} continued")
+    report["continued"] = train_and_test(exported, splits, continued, f"{directory} continued",
+                                         average_decay=AVERAGE_DECAY)
     return report
 
 
@@ -166,8 +199,9 @@ def markdown(root: Path) -> str:
              "and epochs: *retrained* (its input pixels and hidden widths), *kept inputs* (its "
              "input pixels, full hidden widths), *kept hidden* (all 784 inputs, its hidden "
              "widths). *continued*: the run's exported weights trained on un-gated for the "
-             "epochs shown at the run's last learning rate. *plain*: the grid's un-gated run of "
-             "the same seed.\n"]
+             "epochs shown at the run's last learning rate, and (*average*) an exponential "
+             "moving average of them over those steps (decay 0.998 per step, about one epoch). "
+             "*plain*: the grid's un-gated run of the same seed.\n"]
     head = ["run", "kept", "gated", "retrained", "kept inputs", "kept hidden", "continued",
             "plain"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -182,8 +216,11 @@ def markdown(root: Path) -> str:
         cells = [run, "-".join(str(k) for k in report["kept"]),
                  cell("gated", report["gated_test_error"])]
         cells += [cell(name, report[name]["test_error"]) for name in CONFIGURATIONS[:-1]]
-        cells.append(f"{cell('continued', report['continued']['test_error'])} "
-                     f"({report['continued']['epochs']} epochs)")
+        continued = report["continued"]
+        average = continued.get("average_test_error")
+        cells.append(f"{cell('continued', continued['test_error'])} ("
+                     + ("" if average is None else f"average {100 * average:.2f}; ")
+                     + f"{continued['epochs']} epochs)")
         cells.append(cell("plain", plain_error(root, run)))
         lines.append("| " + " | ".join(cells) + " |")
     if len(reports) > 1:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from early_pruning import epoch_seconds_markdown  # noqa: E402
 from early_pruning import markdown as early_pruning_markdown  # noqa: E402
 from error_gap import markdown as error_gap_markdown  # noqa: E402
 from grids import GRIDS  # noqa: E402
@@ -297,6 +298,9 @@ def write_results(root: Path, path: Path) -> str:
     early = early_pruning_markdown(root)
     if early:
         parts.append(early)
+    epoch_seconds = epoch_seconds_markdown(root)
+    if epoch_seconds:
+        parts.append(epoch_seconds)
     error_gap = error_gap_markdown(root)
     if error_gap:
         parts.append(error_gap)

@@ -53,6 +53,7 @@ def test_the_report_retrains_the_kept_architecture_with_the_runs_recipe(gated_ru
     # The run's last epoch (e = 1) ran at η/(1 + e/τ) = 1e-3/2; the continued training keeps it.
     assert report["continued"]["lr"] == pytest.approx(5e-4)
     assert (report["continued"]["epochs"], report["continued"]["lr_decay"]) == (1, None)
+    assert report["continued"]["average_decay"] == error_gap.AVERAGE_DECAY
     assert report["gated_test_error"] == metrics["test_error"]
 
 
@@ -88,3 +89,19 @@ def test_an_unsuitable_run_is_refused_and_nothing_is_written(tmp_path, mnist_dir
     assert error_gap.main([str(gated_run), "--data", str(mnist_dir)]) == 1
     assert "no model.npz" in capsys.readouterr().err
     assert not list(tmp_path.rglob("error_gap.json"))
+
+
+def test_the_weight_average_follows_the_steps_with_its_decay():
+    class Trainer:
+        net = error_gap.dense_net(np.arange(4), [3, 2], seed=0, init="he", init_scale=1.0)
+
+    average = error_gap.WeightAverage(0.75)
+    weights = Trainer.net.named_parameters()
+    for value in (1.0, 3.0, 5.0):
+        for array in weights.values():
+            array[...] = value
+        average.after_step(Trainer)
+    expected = 0.75 * (0.75 * 1.0 + 0.25 * 3.0) + 0.25 * 5.0
+    for name, array in average.average.items():
+        np.testing.assert_allclose(B.to_numpy(array), expected, rtol=1e-6)
+        assert not np.shares_memory(array, weights[name])

@@ -110,6 +110,22 @@ def test_early_pruning_section_averages_the_seeds_epoch_by_epoch(tmp_path):
 
 
 @pytest.mark.host_only
+def test_whole_run_section_averages_each_epochs_seconds_and_sums_them(tmp_path):
+    import early_pruning
+
+    for name, seconds in (("gated_seed0", [5.0, 3.0, 2.0]), ("gated_seed1", [6.0, 4.0, 3.0]),
+                          ("plain_seed0", [2.0, 2.0, 2.0]), ("lenet5_gated_seed0", [9.0] * 3)):
+        directory = tmp_path / "timing" / name
+        directory.mkdir(parents=True)
+        np.savez(directory / "history.npz", epoch_seconds=seconds)
+    section = early_pruning.epoch_seconds_markdown(tmp_path)
+    assert "| gated | 2 | 5.50 / 2.50 | 11.5 |" in section  # epochs 1 and 3; 5.5 + 3.5 + 2.5
+    assert "| plain | 1 | 2.00 / 2.00 | 6.0 |" in section
+    assert "9.00" not in section and "gated_at_one" not in section  # LeNet-5; no such runs
+    assert early_pruning.epoch_seconds_markdown(tmp_path / "elsewhere") == ""
+
+
+@pytest.mark.host_only
 def test_results_page_has_a_table_per_grid_and_says_what_is_missing(tmp_path):
     root = tmp_path / "runs"
     directory = root / "lenet300"
