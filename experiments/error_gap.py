@@ -185,13 +185,21 @@ def plain_error(root: Path, run: str) -> float | None:
     return json.loads(path.read_text(encoding="utf-8"))["test_error"]
 
 
+def _percent(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def _mean(values: list) -> float | None:
+    known = [value for value in values if value is not None]
+    return sum(known) / len(known) if known else None
+
+
 def markdown(root: Path) -> str:
-    """The results page's section: one row per ``error_gap.json`` under ``root``, then the
-    means."""
+    """The results page's section: one row per ``error_gap.json`` under ``root``, and after
+    the runs of a configuration (``<grid>/<configuration>_seed<k>``), their means."""
     paths = sorted(root.glob("*/*/error_gap.json"))
     if not paths:
         return ""
-    reports = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
     lines = ["## error gap: the gated test error, by architecture and by training "
              "(`experiments/error_gap.py`)\n",
              "Final-epoch test error in %. *gated*: the run as trained. The kept architecture's "
@@ -205,31 +213,36 @@ def markdown(root: Path) -> str:
     head = ["run", "kept", "gated", "retrained", "kept inputs", "kept hidden", "continued",
             "plain"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    columns = {name: [] for name in ("gated", *CONFIGURATIONS, "plain")}
-
-    def cell(name, value):
-        columns[name].append(value)
-        return "—" if value is None else f"{100 * value:.2f}"
-
-    for path, report in zip(paths, reports):
+    groups: dict[str, list] = {}
+    for path in paths:
         run = path.parent.relative_to(root).as_posix()
-        cells = [run, "-".join(str(k) for k in report["kept"]),
-                 cell("gated", report["gated_test_error"])]
-        cells += [cell(name, report[name]["test_error"]) for name in CONFIGURATIONS[:-1]]
-        continued = report["continued"]
-        average = continued.get("average_test_error")
-        cells.append(f"{cell('continued', continued['test_error'])} ("
-                     + ("" if average is None else f"average {100 * average:.2f}; ")
-                     + f"{continued['epochs']} epochs)")
-        cells.append(cell("plain", plain_error(root, run)))
-        lines.append("| " + " | ".join(cells) + " |")
-    if len(reports) > 1:
-        means = ["mean", ""]
-        for values in columns.values():
-            known = [value for value in values if value is not None]
-            means.append(f"{100 * sum(known) / len(known):.2f}" if known else "—")
-        lines.append("| " + " | ".join(means) + " |")
+        groups.setdefault(run.rsplit("_seed", 1)[0], []).append(
+            (run, json.loads(path.read_text(encoding="utf-8"))))
+    for configuration, runs in groups.items():
+        values = []
+        for run, report in runs:
+            continued = report["continued"]
+            values.append([report["gated_test_error"],
+                           *(report[name]["test_error"] for name in CONFIGURATIONS[:-1]),
+                           continued["test_error"], continued.get("average_test_error"),
+                           plain_error(root, run)])
+            row = [run, "-".join(str(k) for k in report["kept"])]
+            lines.append("| " + " | ".join(row + _cells(values[-1], continued["epochs"])) + " |")
+        if len(runs) > 1:
+            means = [_mean(list(column)) for column in zip(*values)]
+            lines.append(f"| mean of {configuration} | | "
+                         + " | ".join(_cells(means, runs[0][1]["continued"]["epochs"])) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cells(values: list, continued_epochs: int) -> list[str]:
+    """gated, retrained, kept inputs, kept hidden, continued (with its average), plain."""
+    gated, retrained, kept_inputs, kept_hidden, continued, average, plain = values
+    continued_cell = (f"{_percent(continued)} ("
+                      + ("" if average is None else f"average {_percent(average)}; ")
+                      + f"{continued_epochs} epochs)")
+    return [_percent(value) for value in (gated, retrained, kept_inputs, kept_hidden)] + [
+        continued_cell, _percent(plain)]
 
 
 def main(argv=None) -> int:

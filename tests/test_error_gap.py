@@ -63,19 +63,22 @@ def test_the_section_puts_each_run_beside_the_plain_run_of_its_seed(tmp_path):
         return {"kept": [200, 120, 80], "gated_test_error": gated, "retrained": errors,
                 "kept_inputs": errors, "kept_hidden": errors, "continued": errors}
 
-    for seed, gated, plain in ((0, 0.021, 0.0165), (1, 0.0206, None)):
-        run = tmp_path / "grid" / f"gated_seed{seed}"
+    for name, gated, plain in (("gated_seed0", 0.021, 0.0165), ("gated_seed1", 0.0206, None),
+                               ("other_seed0", 0.03, None)):
+        run = tmp_path / "grid" / name
         run.mkdir(parents=True)
         (run / "error_gap.json").write_text(json.dumps(report(gated, 0.0222)))
         if plain is not None:
-            (tmp_path / "grid" / f"plain_seed{seed}").mkdir()
-            (tmp_path / "grid" / f"plain_seed{seed}" / "metrics.json").write_text(
+            (tmp_path / "grid" / "plain_seed0").mkdir()
+            (tmp_path / "grid" / "plain_seed0" / "metrics.json").write_text(
                 json.dumps({"test_error": plain}))
     rows = [line for line in error_gap.markdown(tmp_path).splitlines() if line.startswith("| ")]
     assert rows[1].split(" | ")[:3] == ["| grid/gated_seed0", "200-120-80", "2.10"]
     assert rows[1].endswith("| 1.65 |") and rows[2].endswith("| — |")
-    assert rows[3].split(" | ")[2] == "2.08"  # the mean of 2.10 and 2.06
+    assert rows[3].startswith("| mean of grid/gated | | 2.08 |")  # the mean of 2.10 and 2.06
     assert rows[3].endswith("| 1.65 |")  # the mean of the plain errors there are
+    assert rows[4].startswith("| grid/other_seed0 |")  # another configuration: its own mean
+    assert len(rows) == 5  # a configuration of one run has no mean row
 
 
 def test_an_unsuitable_run_is_refused_and_nothing_is_written(tmp_path, mnist_dir, gated_run,
