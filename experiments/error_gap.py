@@ -5,7 +5,9 @@ A gated LeNet-300-100 run ends with a higher test error than the un-gated networ
 do better with this recipe (fewer input pixels, narrower hidden layers), or the training that
 chose it (masks sampled while θ is inside, units removed along the way) leaves its weights worse
 than the same architecture trained alone would be. This script separates them for a finished
-gated run, on the run's own seed and data split:
+gated run, on the run's own data split, drawing fresh weights from the run's own weight stream
+(the first of :func:`minibern.training.trainer.run_rngs`, as ``python -m minibern train``
+draws a network):
 
 - ``retrained``: the kept architecture (the same input pixels, h1 and h2 widths) trained
   un-gated from a fresh He initialisation with the run's recipe (optimiser, learning rate and
@@ -15,10 +17,11 @@ gated run, on the run's own seed and data split:
 - ``kept_hidden``: all 784 inputs with the kept hidden widths, same recipe: what the hidden
   gates alone cost;
 - ``continued``: the run's own exported weights (``model.npz``, every gate at 1[θ ≥ ½]) trained
-  on, un-gated, for a few more epochs at the run's last learning rate: whether training while
-  gating left the weights short of what the architecture holds; and the test error of an
-  exponential moving average of those weights over the continued steps (the L0 authors' code
-  evaluates such an average), which smooths out the noise of the last steps.
+  on, un-gated, for a few more epochs at the run's last learning rate (a fresh Adam state: the
+  export holds none), and the test error of an exponential moving average of those weights over
+  the continued steps, like the average the L0 authors' LeNet-300-100 code evaluates. It shows
+  what extra training of the found weights gains; it has no un-gated control, so a gain within
+  the noise of one test error says nothing about how gating trained them.
 
 A run trained on a subset of the training split (``--train-subset``) is compared on the same
 subset.
@@ -46,12 +49,13 @@ from minibern import backend as B
 from minibern import layers as L
 from minibern.bernoulli.export import load_network
 from minibern.data import load_mnist
-from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits
+from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 
 #: The configurations of a report, in the order of the table's columns.
 CONFIGURATIONS = ("retrained", "kept_inputs", "kept_hidden", "continued")
 DEFAULT_CONTINUE_EPOCHS = 5
-#: Per-step decay of the continued weights' moving average: about 500 steps, one epoch.
+#: Per-step decay d of the continued weights' moving average; it forgets over about
+#: 1/(1 − d) = 500 steps (an epoch of the whole training split at batch 100 is 550).
 AVERAGE_DECAY = 0.998
 
 
@@ -76,9 +80,13 @@ def kept_structure(net) -> tuple[np.ndarray, list[int]]:
 
 
 def dense_net(pixels, widths: list[int], seed: int, init: str, init_scale: float):
-    """select (the ``pixels`` of 784) → Dense → ReLU → Dense → ReLU → Dense(10), as
-    :func:`minibern.models.lenet300_100` draws its weights (one seeded host stream, in order)."""
-    rng = B.make_rng(seed)
+    """select → Dense → ReLU → Dense → ReLU → Dense(10), input (N, 784), a fresh network.
+
+    ``pixels`` int (K,): the input features kept, in order (no selection when K = 784);
+    ``widths`` [h1, h2]. The weights are drawn as ``python -m minibern train --seed seed``
+    draws a LeNet-300-100 (:func:`minibern.models.lenet300_100` on the first stream of
+    :func:`~minibern.training.trainer.run_rngs`; each Dense draws W then b, in order)."""
+    rng = B.make_rng(run_rngs(seed)[0])
     kw = dict(rng=rng, init=init, init_scale=init_scale)
     h1, h2 = widths
     layers = [] if len(pixels) == 784 else [("select", L.SelectFeatures(pixels, 784))]
@@ -90,15 +98,16 @@ def dense_net(pixels, widths: list[int], seed: int, init: str, init_scale: float
 
 
 def last_learning_rate(config: TrainConfig) -> float:
-    """η of the run's last epoch, e = epochs − 1, by :meth:`Trainer.learning_rate`'s schedule."""
+    """η of the run's last epoch E − 1 by :meth:`Trainer.learning_rate`'s schedule,
+    η_{E−1} = η / (1 + (E − 1)/τ) (η itself without a decay τ)."""
     decay = config.lr_decay
     return config.lr if decay is None else config.lr / (1.0 + (config.epochs - 1) / decay)
 
 
 class WeightAverage(Hook):
     """An exponential moving average of the weights over the steps,
-    w̄ ← d·w̄ + (1 − d)·w (started at the first step's weights), as the L0 authors' code
-    evaluates its networks."""
+    w̄ ← d·w̄ + (1 − d)·w, started at the first step's weights (like, not the same as, the
+    bias-corrected average of the L0 authors' LeNet-300-100 code)."""
 
     def __init__(self, decay: float):
         self.decay, self.average = decay, None
@@ -114,17 +123,20 @@ class WeightAverage(Hook):
 
 def train_and_test(net, splits, config: TrainConfig, label: str,
                    average_decay: float | None = None) -> dict:
-    """Train ``net`` un-gated with ``config``; its final-epoch test and validation errors,
-    and with ``average_decay`` the test error of :class:`WeightAverage`'s weights too.
-    Progress goes to stderr, each line prefixed with ``label``."""
+    """Train ``net`` un-gated with ``config``; its test error before training, its
+    final-epoch test and validation errors, and with ``average_decay`` the test error of
+    :class:`WeightAverage`'s weights, which ``net`` then holds. Progress goes to stderr, each
+    line prefixed with ``label``."""
     net.train()
     hooks = [WeightAverage(average_decay)] if average_decay is not None else []
     trainer = Trainer(net, splits, config, hooks=hooks,
                       log=lambda line: print(f"{label}: {line}", file=sys.stderr))
+    start_test_error = trainer.error_rate(splits["test"])
     metrics = trainer.fit()
     result = {"test_error": metrics["test_error"], "val_error": metrics["val_error"],
               "params": metrics["params"], "epochs": config.epochs, "lr": config.lr,
-              "lr_decay": config.lr_decay}
+              "lr_decay": config.lr_decay, "train_examples": splits["train"].size,
+              "start_test_error": start_test_error}
     if hooks:
         weights = net.named_parameters()
         for name, value in hooks[0].average.items():
@@ -190,25 +202,31 @@ def _percent(value) -> str:
 
 
 def _mean(values: list) -> float | None:
-    known = [value for value in values if value is not None]
-    return sum(known) / len(known) if known else None
+    """The mean, or None when any value is missing (a mean over fewer runs would mislead)."""
+    if any(value is None for value in values):
+        return None
+    return sum(values) / len(values)
 
 
 def markdown(root: Path) -> str:
     """The results page's section: one row per ``error_gap.json`` under ``root``, and after
-    the runs of a configuration (``<grid>/<configuration>_seed<k>``), their means."""
+    the runs of a configuration (``<grid>/<configuration>_seed<k>``), their means (a column
+    some of them lack has none)."""
     paths = sorted(root.glob("*/*/error_gap.json"))
     if not paths:
         return ""
+    reports = {path: json.loads(path.read_text(encoding="utf-8")) for path in paths}
+    decays = sorted({str(report["continued"].get("average_decay", "—"))
+                     for report in reports.values()})
     lines = ["## error gap: the gated test error, by architecture and by training "
              "(`experiments/error_gap.py`)\n",
              "Final-epoch test error in %. *gated*: the run as trained. The kept architecture's "
-             "parts trained un-gated from a fresh initialisation with the run's own recipe, seed "
-             "and epochs: *retrained* (its input pixels and hidden widths), *kept inputs* (its "
+             "parts trained un-gated from a fresh initialisation (drawn from the run's seed as "
+             "the CLI draws a network) with the run's own recipe and epochs: *retrained* (its input pixels and hidden widths), *kept inputs* (its "
              "input pixels, full hidden widths), *kept hidden* (all 784 inputs, its hidden "
              "widths). *continued*: the run's exported weights trained on un-gated for the "
              "epochs shown at the run's last learning rate, and (*average*) an exponential "
-             "moving average of them over those steps (decay 0.998 per step, about one epoch). "
+             f"moving average of them over those steps (decay per step: {', '.join(decays)}). "
              "*plain*: the grid's un-gated run of the same seed.\n"]
     head = ["run", "kept", "gated", "retrained", "kept inputs", "kept hidden", "continued",
             "plain"]
@@ -216,8 +234,7 @@ def markdown(root: Path) -> str:
     groups: dict[str, list] = {}
     for path in paths:
         run = path.parent.relative_to(root).as_posix()
-        groups.setdefault(run.rsplit("_seed", 1)[0], []).append(
-            (run, json.loads(path.read_text(encoding="utf-8"))))
+        groups.setdefault(run.rsplit("_seed", 1)[0], []).append((run, reports[path]))
     for configuration, runs in groups.items():
         values = []
         for run, report in runs:
@@ -262,7 +279,8 @@ def main(argv=None) -> int:
             return 1
         (directory / "error_gap.json").write_text(json.dumps(report, indent=1) + "\n",
                                                   encoding="utf-8")
-        print(f"{report['run']}: kept {report['kept']}, gated {100 * report['gated_test_error']:.2f} %; "
+        print(f"{report['run']}: kept {report['kept']}, "
+              f"gated {100 * report['gated_test_error']:.2f} %; "
               + ", ".join(f"{name} {100 * report[name]['test_error']:.2f} %"
                           for name in CONFIGURATIONS))
     return 0

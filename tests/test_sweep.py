@@ -119,8 +119,9 @@ def test_whole_run_section_averages_each_epochs_seconds_and_sums_them(tmp_path):
         directory.mkdir(parents=True)
         np.savez(directory / "history.npz", epoch_seconds=seconds)
     section = early_pruning.epoch_seconds_markdown(tmp_path)
-    assert "| gated | 2 | 5.50 / 2.50 | 11.5 |" in section  # epochs 1 and 3; 5.5 + 3.5 + 2.5
-    assert "| plain | 1 | 2.00 / 2.00 | 6.0 |" in section
+    # epochs 1 and 3; the last (up to five) epochs' mean; 5.5 + 3.5 + 2.5 over 3 epochs
+    assert "| gated | 2 | 5.50 / 2.50 | 3.83 | 11.5 (3) |" in section
+    assert "| plain | 1 | 2.00 / 2.00 | 2.00 | 6.0 (3) |" in section
     assert "9.00" not in section and "gated_at_one" not in section  # LeNet-5; no such runs
     assert early_pruning.epoch_seconds_markdown(tmp_path / "elsewhere") == ""
 
