@@ -21,6 +21,13 @@ import numpy as np
 GRID = "lenet300"
 CONFIGURATIONS = ("gated", "gated_no_rule")
 EPOCHS = (1, 3, 5, 10, 15, 20)
+_EPOCHS_TEXT = ", ".join(str(e) for e in EPOCHS)
+
+
+def _section(title: str, caption: str, header: list[str], rows: list[str]) -> str:
+    """A results-page section: its title, a caption paragraph and a table of ``rows``."""
+    return "\n".join([f"## {title}\n", caption + "\n", "| " + " | ".join(header) + " |",
+                      "|" + "---|" * len(header), *rows, ""])
 
 
 def per_epoch(directories: list[Path]) -> dict | None:
@@ -63,16 +70,13 @@ def markdown(root: Path) -> str:
         rows.append(f"| {configuration} | {found['runs']} | training loss | {loss} | |")
     if not rows:
         return ""
-    epochs_text = ", ".join(str(e) for e in EPOCHS)
-    return "\n".join([
-        "## early pruning: kept units and units in the arrays, epoch by epoch\n",
-        f"Grid `{GRID}`, means over the seeds, after epochs {epochs_text} (those run). Kept: θ ≥ ½. In the "
-        "arrays: units still in the weight arrays (below ½ but not yet removed by the pruning "
-        "condition (P6) of docs/derivations/pruning.md, or kept). Training loss: the epoch's "
-        "mean.\n",
-        "| configuration | seeds | gate layer | kept | in the arrays |",
-        "|---|---|---|---|---|",
-        *rows, ""])
+    return _section(
+        "early pruning: kept units and units in the arrays, epoch by epoch",
+        f"Grid `{GRID}`, means over the seeds, after epochs {_EPOCHS_TEXT} (those run). Kept: "
+        "θ ≥ ½. In the arrays: units still in the weight arrays (below ½ but not yet removed by "
+        "the pruning condition (P6) of docs/derivations/pruning.md, or kept). Training loss: "
+        "the epoch's mean.",
+        ["configuration", "seeds", "gate layer", "kept", "in the arrays"], rows)
 
 
 TIMING_GRID = "timing"
@@ -100,16 +104,13 @@ def epoch_seconds_markdown(root: Path) -> str:
                     f"{mean.sum():.1f} ({epochs}) |")
     if not rows:
         return ""
-    epochs_text = ", ".join(str(e) for e in EPOCHS)
-    return "\n".join([
-        "## whole-run cost: seconds per epoch, gated and un-gated\n",
+    return _section(
+        "whole-run cost: seconds per epoch, gated and un-gated",
         f"Grid `{TIMING_GRID}`'s LeNet-300-100 runs (see its table above for how they ran), "
-        f"means over the seeds of the training pass: after epochs {epochs_text} (those run), "
+        f"means over the seeds of the training pass: after epochs {_EPOCHS_TEXT} (those run), "
         f"the mean of the last {LAST_EPOCHS} epochs, and the sum over the epochs every seed "
-        "ran (their count in brackets).\n",
-        "| configuration | seeds | seconds per epoch | last epochs | all epochs |",
-        "|---|---|---|---|---|",
-        *rows, ""])
+        "ran (their count in brackets).",
+        ["configuration", "seeds", "seconds per epoch", "last epochs", "all epochs"], rows)
 
 
 __all__ = ["epoch_seconds_markdown", "markdown", "per_epoch"]

@@ -47,9 +47,10 @@ import numpy as np
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.bernoulli.export import load_network
 from minibern.data import load_mnist
 from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
+
+from gated_run import GatedRunError, exported_network, gated_lenet300_metrics
 
 #: The configurations of a report, in the order of the table's columns.
 CONFIGURATIONS = ("retrained", "kept_inputs", "kept_hidden", "continued")
@@ -150,20 +151,11 @@ def run_report(directory: Path, data_dir=None,
                continue_epochs: int = DEFAULT_CONTINUE_EPOCHS) -> dict:
     """The four trainings of the module docstring for one finished gated run."""
     try:
-        metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise ErrorGapError(f"{directory}: no readable metrics.json ({error}); is it a finished "
-                            "run directory?") from error
-    config = metrics.get("config", {})
-    if config.get("model") != "lenet300" or not metrics.get("gate_config"):
-        raise ErrorGapError(f"{directory}: not a gated LeNet-300-100 run")
-    if not (directory / "model.npz").exists():
-        raise ErrorGapError(f"{directory}: no model.npz (the exported network, which every "
-                            "finished run writes); retrain the run to get one")
-    try:
-        exported = load_network(directory / "model.npz")
-    except ValueError as error:
+        metrics = gated_lenet300_metrics(directory)
+        exported = exported_network(directory)
+    except GatedRunError as error:
         raise ErrorGapError(str(error)) from error
+    config = metrics["config"]
     pixels, widths = kept_structure(exported)
     full = [int(round(300 * config["width_mult"])), int(round(100 * config["width_mult"]))]
     recipe = {key: config[key] for key in ("epochs", "batch_size", "seed", "optimizer", "lr",

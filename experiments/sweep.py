@@ -295,21 +295,11 @@ def write_results(root: Path, path: Path) -> str:
                          else "the reference in each row")
                 parts.append(f"\nKept units per layer against {named} (means):\n\n"
                              + markdown(spread_header, spread_rows))
-    early = early_pruning_markdown(root)
-    if early:
-        parts.append(early)
-    epoch_seconds = epoch_seconds_markdown(root)
-    if epoch_seconds:
-        parts.append(epoch_seconds)
-    error_gap = error_gap_markdown(root)
-    if error_gap:
-        parts.append(error_gap)
-    vertex_costs = vertex_cost_markdown(root)
-    if vertex_costs:
-        parts.append(vertex_costs)
-    moving = moving_weights_markdown(root)
-    if moving:
-        parts.append(moving)
+    for section in (early_pruning_markdown, epoch_seconds_markdown, error_gap_markdown,
+                    vertex_cost_markdown, moving_weights_markdown):
+        found = section(root)  # "" when none of its runs or files exist
+        if found:
+            parts.append(found)
     parts.append(published_markdown())
     text = "\n".join(parts)
     path.write_text(text, encoding="utf-8")

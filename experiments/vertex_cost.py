@@ -39,9 +39,10 @@ from pathlib import Path
 
 import numpy as np
 
-from minibern.bernoulli.export import load_network
 from minibern.data import load_mnist
 from minibern.layers import Dense, ReLU, SelectFeatures
+
+from gated_run import GatedRunError, exported_network, gated_lenet300_metrics
 
 GROUP_COUNTS = (5, 10, 20, 40, 80)
 PERCENTILES = (10, 50, 90)
@@ -236,13 +237,10 @@ def analyse(net, images, labels, kappa: float, layer_names: list[str], group_lay
 def run_report(directory: Path, data_dir=None) -> dict:
     """:func:`analyse` for a finished run directory of ``python -m minibern train --gates``."""
     try:
-        metrics = json.loads((directory / "metrics.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise VertexCostError(f"{directory}: no readable metrics.json ({error}); is it a finished "
-                              "run directory?") from error
-    gate_config = metrics.get("gate_config") or {}
-    if metrics.get("config", {}).get("model") != "lenet300" or not gate_config:
-        raise VertexCostError(f"{directory}: not a gated LeNet-300-100 run")
+        metrics = gated_lenet300_metrics(directory)
+    except GatedRunError as error:
+        raise VertexCostError(str(error)) from error
+    gate_config = metrics["gate_config"]
     if gate_config.get("kappa_per_param") or gate_config.get("kappa_expected_params"):
         raise VertexCostError(f"{directory}: its units are not priced per unit; only runs with "
                               "the default κ per unit are supported")
@@ -250,12 +248,9 @@ def run_report(directory: Path, data_dir=None) -> dict:
     if config.get("weight_decay") or config.get("train_subset"):
         raise VertexCostError(f"{directory}: trained with a weight prior or on a subset; L + "
                               "κ·kept is N times the objective only without either")
-    if not (directory / "model.npz").exists():
-        raise VertexCostError(f"{directory}: no model.npz (the exported network, which every "
-                              "finished run writes); retrain the run to get one")
     try:
-        net = load_network(directory / "model.npz")
-    except ValueError as error:
+        net = exported_network(directory)
+    except GatedRunError as error:
         raise VertexCostError(str(error)) from error
     mnist = load_mnist(data_dir)
     layer_names = [gate["name"] for gate in metrics["gates"]]
