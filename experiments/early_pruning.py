@@ -7,7 +7,7 @@ docs/derivations/pruning.md has not yet removed. ``history.npz`` records both pe
 (``kept_<gate>``, ``units_<gate>``); this table gives their means over the seeds of the
 ``lenet300`` grid's gated configurations at a few epochs, beside the training loss.
 
-Issue 12 also asks that a whole gated run cost no more wall time than the un-gated one.
+The project also aims at a whole gated run that costs no more wall time than the un-gated one.
 :func:`epoch_seconds_markdown` gives the ``timing`` grid's seconds per epoch (runs one at a time
 on an otherwise idle machine), gated and un-gated, at the same epochs and summed: whether the
 gated epochs, once pruned, become cheap enough to pay back the dearer first ones.

@@ -26,8 +26,9 @@ draws a network):
 A run trained on a subset of the training split (``--train-subset``) is compared on the same
 subset.
 
-Each network is evaluated once, after its last epoch, on the test split (final epoch, as
-everywhere in docs/RESULTS.md). Usage::
+Each network is scored on the test split after its last epoch (final epoch, as everywhere in
+docs/RESULTS.md); the continued one also before it trains, where it is the run's exported
+network and must score the run's own ``export_test_error``. Usage::
 
     python experiments/error_gap.py RUN_DIR [...] [--continue-epochs 5]
 
