@@ -1,13 +1,21 @@
 """What a gated training step costs against an un-gated one, along a real run.
 
 For a finished gated LeNet-300-100 run (its ``history.npz`` holds θ of every gate at every
-epoch end), rebuild the network as it stood after epoch e — θ from the snapshot, gates already
-at exactly 0 or 1 frozen, units at 0 physically removed — and time training steps with the
+epoch end), rebuild the network as it stood after epoch e — θ from the snapshot, gates at
+exactly 0 frozen (and at exactly 1 where the run's settings freeze them there,
+``--decide-at-one`` or the legacy snap rules; otherwise a gate at 1 is still estimated, as in
+training), units at 0 physically removed — and time training steps with the
 default θ estimator against steps of the *full-width* network without gates, alternating the two
 in one process. Prints seconds per 100 steps (median and min–max of the rounds) and the paired
 ratio gated / un-gated per epoch e (e = 0: the start, every θ = 1, nothing frozen)::
 
     python benchmarks/bench_gates.py --run runs/tutorial6 --epochs-at 0 1 2 5 10 20
+
+With ``--run-breakdown`` as well, it splits the gated step at each of those states into its
+parts (as ``--breakdown`` below) against the un-gated step of the *same* arrays (every remaining
+gate at θ = 1, no gate hook)::
+
+    python benchmarks/bench_gates.py --run RUN --run-breakdown --epochs-at 20 --rounds 5 --steps 100
 
 With ``--compare`` instead of ``--run`` it times the full-width start (every θ = 1, nothing
 frozen) of every gated setting of ``benchmarks/estimator_table.py`` (the same CLI flags), all
@@ -74,7 +82,8 @@ def gated_trainer(data, theta_full, gate_config, steps):
             theta = theta_full[start:start + gate.n_units]
             start += gate.n_units
             gate.theta[:] = theta
-            hook.states[name].frozen[:] = (theta == 0.0) | (theta == 1.0)
+            at_one_frozen = gate_config.decide_at_one or gate_config.snap_tol > 0
+            hook.states[name].frozen[:] = (theta == 0.0) | (at_one_frozen & (theta == 1.0))
             if (theta == 0.0).any():
                 hook._remove(name, theta > 0.0, trainer.optimizer)  # as pruning would have
     return trainer
@@ -159,17 +168,57 @@ class PartTimer:
         self._saved = []
 
 
+def pruned_plain_trainer(data, theta_full, gate_config, steps):
+    """The un-gated twin of :func:`gated_trainer`: the same arrays (the units ``theta_full``
+    leaves), every remaining gate at θ = 1 (the identity) and no gate hook."""
+    trainer = gated_trainer(data, theta_full, gate_config, steps)
+    for _, _, gate in trainer.hooks[0].gates:
+        gate.theta[:] = 1.0
+    trainer.hooks = []
+    return trainer
+
+
 def breakdown(data, model: str, rounds: int, steps: int, **visits) -> None:
     """ms per step of each part of the full-width gated step of ``model``, and the un-gated step
     of the same network, medians over ``rounds`` (alternated). ``visits``: ``first_subset`` /
     ``subset`` instead of the model's (:func:`gate_config_for`)."""
+    print_breakdown(lambda gates: model_trainer(data, model, gates, 100 * steps, **visits),
+                    f"{model}, full width, every gate movable", rounds, steps)
+
+
+def run_breakdown(data, run: Path, epoch: int, rounds: int, steps: int) -> None:
+    """The same split of the gated step of a LeNet-300-100 run as it stood after ``epoch``
+    (its widths, θ and frozen gates; see :func:`gated_trainer`), against the un-gated step of
+    the same arrays (:func:`pruned_plain_trainer`)."""
+    theta, gate_config = run_state(run, epoch)
+    trainers = {True: gated_trainer, False: pruned_plain_trainer}
+    trainer = gated_trainer(data, theta, gate_config, steps)
+    widths = "-".join(str(trainer.net[name].n_units) for name in ("gate_in", "gate1", "gate2"))
+    print_breakdown(lambda gates: trainers[gates](data, theta, gate_config, steps),
+                    f"{run} after epoch {epoch}, arrays {widths}", rounds, steps)
+
+
+def run_state(run: Path, epoch: int):
+    """(θ of every gate after ``epoch``, None for the start; the run's GateConfig)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    with np.load(run / "history.npz") as history:
+        snapshots = history["theta_snapshots"]
+    fields = {k: v for k, v in metrics["gate_config"].items()
+              if k in GateConfig.__dataclass_fields__}
+    theta = None if epoch == 0 else snapshots[min(epoch, len(snapshots)) - 1]
+    return theta, GateConfig(**fields)
+
+
+def print_breakdown(make_trainer, title: str, rounds: int, steps: int) -> None:
+    """Time the parts of the steps of ``make_trainer(True)`` (gated) and the whole steps of
+    ``make_trainer(False)`` (un-gated), alternated over ``rounds``; print the medians."""
     from minibern.bernoulli.estimators import RemovalEstimator
     from minibern.bernoulli.gate import BernoulliGate
 
     parts, plain = {}, []
     for r in range(rounds):
         for gates in ((True, False) if r % 2 == 0 else (False, True)):
-            trainer = model_trainer(data, model, gates, 100 * steps, **visits)
+            trainer = make_trainer(gates)
             if not gates:
                 plain.append(seconds_per_100(trainer, steps) * 10)  # ms per step
                 continue
@@ -197,8 +246,8 @@ def breakdown(data, model: str, rounds: int, steps: int, **visits) -> None:
             for key, value in named.items():
                 parts.setdefault(key, []).append(value)
     base = statistics.median(plain)
-    print(f"\n{model}, full width, every gate movable; ms per step, median of {rounds} rounds of "
-          f"{steps} steps; share of the un-gated step ({base:.2f} ms) in the last column\n")
+    print(f"\n{title}; ms per step, median of {rounds} rounds of {steps} steps; share of the "
+          f"un-gated step of the same arrays ({base:.2f} ms) in the last column\n")
     print("| part | ms per step | / un-gated step |")
     print("|---|---|---|")
     order = sorted((k for k in parts if k != "gated step, total"),
@@ -265,6 +314,10 @@ def main(argv=None) -> int:
     target.add_argument("--transfers", action="store_true",
                         help="only count the transfers of a gated step (default settings)")
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
+    parser.add_argument("--run-breakdown", action="store_true",
+                        help="with --run: split the gated step at the run's widths after each "
+                             "--epochs-at into its parts, against the un-gated step of the same "
+                             "arrays")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=50, help="training steps per timing")
     parser.add_argument("--data", default=None)
@@ -287,19 +340,19 @@ def main(argv=None) -> int:
         print_transfers(data, GateConfig())
         return 0
     run = Path(args.run)
-    metrics = json.loads((run / "metrics.json").read_text())
-    with np.load(run / "history.npz") as history:
-        snapshots = history["theta_snapshots"]
-    fields = {k: v for k, v in metrics["gate_config"].items() if k in GateConfig.__dataclass_fields__}
-    gate_config = GateConfig(**fields)
     data = load_mnist(args.data)
+    if args.run_breakdown:
+        for epoch in args.epochs_at:
+            run_breakdown(data, run, epoch, args.rounds, args.steps)
+        return 0
+    gate_config = run_state(run, 0)[1]
     print(f"run {run}: estimator {gate_config.estimator}, subset {gate_config.subset}; "
           f"{args.rounds} rounds of {args.steps} steps, batch 100, gated and un-gated alternated")
     print("| after epoch | architecture in the arrays | gated s/100 steps | un-gated s/100 steps "
           "| ratio (paired, median, min–max) |")
     print("|---|---|---|---|---|")
     for epoch in args.epochs_at:
-        theta = None if epoch == 0 else snapshots[min(epoch, len(snapshots)) - 1]
+        theta = run_state(run, epoch)[0]
         gated, plain, ratios = [], [], []
         for _ in range(args.rounds):
             trainer = gated_trainer(data, theta, gate_config, args.steps)

@@ -1,0 +1,55 @@
+"""benchmarks/bench_gates.py: the states a run's step is timed in.
+
+A gated step after epoch e must be timed with the gates the run would still estimate (a gate
+at 1 stays movable unless the run's rule freezes it there), and its un-gated twin must be the
+same, pruned arrays without any gate work.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minibern.bernoulli.hook import GateConfig
+from minibern.data import load_mnist
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench_gates  # noqa: E402
+
+pytestmark = pytest.mark.host_only  # a benchmark script: NumPy arrays, the default backend
+
+
+@pytest.fixture(scope="module")
+def theta_full():
+    """θ of LeNet-300-100's 784 + 300 + 100 gates: some at 0 (removed), at 1 and inside."""
+    theta = np.ones(1184)
+    theta[:300] = 0.0          # 300 input pixels removed
+    theta[300:310] = 0.4       # inside
+    theta[784:834] = 0.0       # 50 h1 units removed
+    theta[1084:1090] = 0.7     # inside
+    return theta
+
+
+@pytest.mark.parametrize("at_one", [False, True])
+def test_gates_at_one_are_frozen_only_where_the_runs_rule_freezes_them(mnist_dir, theta_full,
+                                                                        at_one):
+    trainer = bench_gates.gated_trainer(load_mnist(mnist_dir), theta_full,
+                                        GateConfig(decide_at_one=at_one), 2)
+    hook = trainer.hooks[0]
+    widths = [gate.n_units for _, _, gate in hook.gates]
+    assert widths == [484, 250, 100]
+    frozen = [int(hook.states[name].frozen.sum()) for _, name, _ in hook.gates]
+    assert frozen == ([474, 250, 94] if at_one else [0, 0, 0])
+
+
+def test_the_ungated_twin_has_the_same_arrays_and_no_gate_work(mnist_dir, theta_full):
+    data = load_mnist(mnist_dir)
+    gated = bench_gates.gated_trainer(data, theta_full, GateConfig(), 2)
+    plain = bench_gates.pruned_plain_trainer(data, theta_full, GateConfig(), 2)
+    assert plain.hooks == []
+    shapes = {name: value.shape for name, value in plain.net.named_parameters().items()}
+    assert shapes == {name: value.shape for name, value in gated.net.named_parameters().items()}
+    for name in ("gate_in", "gate1", "gate2"):
+        assert plain.net[name].all_on  # the identity: no masks drawn
+    plain.train_epoch()  # runs without the hook
