@@ -78,11 +78,11 @@ def gated_trainer(data, theta_full, gate_config, steps):
     hook.before_fit(trainer)
     if theta_full is not None:
         start = 0
+        at_one_frozen = gate_config.decide_at_one or gate_config.snap_tol > 0
         for _, name, gate in list(hook.gates):
             theta = theta_full[start:start + gate.n_units]
             start += gate.n_units
             gate.theta[:] = theta
-            at_one_frozen = gate_config.decide_at_one or gate_config.snap_tol > 0
             hook.states[name].frozen[:] = (theta == 0.0) | (at_one_frozen & (theta == 1.0))
             if (theta == 0.0).any():
                 hook._remove(name, theta > 0.0, trainer.optimizer)  # as pruning would have
