@@ -59,10 +59,10 @@ import numpy as np
 
 from estimator_table import ROWS
 from minibern import backend as B
+from minibern.bernoulli.gated_models import build_model, lenet300_100
 from minibern.bernoulli.hook import GateConfig, GateTrainer, gate_config_for
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
-from minibern.models import build_model, lenet300_100
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
 from minibern.training.transfers import StepTransfers
 

@@ -64,8 +64,8 @@ from minibern import backend as B
 from minibern import blas
 from minibern import layers as L
 from minibern import threads as T
+from minibern.bernoulli.gated_models import build_model
 from minibern.bernoulli.hook import GateTrainer, gate_config_for
-from minibern.models import build_model
 from minibern.training.trainer import TrainConfig, Trainer, device_splits
 
 try:
@@ -165,24 +165,27 @@ class Spec:
     def build(self):
         if self.pruned is None:
             return build_model(self.model, seed=0, gates=self.gates)
-        rng = B.make_rng(0)
-        if self.model == "lenet300":
-            d, h1, h2 = self.pruned
-            layers = [("select", L.SelectFeatures(self.select, 784))] if d < 784 else []
-            net = L.Sequential(*layers, ("fc1", L.Dense(d, h1, rng=rng)), ("relu1", L.ReLU()),
-                               ("fc2", L.Dense(h1, h2, rng=rng)), ("relu2", L.ReLU()),
-                               ("fc3", L.Dense(h2, 10, rng=rng)))
-            net.input_shape = (784,)
-            return net
-        c1, c2, fin, h = self.pruned
-        net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, rng=rng)), ("pool1", L.MaxPool2D(2)),
-                           ("relu1", L.ReLU()),
-                           ("conv2", L.Conv2D(c1, c2, 5, rng=rng)), ("pool2", L.MaxPool2D(2)),
-                           ("relu2", L.ReLU()), ("flatten", L.Flatten()),
-                           ("fc1", L.Dense(fin, h, rng=rng)), ("relu3", L.ReLU()),
-                           ("fc2", L.Dense(h, 10, rng=rng)))
-        net.input_shape = (1, 28, 28)
-        return net
+        return pruned_network(self.model, self.pruned, self.select)
+
+
+def pruned_network(model: str, widths, select=None):
+    """The un-gated ``model`` cut to ``widths`` as physical pruning leaves a network: the first
+    units of every hidden layer kept, their weights those of the full network (P1)–(P3), and
+    for LeNet-300-100 the input pixels ``select`` (P4) (docs/derivations/pruning.md)."""
+    net = build_model(model, seed=0)
+    if model == "lenet300":
+        cuts = [("fc1", "fc2", widths[1]), ("fc2", "fc3", widths[2])]
+    else:
+        cuts = [("conv1", "conv2", widths[0]), ("conv2", "fc1", widths[1]),
+                ("fc1", "fc2", widths[3])]
+    for producer, consumer, width in cuts:
+        block = net[consumer].n_units_in // net[producer].n_units_out  # H·W behind a Flatten
+        net[producer].keep_output_units(np.arange(width))  # (P1)
+        net[consumer].keep_input_units(np.arange(width), block)  # (P2)–(P3)
+    if model == "lenet300" and widths[0] < 784:
+        net["fc1"].keep_input_units(select)
+        net.insert(0, "select", L.SelectFeatures(select, 784))  # (P4)
+    return net
 
 
 def parse_pruned(text: str, model: str, rng) -> Spec:
@@ -203,30 +206,32 @@ def parse_pruned(text: str, model: str, rng) -> Spec:
 
 
 def torch_twin(net):
-    """A torch.nn.Sequential with the same layers and the same (copied) weights as ``net``."""
-    modules = []
-    for name, layer in net:
-        if isinstance(layer, L.Dense):
-            module = torch.nn.Linear(*layer.params["W"].shape)
-            module.weight.data = torch.from_numpy(B.to_numpy(layer.params["W"]).T.copy())
-            module.bias.data = torch.from_numpy(B.to_numpy(layer.params["b"]).copy())
-        elif isinstance(layer, L.Conv2D):
-            f, c, kh, kw = layer.params["W"].shape
-            module = torch.nn.Conv2d(c, f, (kh, kw), stride=layer.stride, padding=layer.pad)
-            module.weight.data = torch.from_numpy(B.to_numpy(layer.params["W"]).copy())
-            module.bias.data = torch.from_numpy(B.to_numpy(layer.params["b"]).copy())
-        elif isinstance(layer, L.ReLU):
-            module = torch.nn.ReLU()
-        elif isinstance(layer, L.MaxPool2D):
-            module = torch.nn.MaxPool2d(layer.size, layer.stride)
-        elif isinstance(layer, L.Flatten):
-            module = torch.nn.Flatten()
-        elif isinstance(layer, L.SelectFeatures):
-            module = _TorchSelect(layer.index)
-        else:
-            raise TypeError(f"no PyTorch twin for layer {name!r} ({type(layer).__name__})")
-        modules.append(module)
-    return torch.nn.Sequential(*modules)
+    """A torch.nn.Sequential with the same layers and the same (copied) weights as ``net``,
+    built from each layer's export record (:meth:`minibern.layers.Layer.export_op`)."""
+    return torch.nn.Sequential(*(_TORCH_TWINS[op["kind"]](op)
+                                 for op in (layer.export_op(name) for name, layer in net)))
+
+
+def _torch_linear(op):
+    module = torch.nn.Linear(*op["W"].shape)
+    module.weight.data = torch.from_numpy(op["W"].T.copy())
+    module.bias.data = torch.from_numpy(op["b"].copy())
+    return module
+
+
+def _torch_conv(op):
+    f, c, kh, kw = op["W"].shape
+    module = torch.nn.Conv2d(c, f, (kh, kw), stride=op["stride"], padding=op["pad"])
+    module.weight.data = torch.from_numpy(op["W"].copy())
+    module.bias.data = torch.from_numpy(op["b"].copy())
+    return module
+
+
+#: The PyTorch module of each export op kind.
+_TORCH_TWINS = {"dense": _torch_linear, "conv": _torch_conv,
+                "relu": lambda op: torch.nn.ReLU(), "flatten": lambda op: torch.nn.Flatten(),
+                "maxpool": lambda op: torch.nn.MaxPool2d(op["size"], op["stride"]),
+                "select": lambda op: _TorchSelect(op["index"])}
 
 
 if torch is not None:
@@ -355,23 +360,8 @@ def gemm_operands(net, rng):
             if not first:
                 pairs.append((rand(n, m), rand(m, d)))           # input    (L4)
             first = False
-        x_shape = _next_shape(layer, x_shape)
+        x_shape = layer.output_shape(x_shape)
     return [(a, b, np.empty((a.shape[0], b.shape[1]), np.float32)) for a, b in pairs]
-
-
-def _next_shape(layer, shape):
-    if isinstance(layer, L.Conv2D):
-        return layer.output_shape(shape)
-    if isinstance(layer, L.MaxPool2D):
-        n, c, h, w = shape
-        return n, c, (h - layer.size) // layer.stride + 1, (w - layer.size) // layer.stride + 1
-    if isinstance(layer, L.Flatten):
-        return shape[0], int(np.prod(shape[1:]))
-    if isinstance(layer, L.Dense):
-        return shape[0], layer.params["W"].shape[1]
-    if isinstance(layer, L.SelectFeatures):
-        return shape[0], layer.index.size
-    return shape
 
 
 def floor_runner(spec: Spec, steps: int):

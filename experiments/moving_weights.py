@@ -49,11 +49,11 @@ from pathlib import Path
 import numpy as np
 
 from minibern.bernoulli.estimators import make_estimator
+from minibern.bernoulli.gated_models import build_model
 from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.bernoulli.topology import gate_layers
 from minibern.data import load_mnist
 from minibern.losses import softmax_cross_entropy
-from minibern.models import build_model
 from minibern.training.trainer import Trainer, TrainConfig, device_splits, run_rngs
 
 WEIGHTS = ("moving", "final", "average")

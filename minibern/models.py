@@ -18,10 +18,8 @@ conv → ReLU → maxpool (tests/test_models.py), and the ReLU runs on a 4× sma
 outputs stay) for the robustness-to-width experiments. Initial weights are drawn from a seeded
 host generator (He normal by default; see :mod:`minibern.layers.init`).
 
-With ``gates=True`` Bernoulli gates (:mod:`minibern.bernoulli.gate`) are inserted: LeNet-300-100 gates
-its 784 inputs and both hidden layers' units; LeNet-5-Caffe gates both conv layers' filters
-(after pooling: a per-filter 0/1 factor commutes with max-pooling, and the pooled tensor is 4×
-smaller) and fc1's 500 units. The output layer is never gated.
+These are engine networks. The gated ones of the paper are built by
+:mod:`minibern.bernoulli.gated_models`, which inserts Bernoulli gates into them by layer name.
 """
 from __future__ import annotations
 
@@ -40,44 +38,32 @@ def _width(base: int, width_mult: float, name: str) -> int:
     return width
 
 
-def _gate(name: str, n_units: int, enabled: bool, theta_init) -> list:
-    """``[(name, BernoulliGate(n_units))]`` if gates are enabled, else ``[]`` (an un-gated model
-    imports nothing of :mod:`minibern.bernoulli`)."""
-    if not enabled:
-        return []
-    from minibern.bernoulli.gate import BernoulliGate
-    return [(name, BernoulliGate(n_units, theta_init=theta_init))]
-
-
 def lenet300_100(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scale: float = 1.0,
-                 dtype=None, gates: bool = False, theta_init=1.0) -> L.Sequential:
-    """LeNet-300-100 (hidden widths 300·m and 100·m), input (N, 784); optionally gated."""
+                 dtype=None) -> L.Sequential:
+    """LeNet-300-100 (hidden widths 300·m and 100·m), input (N, 784)."""
     rng = B.make_rng(seed)
     h1, h2 = _width(300, width_mult, "fc1"), _width(100, width_mult, "fc2")
     kw = dict(rng=rng, init=init, init_scale=init_scale, dtype=dtype)
-    net = L.Sequential(*_gate("gate_in", 784, gates, theta_init),
-                       ("fc1", L.Dense(784, h1, **kw)), ("relu1", L.ReLU()),
-                       *_gate("gate1", h1, gates, theta_init),
+    net = L.Sequential(("fc1", L.Dense(784, h1, **kw)), ("relu1", L.ReLU()),
                        ("fc2", L.Dense(h1, h2, **kw)), ("relu2", L.ReLU()),
-                       *_gate("gate2", h2, gates, theta_init),
                        ("fc3", L.Dense(h2, 10, **kw)))
     net.input_shape = (784,)
     return net
 
 
 def lenet5_caffe(width_mult: float = 1.0, *, seed=0, init: str = "he", init_scale: float = 1.0,
-                 dtype=None, gates: bool = False, theta_init=1.0) -> L.Sequential:
+                 dtype=None) -> L.Sequential:
     """LeNet-5-Caffe (20·m and 50·m filters, 500·m hidden units), input (N, 1, 28, 28)."""
     rng = B.make_rng(seed)
     c1, c2 = _width(20, width_mult, "conv1"), _width(50, width_mult, "conv2")
     h = _width(500, width_mult, "fc1")
     kw = dict(rng=rng, init=init, init_scale=init_scale, dtype=dtype)
     net = L.Sequential(("conv1", L.Conv2D(1, c1, 5, **kw)), ("pool1", L.MaxPool2D(2)),
-                       ("relu1", L.ReLU()), *_gate("gate_conv1", c1, gates, theta_init),
+                       ("relu1", L.ReLU()),
                        ("conv2", L.Conv2D(c1, c2, 5, **kw)), ("pool2", L.MaxPool2D(2)),
-                       ("relu2", L.ReLU()), *_gate("gate_conv2", c2, gates, theta_init),
+                       ("relu2", L.ReLU()),
                        ("flatten", L.Flatten()), ("fc1", L.Dense(c2 * 4 * 4, h, **kw)),
-                       ("relu3", L.ReLU()), *_gate("gate_fc1", h, gates, theta_init),
+                       ("relu3", L.ReLU()),
                        ("fc2", L.Dense(h, 10, **kw)))
     net.input_shape = (1, 28, 28)
     return net

@@ -15,8 +15,8 @@ from minibern import backend as B
 from minibern import layers as L
 from minibern.bernoulli.export import deterministic_ops, export_and_score, export_npz, load_network
 from minibern.bernoulli.gate import BernoulliGate
+from minibern.bernoulli.gated_models import lenet5_caffe, lenet300_100
 from minibern.bernoulli.topology import kept_units
-from minibern.models import lenet5_caffe, lenet300_100
 from minibern.training.summary import summarize
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from minibern import backend as B
+from minibern.bernoulli.gated_models import build_model
 from minibern.bernoulli.hook import GateConfig, GateTrainer
-from minibern.models import build_model
 from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,9 +11,9 @@ from minibern import backend as B
 from minibern import gradcheck as G
 from minibern import layers as L
 from minibern.bernoulli.gate import BernoulliGate
+from minibern.bernoulli.gated_models import build_model
 from minibern.layers.im2col import col2im, col2im_rows, im2col, im2col_rows
 from minibern.losses import softmax_cross_entropy
-from minibern.models import build_model
 from minibern.optim import SGD
 from tests import naive
 

@@ -4,6 +4,7 @@ import pytest
 
 from minibern import backend as B
 from minibern import layers as L
+from minibern.bernoulli import gated_models as G
 from minibern.bernoulli.topology import kept_units
 from minibern.models import build_model, lenet300_100, lenet5_caffe
 from minibern.training.summary import summarize
@@ -48,7 +49,7 @@ def test_same_seed_same_initial_weights_and_bad_width():
 
 
 def test_gated_counts_follow_the_deterministic_mask():
-    net = lenet300_100(gates=True)
+    net = G.lenet300_100(gates=True)
     net["gate_in"].theta[:400] = 0.0
     net["gate1"].theta[:100] = 0.2   # below ½: dropped in evaluation
     net["gate2"].theta[:10] = 0.6    # above ½: kept
@@ -56,10 +57,32 @@ def test_gated_counts_follow_the_deterministic_mask():
     assert s["architecture"] == [384, 200, 100]
     assert s["params"] == 384 * 200 + 200 + 200 * 100 + 100 + 100 * 10 + 10
     assert s["flops_per_example"] == 384 * 200 + 200 * 100 + 100 * 10
-    conv = lenet5_caffe(gates=True)
+    conv = G.lenet5_caffe(gates=True)
     conv["gate_conv2"].theta[:10] = 0.0
     assert summarize(conv, kept=kept_units(conv))["architecture"] == [20, 40, 640, 500]
     assert summarize(conv)["architecture"] == [20, 50, 800, 500]  # without kept: the arrays
+
+
+@pytest.mark.parametrize("name,names", [
+    ("lenet300", ["gate_in", "fc1", "relu1", "gate1", "fc2", "relu2", "gate2", "fc3"]),
+    ("lenet5", ["conv1", "pool1", "relu1", "gate_conv1", "conv2", "pool2", "relu2", "gate_conv2",
+                "flatten", "fc1", "relu3", "gate_fc1", "fc2"])])
+def test_gated_models_insert_the_gates_by_name_over_the_units_at_their_place(name, names):
+    """The gates go between the engine's layers (whose weights stay those of the same seed),
+    each as wide as the tensor it multiplies (gate widths follow the width multiplier)."""
+    plain = build_model(name, 0.5, seed=3)
+    gated = G.build_model(name, 0.5, seed=3, gates=True, theta_init=0.7)
+    assert gated.names == names and gated.input_shape == plain.input_shape
+    assert [n for n in gated.names if not gated[n].is_gate] == plain.names
+    for key, value in plain.named_parameters().items():
+        assert np.array_equal(B.to_numpy(gated.named_parameters()[key]), B.to_numpy(value))
+    x = B.asarray(np.random.default_rng(0).random((2,) + plain.input_shape, dtype=np.float32))
+    gated.eval().forward(x)
+    for position, layer in enumerate(gated.layers):
+        if layer.is_gate:
+            assert layer.n_units == gated.outputs[position].shape[1]
+            assert np.all(layer.theta == 0.7)
+    assert G.build_model(name, 0.5, seed=3).names == plain.names  # gates=False: the engine's
 
 
 def test_lenet5_pool_then_relu_is_bitwise_the_textbook_relu_then_pool():

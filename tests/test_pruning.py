@@ -8,11 +8,11 @@ import pytest
 from minibern import backend as B
 from minibern import layers as L
 from minibern.bernoulli.gate import BernoulliGate
+from minibern.bernoulli.gated_models import build_model, lenet5_caffe, lenet300_100
 from minibern.bernoulli.hook import GateConfig, GateTrainer
 from minibern.bernoulli.pruning import PruningError, remove_units
 from minibern.bernoulli.topology import kept_units
 from minibern.losses import softmax_cross_entropy
-from minibern.models import build_model, lenet5_caffe, lenet300_100
 from minibern.optim import SGD, Adam
 from minibern.training.summary import summarize
 from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs

@@ -60,8 +60,7 @@ def test_engine_and_training_do_not_import_the_method():
     for name, path in modules.items():
         if name.startswith(("minibern.bernoulli", "minibern.cli")) or name == "minibern.__main__":
             continue
-        # models.py builds gated networks on request, importing the gate only then
-        imports = _imports(path, modules, top_level_only=name == "minibern.models")
+        imports = _imports(path, modules)
         method = sorted(i for i in imports if i.startswith(("minibern.bernoulli", "minibern.cli")))
         assert not method, f"{name} imports {method}"
 

@@ -162,7 +162,7 @@ class RemovalEstimator:
         # (a gather or a layer's fresh output), so ReLU and the gates work on it in place.
         for k in range(linear + 1, len(net)):
             layer = net[k]
-            if isinstance(layer, BernoulliGate):
+            if layer.is_gate:
                 if layer.is_identity:  # an all-on gate is the identity
                     continue
                 if layer.mask.ndim == 2 and h.ndim == 2:

@@ -40,40 +40,47 @@ rows instead, (X2). An all-zero gate, and a gate after the last linear layer, ra
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 
 from minibern import backend as B
 from minibern import layers as L
-from minibern.bernoulli.gate import BernoulliGate
 from minibern.training import checkpoint as ckpt
 
 np = B.host
 
 FORMAT_NAME = "minibern-export"
 FORMAT_VERSION = 1
-KINDS = ("select", "dense", "conv", "relu", "maxpool", "flatten")
+
+#: The engine layer of each op kind (each rebuilds itself from its record: ``from_op``).
+LAYERS = {layer.op_kind: layer for layer in (L.SelectFeatures, L.Dense, L.Conv2D, L.ReLU,
+                                             L.MaxPool2D, L.Flatten)}
+KINDS = tuple(LAYERS)
+
+#: Axes of a linear op's W along which its (input units, output units) lie: Dense W is (D, M),
+#: Conv2D W is (F, C, KH, KW).
+UNIT_AXES = {"dense": (0, 1), "conv": (1, 0)}
 
 
 def _width(op) -> int:
     """Number of output units (features, filters) of a linear op, as the gates count them."""
     if op["kind"] == "select":
         return op["index"].size
-    return op["W"].shape[1] if op["kind"] == "dense" else op["W"].shape[0]
+    return op["W"].shape[UNIT_AXES[op["kind"]][1]]
 
 
 def _drop_outputs(op, keep) -> None:
     """Remove the producer's output units not in ``keep`` (X3), or compose the index (X4)."""
     if op["kind"] == "select":
         op["index"] = op["index"][keep]  # (X4)
-    elif op["kind"] == "dense":
-        op["W"], op["b"] = op["W"][:, keep], op["b"][keep]  # (X3)
     else:
-        op["W"], op["b"] = op["W"][keep], op["b"][keep]  # (X3)
+        op["W"] = np.take(op["W"], keep, axis=UNIT_AXES[op["kind"]][1])  # (X3)
+        op["b"] = op["b"][keep]  # (X3)
 
 
 def _consume(op, xi, producer, ops, input_width, gate_name) -> None:
     """Fold the pending mask ``xi`` into the consumer ``op``'s rows / input channels."""
-    conv = op["kind"] == "conv"
-    rows = op["W"].shape[1] if conv else op["W"].shape[0]
+    axis = UNIT_AXES[op["kind"]][0]
+    rows = op["W"].shape[axis]
     if rows % xi.size:
         raise ValueError(f"layer {op['name']!r} has {rows} inputs, which cannot follow a gate over "
                          f"{xi.size} units; fix the gate's n_units or the layer's input size")
@@ -81,7 +88,9 @@ def _consume(op, xi, producer, ops, input_width, gate_name) -> None:
     keep = np.flatnonzero(xi)
     if producer is None and input_width is None:  # cannot drop: multiply rows, (X2)
         factor = np.repeat(xi, group).astype(op["W"].dtype)
-        op["W"] = op["W"] * (factor.reshape(1, -1, 1, 1) if conv else factor[:, None])  # (X2)
+        shape = [1] * op["W"].ndim
+        shape[axis] = -1
+        op["W"] = op["W"] * factor.reshape(shape)  # (X2)
         return
     if producer is not None:
         _drop_outputs(producer, keep)  # (X3)
@@ -89,7 +98,43 @@ def _consume(op, xi, producer, ops, input_width, gate_name) -> None:
         ops.insert(0, {"kind": "select", "name": gate_name, "index": keep.astype(np.int64),
                        "in_features": input_width})
     rows_kept = (keep[:, None] * group + np.arange(group)).ravel()
-    op["W"] = op["W"][:, rows_kept] if conv else op["W"][rows_kept]  # (X3)
+    op["W"] = np.take(op["W"], rows_kept, axis=axis)  # (X3)
+
+
+@dataclass
+class _Fold:
+    """What the walk of :func:`deterministic_ops` carries from the gates to the next linear op.
+
+    ``xi`` is the pending 0/1 mask over the current units (X1), ``gate`` the last gate that
+    contributed to it (for messages), ``producer`` the op whose output units ``xi`` is over when
+    they can be dropped (X3), ``raw_width`` the raw 2-D input's width while nothing linear came
+    before (X4).
+    """
+
+    xi: object = None
+    gate: str | None = None
+    producer: dict | None = None
+    raw_width: int | None = None
+
+    def add_gate(self, name: str, mask) -> None:
+        """Multiply the gate's evaluation mask (n,) into ``xi``; two gates on the same units
+        multiply (X1), a feature gate after a channel gate repeats each channel's ξ_c."""
+        if self.xi is not None and self.xi.size != mask.size:  # a feature gate after a channel gate
+            self.xi = np.repeat(self.xi, mask.size // self.xi.size)
+            self.producer = self.raw_width = None
+        self.xi = mask if self.xi is None else self.xi * mask  # (X1)
+        self.gate = name
+        if not self.xi.any():
+            what = (f"all {mask.size} θ are below ½" if not mask.any() else
+                    f"with the gates before it, it keeps none of its {mask.size} units")
+            raise ValueError(
+                f"gate {name!r}: {what}, so the deterministic network's output no longer "
+                "depends on its input and cannot be exported — keep at least one unit "
+                "(e.g. retrain with a smaller κ)")
+        if self.producer is not None and _width(self.producer) != self.xi.size:
+            self.producer = None  # e.g. a gate on the flattened features of a conv
+        if self.raw_width is not None and self.raw_width != self.xi.size:
+            self.raw_width = None
 
 
 def deterministic_ops(net) -> list[dict]:
@@ -131,58 +176,26 @@ def deterministic_ops(net) -> list[dict]:
     if not input_shape:
         raise ValueError("net has no input_shape; set e.g. net.input_shape = (784,) before exporting")
     ops: list[dict] = []
-    xi = None          # pending 0/1 mask of gates not yet folded, over the current units (X1)
-    xi_name = None     # the last gate that contributed to xi (for messages)
-    producer = None    # the linear op whose output units xi is over, if they can be dropped
     # Raw 2-D input with nothing linear before: gates on it become a select op (X4).
-    raw_width = input_shape[0] if len(input_shape) == 1 else None
+    fold = _Fold(raw_width=input_shape[0] if len(input_shape) == 1 else None)
     for name, layer in net:
-        if isinstance(layer, BernoulliGate):
-            mask = layer.deterministic_mask()
-            if xi is not None and xi.size != mask.size:  # a feature gate after a channel gate
-                xi, producer, raw_width = np.repeat(xi, mask.size // xi.size), None, None
-            xi = mask if xi is None else xi * mask  # two gates on the same units multiply (X1)
-            xi_name = name
-            if not xi.any():
-                what = (f"all {mask.size} θ are below ½" if not mask.any() else
-                        f"with the gates before it, it keeps none of its {mask.size} units")
-                raise ValueError(
-                    f"gate {name!r}: {what}, so the deterministic network's output no longer "
-                    "depends on its input and cannot be exported — keep at least one unit "
-                    "(e.g. retrain with a smaller κ)")
-            if producer is not None and _width(producer) != xi.size:
-                producer = None  # e.g. a gate on the flattened features of a conv
-            if raw_width is not None and raw_width != xi.size:
-                raw_width = None
+        if layer.is_gate:
+            fold.add_gate(name, layer.deterministic_mask())
             continue
-        if isinstance(layer, (L.Dense, L.Conv2D)):
-            op = {"kind": "dense" if isinstance(layer, L.Dense) else "conv", "name": name,
-                  "W": B.to_numpy(layer.params["W"]), "b": B.to_numpy(layer.params["b"])}
-            if op["kind"] == "conv":
-                op.update(stride=layer.stride, pad=layer.pad)
-            if xi is not None:
-                _consume(op, xi, producer, ops, raw_width, xi_name)
-            ops.append(op)
-            xi, producer, raw_width = None, op, None
-        elif isinstance(layer, L.SelectFeatures):
-            if xi is not None:  # a gate on the raw inputs, then a select: xi[index] is pending
-                xi = xi[layer.index]
-            op = {"kind": "select", "name": name, "index": layer.index.copy(),
-                  "in_features": layer.in_features}
-            ops.append(op)
-            producer, raw_width = op, None
-        elif isinstance(layer, L.ReLU):
-            ops.append({"kind": "relu", "name": name})  # commutes with ξ (X1)
-        elif isinstance(layer, L.MaxPool2D):
-            ops.append({"kind": "maxpool", "name": name, "size": layer.size, "stride": layer.stride})
-        elif isinstance(layer, L.Flatten):
-            ops.append({"kind": "flatten", "name": name})  # ξ_c covers a block of H·W rows
-        else:
-            raise ValueError(f"layer {name!r} is a {type(layer).__name__}, which export does not "
-                             "know; supported: Dense, Conv2D, MaxPool2D, ReLU, Flatten, "
-                             "SelectFeatures, BernoulliGate")
-    if xi is not None:
-        raise ValueError(f"gate {xi_name!r} follows the last Dense/Conv2D layer, so there is no "
+        # ReLU and max-pooling commute with the pending ξ (X1); across a Flatten ξ_c covers a
+        # block of H·W rows; a linear layer takes ξ into its rows (X2)–(X4)
+        op = layer.export_op(name)
+        if layer.is_linear:
+            if fold.xi is not None:
+                _consume(op, fold.xi, fold.producer, ops, fold.raw_width, fold.gate)
+            fold = _Fold(producer=op)
+        elif layer.selects_inputs:
+            if fold.xi is not None:  # a gate on the raw inputs, then a select: xi[index] is pending
+                fold.xi = fold.xi[layer.index]
+            fold.producer, fold.raw_width = op, None
+        ops.append(op)
+    if fold.xi is not None:
+        raise ValueError(f"gate {fold.gate!r} follows the last Dense/Conv2D layer, so there is no "
                          "layer to fold it into; remove it or add a linear layer after it")
     return ops
 
@@ -242,20 +255,9 @@ def _network(arrays: dict, path) -> L.Sequential:
         op = {key.split("/", 1)[1]: value for key, value in arrays.items()
               if key.startswith(f"op{k}/")}
         kind, name = str(op["kind"]), str(op["name"])
-        if kind == "select":
-            layer = L.SelectFeatures(op["index"], int(op["in_features"]))
-        elif kind in ("dense", "conv"):
-            weight = op["W"]
-            layer = (L.Dense(weight.shape[0], weight.shape[1], dtype=weight.dtype) if kind == "dense"
-                     else L.Conv2D(weight.shape[1], weight.shape[0], weight.shape[2:],
-                                   stride=int(op["stride"]), pad=int(op["pad"]), dtype=weight.dtype))
-            layer.params = {"W": B.asarray(weight), "b": B.asarray(op["b"])}
-        elif kind == "maxpool":
-            layer = L.MaxPool2D(int(op["size"]), int(op["stride"]))
-        elif kind in ("relu", "flatten"):
-            layer = L.ReLU() if kind == "relu" else L.Flatten()
-        else:
+        if kind not in LAYERS:
             raise ValueError(f"{path}: unknown op kind {kind!r}; re-export it with this minibern")
+        layer = LAYERS[kind].from_op(op)
         layers.append((f"op{k}_{name}", layer))
     net = L.Sequential(*layers)
     net.input_shape = tuple(int(s) for s in arrays["input_shape"])

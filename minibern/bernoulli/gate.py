@@ -248,3 +248,13 @@ class BernoulliGate(Layer):
     def __repr__(self) -> str:
         c = self.counts()
         return f"BernoulliGate(n={self.n_units}, at_zero={c['at_zero']}, at_one={c['at_one']})"
+
+    # -- what the layer is (minibern.layers.base; output_shape: the input's) -------------------
+    #: The walks over a network (:mod:`minibern.bernoulli.topology`, pruning, export) find the
+    #: gates by this; export folds a gate into its neighbours (X1)–(X4) instead of writing an op.
+    is_gate = True
+
+    @property
+    def n_kept(self) -> int:
+        """Units the evaluation mask 1[θ ≥ ½] keeps: the gate's width in the deterministic net."""
+        return int((self.theta >= 0.5).sum())

@@ -19,9 +19,12 @@ the optimiser             the same entries of every state buffer (momentum, Adam
                           trajectories do not change                                      (P5)
 ========================  ======================================================================
 
-Between producer and gate only per-channel maps may stand (ReLU, MaxPool2D): they commute with
-deleting a channel. Removing every unit of a layer would disconnect the network: that raises
-:class:`PruningError` and changes nothing.
+Each layer slices itself (:meth:`~minibern.layers.Layer.keep_output_units`,
+:meth:`~minibern.layers.Layer.keep_input_units`, where the tags stand at the slicing lines);
+this module finds the layers, checks the path between them and keeps the optimiser in step.
+Between producer and gate only per-channel maps may stand (``is_channelwise``: ReLU,
+MaxPool2D): they commute with deleting a channel. Removing every unit of a layer would
+disconnect the network: that raises :class:`PruningError` and changes nothing.
 """
 from __future__ import annotations
 
@@ -30,9 +33,6 @@ from minibern import layers as L
 from minibern.bernoulli.topology import find_site
 
 np = B.host
-
-#: Layers that act on each unit/channel separately, so a unit can be deleted through them.
-PER_CHANNEL = (L.ReLU, L.MaxPool2D)
 
 #: Name given to the SelectFeatures layer that input-gate pruning puts at the front.
 SELECT_NAME = "select_in"
@@ -46,12 +46,12 @@ def _check_site(net, found):
     """(P1)–(P4) need per-channel maps between producer and gate and, before the consumer, also
     a Flatten; raise NotImplementedError naming the first layer that breaks this."""
     for k in found.upstream:
-        if not isinstance(net[k], PER_CHANNEL):
+        if not net[k].is_channelwise:
             raise NotImplementedError(
                 f"cannot prune gate {found.name!r}: {type(net[k]).__name__} stands between "
                 "it and its layer; only ReLU and MaxPool2D may")
     for k in found.downstream:
-        if not isinstance(net[k], (*PER_CHANNEL, L.Flatten)):
+        if not (net[k].is_channelwise or net[k].flattens):
             raise NotImplementedError(
                 f"cannot prune gate {found.name!r}: {type(net[k]).__name__} follows it "
                 "before the next linear layer")
@@ -59,15 +59,13 @@ def _check_site(net, found):
         raise ValueError(f"gate {found.name!r} has no linear layer after it")
 
 
-def _take(net, optimizer, layer_name, key, keep, axis):
-    """Keep the entries ``keep`` (host int indices) of parameter ``layer_name.key`` along
-    ``axis``, and the same entries of its optimiser state (P5)."""
-    name = f"{layer_name}.{key}"
-    value = net[layer_name].params[key]
-    xp = B.get_array_module(value)
-    net.set_parameter(name, xp.ascontiguousarray(xp.take(value, B.asarray(keep), axis=axis)))
-    if optimizer is not None:
-        optimizer.slice_state(name, keep, axis=axis)
+def _slice_state(optimizer, layer_name, taken) -> None:
+    """Keep in ``optimizer``'s state buffers the entries a layer kept of its parameters:
+    ``taken`` lists ``(key, index, axis)`` (:meth:`~minibern.layers.Layer.take_units`)."""
+    if optimizer is None:
+        return
+    for key, index, axis in taken:
+        optimizer.slice_state(f"{layer_name}.{key}", index, axis=axis)  # (P5)
 
 
 def remove_units(net, gate_name: str, keep, optimizer=None) -> int:
@@ -91,36 +89,18 @@ def remove_units(net, gate_name: str, keep, optimizer=None) -> int:
             "would disconnect the network; lower κ (--kappa) or raise --theta-init")
     kept = np.flatnonzero(keep)
     _check_site(net, found)
-    producer_at, consumer_at = found.producer, found.consumer
-    producer, consumer = (None if producer_at is None else net[producer_at]), net[consumer_at]
-
-    if producer is None:  # input features (P4)
-        if isinstance(net[0], L.SelectFeatures):
-            select = net[0]
-            net.replace(net.names[0], L.SelectFeatures(select.index[kept], select.in_features))
-        else:
-            net.insert(0, SELECT_NAME, L.SelectFeatures(kept, gate.n_units))
-            consumer_at += 1
-    else:  # (P1)
-        name = net.names[producer_at]
-        axis = 1 if isinstance(producer, L.Dense) else 0
-        _take(net, optimizer, name, "W", kept, axis)
-        _take(net, optimizer, name, "b", kept, 0)
-        if isinstance(producer, L.Dense):
-            producer.out_features = int(kept.size)
-        else:
-            producer.out_channels = int(kept.size)
-
-    name = net.names[consumer_at]
-    if isinstance(consumer, L.Conv2D):  # (P2) conv
-        _take(net, optimizer, name, "W", kept, 1)
-        consumer.in_channels = int(kept.size)
-    else:
-        block = consumer.params["W"].shape[0] // gate.n_units if found.through_flatten else 1
-        rows = (kept[:, None] * block + np.arange(block)).ravel()  # (P2), (P3)
-        _take(net, optimizer, name, "W", rows, 0)
-        consumer.in_features = int(rows.size)
-
+    consumer_name = net.names[found.consumer]
+    if found.producer is not None:  # (P1): the producer's columns / filters and biases
+        producer_name = net.names[found.producer]
+        _slice_state(optimizer, producer_name, net[producer_name].keep_output_units(kept))
+    elif net[0].selects_inputs:  # input features behind an input map: compose it (P4)
+        net[0].keep_output_units(kept)
+    else:  # input features: a new input map in front (P4)
+        net.insert(0, SELECT_NAME, L.SelectFeatures(kept, gate.n_units))
+    consumer = net[consumer_name]
+    # behind a Flatten a unit (channel) is a block of H·W consumer inputs (P3), else one (P2)
+    block = consumer.n_units_in // gate.n_units if found.through_flatten else 1
+    _slice_state(optimizer, consumer_name, consumer.keep_input_units(kept, block))
     gate.keep_units(keep)
     return removed
 

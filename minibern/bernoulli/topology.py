@@ -11,7 +11,8 @@ input features) of the layer that produced them and feeds the next linear layer:
 :func:`gate_sites` walks the network once and records, for every gate, the producer's position
 (None when the gate is on the raw input, or on the features a ``SelectFeatures`` picked from
 it), the layers between producer and gate, the consumer's position and the layers between gate
-and consumer. Each user applies its own rule to those layers: pruning (P1)–(P4) lets per-channel
+and consumer. The walk asks each layer what it is (``is_gate``, ``is_linear``,
+``selects_inputs``, ``flattens``: :mod:`minibern.layers.base`). Each user applies its own rule to those layers: pruning (P1)–(P4) lets per-channel
 maps stand on either side and a Flatten before the consumer (docs/derivations/pruning.md); the
 removal estimator's partial forward (E5) starts at the consumer, so only a Flatten may stand
 between (docs/derivations/estimators.md). :func:`unit_params` is the parameter cost of one unit
@@ -22,11 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minibern import layers as L
 from minibern.bernoulli.gate import BernoulliGate
-
-#: The layers a gate can scale and feed.
-LINEAR = (L.Dense, L.Conv2D)
 
 
 @dataclass(frozen=True)
@@ -65,27 +62,26 @@ def gate_sites(net) -> list[GateSite]:
     layers = net.layers
     sites = []
     for index, (name, layer) in enumerate(net):
-        if not isinstance(layer, BernoulliGate):
+        if not layer.is_gate:
             continue
         k = index - 1
-        while k >= 0 and not isinstance(layers[k], (*LINEAR, L.SelectFeatures)):
+        while k >= 0 and not (layers[k].is_linear or layers[k].selects_inputs):
             k -= 1
-        producer = k if k >= 0 and isinstance(layers[k], LINEAR) else None
+        producer = k if k >= 0 and layers[k].is_linear else None
         upstream = tuple(range(index - 1, k, -1))
         k = index + 1
-        while k < len(layers) and not isinstance(layers[k], LINEAR):
+        while k < len(layers) and not layers[k].is_linear:
             k += 1
         downstream = tuple(range(index + 1, k))
         sites.append(GateSite(index, name, layer, producer, upstream,
                               k if k < len(layers) else None, downstream,
-                              any(isinstance(layers[j], L.Flatten) for j in downstream)))
+                              any(layers[j].flattens for j in downstream)))
     return sites
 
 
 def gate_layers(net) -> list[tuple[int, str, BernoulliGate]]:
     """(index, name, gate) of every gate in ``net``, in order."""
-    return [(i, name, layer) for i, (name, layer) in enumerate(net)
-            if isinstance(layer, BernoulliGate)]
+    return [(i, name, layer) for i, (name, layer) in enumerate(net) if layer.is_gate]
 
 
 def find_site(net, gate_name: str) -> GateSite:
@@ -98,23 +94,21 @@ def find_site(net, gate_name: str) -> GateSite:
 
 def unit_params(net, found: GateSite) -> int:
     """Parameters one unit of the gate costs: its producer's incoming weights and bias (Dense:
-    D + 1; Conv2D: C·KH·KW + 1); for a gate on the raw input, the weights it feeds in a Dense
-    consumer (M); 1 otherwise."""
+    D + 1; Conv2D: C·KH·KW + 1); for a gate on the raw input, the weights it feeds in its
+    consumer (Dense: M; Conv2D: F·KH·KW); 1 when nothing follows."""
     if found.producer is not None:
-        layer = net[found.producer]
-        if isinstance(layer, L.Dense):
-            return int(layer.params["W"].shape[0]) + 1
-        _, c, kh, kw = layer.params["W"].shape
-        return int(c * kh * kw) + 1
-    if found.consumer is not None and isinstance(net[found.consumer], L.Dense):
-        return int(net[found.consumer].params["W"].shape[1])
+        producer = net[found.producer]
+        return producer.n_params(producer.n_units_in, 1)
+    if found.consumer is not None:
+        consumer = net[found.consumer]
+        return consumer.n_params(1, consumer.n_units_out) - consumer.n_units_out  # no biases
     return 1
 
 
 def kept_units(net) -> dict:
     """``{gate name: units kept by the evaluation mask 1[θ ≥ ½]}``: the ``kept`` of
     :func:`minibern.training.summary.summarize` for a gated network."""
-    return {name: int((gate.theta >= 0.5).sum()) for _, name, gate in gate_layers(net)}
+    return {name: gate.n_kept for _, name, gate in gate_layers(net)}
 
 
 @dataclass(frozen=True)
@@ -141,7 +135,7 @@ def weight_blocks(net) -> list[WeightBlock]:
     sites = gate_sites(net)
     blocks = []
     for index, (name, layer) in enumerate(net):
-        if not isinstance(layer, LINEAR):
+        if not layer.is_linear:
             continue
         before = [s for s in sites if s.consumer == index]
         after = [s for s in sites if s.producer == index]
@@ -149,14 +143,10 @@ def weight_blocks(net) -> list[WeightBlock]:
             raise ValueError(f"layer {name!r} has {len(before)} gates on its inputs and "
                              f"{len(after)} on its outputs; the expected parameter count needs at "
                              "most one on each side — use --kappa-per-param instead")
-        weights = layer.params["W"]
-        if isinstance(layer, L.Dense):
-            rows, n_out = int(weights.shape[0]), int(weights.shape[1])
-            per_input = rows // before[0].gate.n_units if before else 1
-            n_in = rows // per_input
-        else:
-            n_out, n_in, kh, kw = (int(d) for d in weights.shape)
-            per_input = kh * kw
+        per_pair = layer.n_params(1, 1) - 1  # weights joining two units: Dense 1, Conv2D KH·KW
+        # a gate over C channels before a Dense behind a Flatten: H·W rows per gated unit (L17)
+        group = layer.n_units_in // before[0].gate.n_units if before else 1
         blocks.append(WeightBlock(index, before[0].name if before else None,
-                                  after[0].name if after else None, per_input, n_in, n_out))
+                                  after[0].name if after else None, per_pair * group,
+                                  layer.n_units_in // group, layer.n_units_out))
     return blocks

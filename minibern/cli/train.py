@@ -16,10 +16,11 @@ from minibern import backend as B
 from minibern import blas
 from minibern import threads as T
 from minibern.bernoulli.estimators import ESTIMATORS
+from minibern.bernoulli.gated_models import build_model
 from minibern.bernoulli.hook import (MODEL_VISITS, GateConfig, GateTrainer, gate_config_for,
                                      gate_settings)
 from minibern.bernoulli.pruning import PruningError
-from minibern.models import MODEL_NAMES, build_model
+from minibern.models import MODEL_NAMES
 from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
                                        check_run_dir, device_splits, run_rngs, write_run_files)
 

@@ -36,3 +36,11 @@ class ReLU(Layer):
         self._check_backward_ready(self._mask)
         check_dout(self, dout, self._mask.shape)
         return dout * self._mask  # (L6)
+
+    # -- what the layer is (minibern.layers.base; output_shape: the input's) -------------------
+    is_channelwise = True  # (L5) acts on every entry alone: a deleted channel stays deleted
+    op_kind = "relu"
+
+    def export_op(self, name: str) -> dict:
+        """``{"kind": "relu", "name"}``: y = max(x, 0) (L5)."""
+        return {"kind": "relu", "name": name}

@@ -5,6 +5,27 @@ A layer holds ``params`` and ``grads``, two dicts with the same keys (``"W"``, `
 *overwrites* ``grads`` (gradients never accumulate across calls). Neither method writes into
 its argument. ``param_backward(dout)`` is backward for a layer whose input gradient nobody
 needs (the first layer of a network reads the data): it fills ``grads`` and returns None.
+
+Layers also say what they are, so that the walks over a network (where the gates sit, physical
+pruning, export, the size counts) ask the layer instead of testing its class:
+
+==========================  ===================================================================
+``output_shape(x_shape)``   the shape ``forward`` returns for an input of shape ``x_shape``
+``is_linear``               Dense, Conv2D: weights W joining input units (features, channels)
+                            to output units (units, filters); a gate sits behind the output
+                            units and feeds the input units of the next one
+``is_channelwise``          ReLU, MaxPool2D: each channel is mapped on its own, so deleting a
+                            channel before the layer deletes the same channel after it
+``flattens``                Flatten: channel c becomes the block of H·W features c·H·W … (L17)
+``selects_inputs``          SelectFeatures: the output units are chosen raw input features
+``is_gate``                 the Bernoulli gates of :mod:`minibern.bernoulli` (the engine has none)
+``n_params``, ``n_macs``    parameters and multiply–accumulates between kept units (linear)
+``keep_output_units``,      physical pruning of output units (P1), (P4) and of input units
+``keep_input_units``        (P2)–(P3); they return what they sliced, so the optimiser's state
+                            can follow (P5) (docs/derivations/pruning.md)
+``export_op``, ``from_op``  the layer as a record of host arrays (``op_kind``) and back
+                            (:mod:`minibern.bernoulli.export`)
+==========================  ===================================================================
 """
 from __future__ import annotations
 
@@ -66,6 +87,62 @@ class Layer:
         for value in self.params.values():
             return value.dtype
         return None
+
+    # -- what the layer is (module docstring) -------------------------------------------------
+    is_linear = False
+    is_channelwise = False
+    flattens = False
+    selects_inputs = False
+    is_gate = False
+
+    #: The ``kind`` of the layer's export record; None for a layer export does not know.
+    op_kind = None
+
+    def output_shape(self, x_shape) -> tuple:
+        """The shape of ``forward(x)`` for ``x`` of shape ``x_shape``: by default the same
+        (elementwise layers: ReLU, gates)."""
+        return tuple(x_shape)
+
+    def export_op(self, name: str) -> dict:
+        """The layer as an export record ``{"kind": op_kind, "name": name, ...host values}``."""
+        raise ValueError(f"layer {name!r} is a {type(self).__name__}, which export does not know; "
+                         "supported: Dense, Conv2D, MaxPool2D, ReLU, Flatten, SelectFeatures, "
+                         "BernoulliGate")
+
+    @classmethod
+    def from_op(cls, op: dict) -> "Layer":
+        """The layer an export record describes (host arrays are moved to the backend). This
+        default serves layers without parameters or settings (ReLU, Flatten)."""
+        return cls()
+
+    def n_params(self, kept_in: int, kept_out: int) -> int:
+        """Weights and biases joining ``kept_in`` input units to ``kept_out`` output units
+        (linear layers)."""
+        raise TypeError(f"{type(self).__name__} has no weights between units")
+
+    def n_macs(self, kept_in: int, kept_out: int, x_shape) -> int:
+        """Multiply–accumulates per example between ``kept_in`` input units and ``kept_out``
+        output units, for one example of shape ``x_shape`` (linear layers)."""
+        raise TypeError(f"{type(self).__name__} has no weights between units")
+
+    def keep_output_units(self, kept) -> list:
+        """Keep only output units ``kept`` (host ints); return the ``(key, index, axis)`` slices
+        taken (:meth:`take_units`). Producers: Dense, Conv2D (P1), SelectFeatures (P4)."""
+        raise TypeError(f"{type(self).__name__} has no output units to prune")
+
+    def keep_input_units(self, kept, block: int = 1) -> list:
+        """Keep only input units ``kept`` (host ints), each a block of ``block`` consecutive
+        inputs; return the slices taken. Consumers: Dense (P2)–(P3), Conv2D (P2)."""
+        raise TypeError(f"{type(self).__name__} has no input units to prune")
+
+    def take_units(self, key: str, index, axis: int) -> tuple:
+        """Keep the entries ``index`` (host ints) of ``params[key]`` along ``axis``, as a fresh
+        contiguous array; return ``(key, index, axis)`` so the optimiser can slice its state the
+        same way (P5)."""
+        value = self.params[key]
+        xp = B.get_array_module(value)
+        self.set_parameter(key, xp.ascontiguousarray(xp.take(value, B.asarray(index), axis=axis)))
+        return key, index, axis
 
     def _check_backward_ready(self, cached) -> None:
         if cached is None:

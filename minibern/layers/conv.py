@@ -297,4 +297,60 @@ class Conv2D(Layer):
         return out
 
 
+    # -- what the layer is (minibern.layers.base; output_shape is above) ----------------------
+    is_linear = True
+    op_kind = "conv"
+
+    @property
+    def n_units_in(self) -> int:
+        """C, the input channels (axis 1 of W)."""
+        return int(self.params["W"].shape[1])
+
+    @property
+    def n_units_out(self) -> int:
+        """F, the filters (axis 0 of W)."""
+        return int(self.params["W"].shape[0])
+
+    def n_params(self, kept_in: int, kept_out: int) -> int:
+        """F_k·C_k·KH·KW weights and F_k biases between C_k kept channels and F_k kept filters."""
+        kh, kw = self.kernel_size
+        return kept_out * (kept_in * kh * kw + 1)
+
+    def n_macs(self, kept_in: int, kept_out: int, x_shape) -> int:
+        """F_k·C_k·KH·KW·OH·OW multiply–accumulates per example, (L8) on the kept channels and
+        filters, OH and OW by (L14) for an input of shape ``x_shape``."""
+        _, _, oh, ow = self.output_shape(x_shape)
+        kh, kw = self.kernel_size
+        return kept_out * kept_in * kh * kw * oh * ow
+
+    def keep_output_units(self, kept) -> list:
+        """Keep filters ``kept``: W[kept] of W (F, C, KH, KW) and b[kept]."""
+        taken = [self.take_units("W", kept, axis=0),  # (P1)
+                 self.take_units("b", kept, axis=0)]  # (P1)
+        self.out_channels = int(len(kept))
+        return taken
+
+    def keep_input_units(self, kept, block: int = 1) -> list:
+        """Keep input channels ``kept``: W[:, kept]. A channel is one unit (``block`` = 1)."""
+        if block != 1:
+            raise ValueError(f"Conv2D input units are channels (block 1), got block={block}; "
+                             "a Flatten cannot stand before a Conv2D")
+        taken = [self.take_units("W", kept, axis=1)]  # (P2)
+        self.in_channels = int(len(kept))
+        return taken
+
+    def export_op(self, name: str) -> dict:
+        """``{"kind": "conv", "name", "W" (F, C, KH, KW), "b" (F,), "stride", "pad"}``."""
+        return {"kind": "conv", "name": name, "W": B.to_numpy(self.params["W"]),
+                "b": B.to_numpy(self.params["b"]), "stride": self.stride, "pad": self.pad}
+
+    @classmethod
+    def from_op(cls, op: dict) -> "Conv2D":
+        weight = op["W"]
+        layer = cls(weight.shape[1], weight.shape[0], weight.shape[2:], stride=int(op["stride"]),
+                    pad=int(op["pad"]), dtype=weight.dtype)
+        layer.params = {"W": B.asarray(weight), "b": B.asarray(op["b"])}
+        return layer
+
+
 __all__ = ["Conv2D", "DEFAULT_BLOCK_BYTES", "DEFAULT_MAX_COL_BYTES", "LAYOUTS"]

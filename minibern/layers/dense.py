@@ -94,3 +94,56 @@ class Dense(Layer):
 
         T.over_blocks(input_rows, x.shape[0], nbytes, xp, products=True)
         return dx
+
+    # -- what the layer is (minibern.layers.base) ---------------------------------------------
+    is_linear = True
+    op_kind = "dense"
+
+    @property
+    def n_units_in(self) -> int:
+        """D, the input features (rows of W)."""
+        return int(self.params["W"].shape[0])
+
+    @property
+    def n_units_out(self) -> int:
+        """M, the units (columns of W)."""
+        return int(self.params["W"].shape[1])
+
+    def output_shape(self, x_shape) -> tuple:
+        """(N, M) for an input of shape (N, D), by (L1)."""
+        return x_shape[0], int(self.params["W"].shape[1])
+
+    def n_params(self, kept_in: int, kept_out: int) -> int:
+        """D_k·M_k weights and M_k biases between D_k kept inputs and M_k kept units."""
+        return kept_out * (kept_in + 1)
+
+    def n_macs(self, kept_in: int, kept_out: int, x_shape=None) -> int:
+        """D_k·M_k multiply–accumulates per example, (L1) on the kept units."""
+        return kept_out * kept_in
+
+    def keep_output_units(self, kept) -> list:
+        """Keep units ``kept``: columns of W (D, M) and entries of b (M,)."""
+        taken = [self.take_units("W", kept, axis=1),  # (P1)
+                 self.take_units("b", kept, axis=0)]  # (P1)
+        self.out_features = int(len(kept))
+        return taken
+
+    def keep_input_units(self, kept, block: int = 1) -> list:
+        """Keep input units ``kept``: rows of W (D, M); behind a Flatten unit i is the block of
+        rows i·block … i·block + block − 1 (block = H·W, C-order (L17))."""
+        rows = (B.host.asarray(kept)[:, None] * block + B.host.arange(block)).ravel()  # (P3)
+        taken = [self.take_units("W", rows, axis=0)]  # (P2); (P3) for block > 1
+        self.in_features = int(rows.size)
+        return taken
+
+    def export_op(self, name: str) -> dict:
+        """``{"kind": "dense", "name", "W" (D, M), "b" (M,)}`` as host arrays."""
+        return {"kind": "dense", "name": name, "W": B.to_numpy(self.params["W"]),
+                "b": B.to_numpy(self.params["b"])}
+
+    @classmethod
+    def from_op(cls, op: dict) -> "Dense":
+        weight = op["W"]
+        layer = cls(weight.shape[0], weight.shape[1], dtype=weight.dtype)
+        layer.params = {"W": B.asarray(weight), "b": B.asarray(op["b"])}
+        return layer

@@ -137,3 +137,21 @@ class MaxPool2D(Layer):
 
         T.over_blocks(unpool, n, 2 * n * c * h * w * dout.dtype.itemsize, xp)
         return dx
+
+    # -- what the layer is (minibern.layers.base) ---------------------------------------------
+    is_channelwise = True  # (L15) takes maxima within one channel: a deleted channel stays so
+    op_kind = "maxpool"
+
+    def output_shape(self, x_shape) -> tuple:
+        """(N, C, OH, OW) for an input of shape (N, C, H, W), OH and OW by (L14) with p = 0."""
+        n, c, h, w = x_shape
+        return (n, c, conv_output_size(h, self.size, self.stride, 0, "MaxPool2D"),
+                conv_output_size(w, self.size, self.stride, 0, "MaxPool2D"))
+
+    def export_op(self, name: str) -> dict:
+        """``{"kind": "maxpool", "name", "size", "stride"}`` (L15)."""
+        return {"kind": "maxpool", "name": name, "size": self.size, "stride": self.stride}
+
+    @classmethod
+    def from_op(cls, op: dict) -> "MaxPool2D":
+        return cls(int(op["size"]), int(op["stride"]))

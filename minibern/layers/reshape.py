@@ -37,3 +37,18 @@ class Flatten(Layer):
             n_features *= size
         check_dout(self, dout, (self._shape[0], n_features))
         return dout.reshape(self._shape)  # (L17)
+
+    # -- what the layer is (minibern.layers.base) ---------------------------------------------
+    flattens = True
+    op_kind = "flatten"
+
+    def output_shape(self, x_shape) -> tuple:
+        """(N, C·H·W) for an input of shape (N, C, H, W) (any trailing axes), by (L17)."""
+        n_features = 1
+        for size in x_shape[1:]:
+            n_features *= int(size)
+        return x_shape[0], n_features
+
+    def export_op(self, name: str) -> dict:
+        """``{"kind": "flatten", "name"}``: (N, C, H, W) -> (N, C·H·W), C-order (L17)."""
+        return {"kind": "flatten", "name": name}

@@ -71,3 +71,27 @@ class SelectFeatures(Layer):
 
     def __repr__(self) -> str:
         return f"SelectFeatures({self.index.size} of {self.in_features})"
+
+    # -- what the layer is (minibern.layers.base) ---------------------------------------------
+    selects_inputs = True
+    op_kind = "select"
+
+    def output_shape(self, x_shape) -> tuple:
+        """(N, K) for raw inputs of shape (N, D), by (L20)."""
+        return x_shape[0], int(self.index.size)
+
+    def keep_output_units(self, kept) -> list:
+        """Keep the selected features ``kept`` (positions in ``index``): index ← index[kept], so
+        the map from the raw inputs composes with the removal (P4). No parameters are sliced."""
+        self.index = self.index[B.host.asarray(kept)]  # (P4)
+        self._index = B.asarray(self.index)
+        return []
+
+    def export_op(self, name: str) -> dict:
+        """``{"kind": "select", "name", "index" int64 (K,), "in_features"}`` (L20)."""
+        return {"kind": "select", "name": name, "index": self.index.copy(),
+                "in_features": self.in_features}
+
+    @classmethod
+    def from_op(cls, op: dict) -> "SelectFeatures":
+        return cls(op["index"], int(op["in_features"]))

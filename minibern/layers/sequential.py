@@ -140,6 +140,12 @@ class Sequential(Layer):
             raise KeyError(f"{qualified_name!r}: layer {layer_name!r} has no parameter {key!r}")
         layer.params[key] = value
 
+    def output_shape(self, x_shape) -> tuple:
+        """The shape of the last layer's output for an input of shape ``x_shape``."""
+        for layer in self.layers:
+            x_shape = layer.output_shape(x_shape)
+        return tuple(x_shape)
+
     def num_parameters(self) -> int:
         """Total number of scalar parameters."""
         return sum(int(v.size) for v in self.named_parameters().values())

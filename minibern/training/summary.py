@@ -25,15 +25,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from minibern import layers as L
-
 
 @dataclass
 class _Weighted:
+    """A linear layer of the walk: its kept input and output units and its input's shape."""
+
     layer: object
     kept_in: int          # kept input features (dense) or channels (conv)
     kept_out: int         # kept output units or filters
-    out_hw: tuple = (1, 1)  # conv output spatial size
+    x_shape: tuple        # the shape of one example's input, (1, ...)
+
+    @property
+    def spatial(self) -> bool:
+        """Whether the outputs are feature maps (N, F, OH, OW): a conv layer's filters."""
+        return len(self.layer.output_shape(self.x_shape)) == 4
 
 
 def _walk(net, input_shape, kept_after: dict) -> list[_Weighted]:
@@ -41,30 +46,22 @@ def _walk(net, input_shape, kept_after: dict) -> list[_Weighted]:
     ``kept_after`` leaves that many of its input units on (it narrows the layer before it)."""
     shape = (1,) + tuple(input_shape)
     kept = shape[1]          # kept channels (4-D) or features (2-D) flowing forward
-    per_channel = 1          # features per kept channel after Flatten
     records: list[_Weighted] = []
     for name, layer in net:
         if name in kept_after:
             kept = int(kept_after[name])
             if records:
                 records[-1].kept_out = kept
-        elif isinstance(layer, L.Dense):
-            d, m = (int(s) for s in layer.params["W"].shape)
-            records.append(_Weighted(layer, kept * per_channel, m))
-            kept, per_channel, shape = m, 1, (1, m)
-        elif isinstance(layer, L.Conv2D):
-            f = int(layer.params["W"].shape[0])
-            _, _, oh, ow = layer.output_shape(shape)
-            records.append(_Weighted(layer, kept, f, (oh, ow)))
-            kept, shape = f, (1, f, oh, ow)
-        elif isinstance(layer, L.MaxPool2D):
-            n, c, h, w = shape
-            shape = (n, c, (h - layer.size) // layer.stride + 1, (w - layer.size) // layer.stride + 1)
-        elif isinstance(layer, L.SelectFeatures):  # inputs that physical pruning removed
-            kept, shape = int(layer.index.size), (1, int(layer.index.size))
-        elif isinstance(layer, L.Flatten):
-            per_channel = shape[2] * shape[3] if len(shape) == 4 else 1
-            shape = (1, shape[1] * per_channel)
+            continue
+        y_shape = layer.output_shape(shape)
+        if layer.is_linear:
+            records.append(_Weighted(layer, kept, layer.n_units_out, shape))
+            kept = layer.n_units_out
+        elif layer.selects_inputs:  # inputs that physical pruning removed
+            kept = y_shape[1]
+        else:  # per-channel maps keep the count; a Flatten turns a kept channel into H·W features
+            kept *= y_shape[1] // shape[1]
+        shape = y_shape
     return records
 
 
@@ -73,10 +70,10 @@ def architecture(net, input_shape=None, kept: dict | None = None) -> list[int]:
     records = _walk(net, input_shape or net.input_shape, kept or {})
     widths: list[int] = []
     for index, rec in enumerate(records):
-        if isinstance(rec.layer, L.Conv2D):
+        if rec.spatial:
             widths.append(rec.kept_out)
             continue
-        if index == 0 or isinstance(records[index - 1].layer, L.Conv2D):
+        if index == 0 or records[index - 1].spatial:
             widths.append(rec.kept_in)
         if index < len(records) - 1:
             widths.append(rec.kept_out)
@@ -87,14 +84,8 @@ def _costs(net, input_shape=None, kept: dict | None = None) -> tuple[int, int]:
     """(parameters, multiply–accumulates per example) of the deterministic network."""
     params = flops = 0
     for rec in _walk(net, input_shape or net.input_shape, kept or {}):
-        per_output = rec.kept_in  # weights into one output unit (dense) or position (conv)
-        positions = 1
-        if isinstance(rec.layer, L.Conv2D):
-            _, _, kh, kw = rec.layer.params["W"].shape
-            per_output *= int(kh * kw)
-            positions = rec.out_hw[0] * rec.out_hw[1]
-        params += rec.kept_out * (per_output + 1)
-        flops += rec.kept_out * per_output * positions
+        params += rec.layer.n_params(rec.kept_in, rec.kept_out)
+        flops += rec.layer.n_macs(rec.kept_in, rec.kept_out, rec.x_shape)
     return params, flops
 
 
