@@ -59,7 +59,8 @@ import numpy as np
 
 from estimator_table import ROWS
 from minibern import backend as B
-from minibern.bernoulli.hook import GateConfig, GateTrainer, gate_config_for
+from minibern.bernoulli.config import GateConfig, gate_config_for
+from minibern.bernoulli.hook import GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
 from minibern.models import build_model, lenet300_100
@@ -78,7 +79,7 @@ def gated_trainer(data, theta_full, gate_config, steps):
     hook.before_fit(trainer)
     if theta_full is not None:
         start = 0
-        at_one_frozen = gate_config.decide_at_one or gate_config.snap_tol > 0
+        at_one_frozen = gate_config.decide_at_one
         for _, name, gate in list(hook.gates):
             theta = theta_full[start:start + gate.n_units]
             start += gate.n_units

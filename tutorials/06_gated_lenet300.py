@@ -37,7 +37,8 @@ from _common import rule_share, tutorial_args
 
 from minibern import backend as B
 from minibern.bernoulli.export import export_and_score
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.config import GateConfig
+from minibern.bernoulli.hook import GateTrainer
 from minibern.data import load_mnist
 from minibern.models import lenet300_100
 from minibern.plots import plot_run

@@ -42,7 +42,7 @@ from _common import gated_run, pyplot, save, training_tutorial
 
 import minibern
 from minibern import backend as B
-from minibern.bernoulli.hook import GateConfig
+from minibern.bernoulli.config import GateConfig
 from minibern.models import lenet300_100
 from minibern.training.trainer import Hook, run_rngs
 
