@@ -3,7 +3,7 @@
 For a finished gated LeNet-300-100 run (its ``history.npz`` holds θ of every gate at every
 epoch end), rebuild the network as it stood after epoch e — θ from the snapshot, gates at
 exactly 0 frozen (and at exactly 1 where the run's settings freeze them there,
-``--decide-at-one`` or the legacy snap rules; otherwise a gate at 1 is still estimated, as in
+``--decide-at-one``; otherwise a gate at 1 is still estimated, as in
 training), units at 0 physically removed — and time training steps with the
 default θ estimator against steps of the *full-width* network without gates, alternating the two
 in one process. Prints seconds per 100 steps (median and min–max of the rounds) and the paired
