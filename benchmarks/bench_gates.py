@@ -3,7 +3,7 @@
 For a finished gated LeNet-300-100 run (its ``history.npz`` holds θ of every gate at every
 epoch end), rebuild the network as it stood after epoch e — θ from the snapshot, gates at
 exactly 0 frozen (and at exactly 1 where the run's settings freeze them there,
-``--decide-at-one`` or the legacy snap rules; otherwise a gate at 1 is still estimated, as in
+``--decide-at-one``; otherwise a gate at 1 is still estimated, as in
 training), units at 0 physically removed — and time training steps with the
 default θ estimator against steps of the *full-width* network without gates, alternating the two
 in one process. Prints seconds per 100 steps (median and min–max of the rounds) and the paired
@@ -59,8 +59,9 @@ import numpy as np
 
 from estimator_table import ROWS
 from minibern import backend as B
+from minibern.bernoulli.config import GateConfig, gate_config_for
 from minibern.bernoulli.gated_models import build_model, lenet300_100
-from minibern.bernoulli.hook import GateConfig, GateTrainer, gate_config_for
+from minibern.bernoulli.hook import GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
@@ -78,7 +79,7 @@ def gated_trainer(data, theta_full, gate_config, steps):
     hook.before_fit(trainer)
     if theta_full is not None:
         start = 0
-        at_one_frozen = gate_config.decide_at_one or gate_config.snap_tol > 0
+        at_one_frozen = gate_config.decide_at_one
         for _, name, gate in list(hook.gates):
             theta = theta_full[start:start + gate.n_units]
             start += gate.n_units

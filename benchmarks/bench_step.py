@@ -64,8 +64,9 @@ from minibern import backend as B
 from minibern import blas
 from minibern import layers as L
 from minibern import threads as T
+from minibern.bernoulli.config import gate_config_for
 from minibern.bernoulli.gated_models import build_model
-from minibern.bernoulli.hook import GateTrainer, gate_config_for
+from minibern.bernoulli.hook import GateTrainer
 from minibern.training.trainer import TrainConfig, Trainer, device_splits
 
 try:

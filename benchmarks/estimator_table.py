@@ -25,7 +25,6 @@ ROWS = {
     "removal, 8 gates per step": ["--gates", "--subset", "8", "--first-subset", "8"],
     "removal, 64 gates per step": ["--gates", "--subset", "64", "--first-subset", "64"],
     "first-order": ["--gates", "--estimator", "first-order"],
-    "removal 16/32, no snap rules": ["--gates", "--subset", "32", "--snap-tol", "0"],
     "no gates": [],
 }
 COMMON = ["--model", "lenet300", "--lr-decay", "5", "--quiet"]

@@ -49,8 +49,9 @@ from pathlib import Path
 import numpy as np
 
 from minibern.bernoulli.estimators import make_estimator
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gated_models import build_model
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateTrainer
 from minibern.bernoulli.topology import gate_layers
 from minibern.data import load_mnist
 from minibern.losses import softmax_cross_entropy
@@ -148,7 +149,7 @@ def continue_and_estimate(trainer, hook, steps: int, lr_mult: float, ema_decay: 
         for gate in gates.values():
             gate.rng = rng
         net.forward(images)
-        found = hook.estimator.estimate(net, labels, rng=rng, candidates=candidates)
+        found = hook.estimator.estimate(net, images, labels, rng=rng, candidates=candidates)
         for name, (delta, visited) in found.items():  # the estimator gives Δ̂/N per gate
             layer = layers[name]
             scaled = np.asarray(delta) * n_data + kappa[name]

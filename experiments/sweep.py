@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from early_pruning import epoch_seconds_markdown  # noqa: E402
 from early_pruning import markdown as early_pruning_markdown  # noqa: E402
 from error_gap import markdown as error_gap_markdown  # noqa: E402
-from grids import GRIDS  # noqa: E402
+from grids import GRIDS, RECORDED_ONLY  # noqa: E402
 from moving_weights import markdown as moving_weights_markdown  # noqa: E402
 from published import published_markdown  # noqa: E402
 from vertex_cost import markdown as vertex_cost_markdown  # noqa: E402
@@ -81,7 +81,8 @@ def train(root: Path, grid: str, run: str, args: list[str], data: str | None) ->
 
 def run_grid(root: Path, grid: str, jobs: int, data: str | None, only: list[str] | None) -> int:
     runs = GRIDS[grid]["runs"]
-    names = [name for name in runs if only is None or any(part in name for part in only)]
+    names = [name for name in runs if (only is None or any(part in name for part in only))
+             and name not in RECORDED_ONLY.get(grid, ())]
     failures = 0
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = {name: pool.submit(train, root, grid, name, runs[name], data) for name in names}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minibern.bernoulli.hook import GateConfig
+from minibern.bernoulli.config import GateConfig
 from minibern.data import load_mnist
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,8 +8,9 @@ from minibern import backend as B
 from minibern import layers as L
 from minibern.bernoulli.audit import false_decisions, full_data_gradients
 from minibern.bernoulli.averaging import standard_error, update_average
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gate import BernoulliGate
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateTrainer
 from minibern.bernoulli.rules import certify_rule, sequential_threshold
 from minibern.bernoulli.state import GateState
 from minibern.bernoulli.theta_sgd import ProjectedSGD
@@ -151,7 +152,7 @@ def _train_planted(config: GateConfig, epochs=40):
 
 
 def test_projected_step_alone_puts_every_gate_on_the_right_vertex():
-    config = GateConfig(kappa=20.0, snap_tol=0.0, decide_alpha=0.0, prune=False, audit=False)
+    config = GateConfig(kappa=20.0, decide_alpha=0.0, prune=False, audit=False)
     hook = _train_planted(config)
     inputs = hook.gates[0][2].theta
     assert inputs[:4].tolist() == [1.0] * 4  # informative inputs kept, exactly

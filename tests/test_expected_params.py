@@ -7,9 +7,9 @@ import pytest
 from minibern import gradcheck as G
 from minibern import layers as L
 from minibern.bernoulli import objective as O
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gate import BernoulliGate
 from minibern.bernoulli.gated_models import build_model
-from minibern.bernoulli.hook import GateConfig
 from minibern.bernoulli.topology import gate_layers, weight_blocks
 from minibern.training.summary import count_parameters
 

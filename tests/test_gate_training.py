@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from minibern import backend as B
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gated_models import build_model
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateTrainer
 from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,14 +55,16 @@ def test_theta_stays_in_unit_interval_and_is_recorded(mnist, estimator):
 
 
 def test_resume_with_gates_repeats_theta_and_weights(mnist, tmp_path):
-    config = GateConfig(estimator="removal", subset=8, theta_lr=50.0, kappa=20.0, snap_tol=0.01,
-                        keep_after=0.5, keep_patience=5, zero_patience=5)
+    config = GateConfig(estimator="removal", subset=8, theta_lr=50.0, kappa=3.0,
+                        decide_min_visits=2, prune_patience=5, snapshot_every=7)
     straight, _ = _gated_trainer(mnist, config)
     straight.fit()
     first, _ = _gated_trainer(mnist, config, epochs=1)
     first.fit(tmp_path)
     resumed, hook = _gated_trainer(mnist, config)
     resumed.fit(tmp_path, resume=True)
+    assert sum(layer["by_rule"] for layer in hook.decisions()["layers"]) > 0  # frozen gates
+    assert resumed.history["gradient_snapshots"] == straight.history["gradient_snapshots"]
     for (_, name, a), (_, _, b) in zip(straight.hooks[0].gates, hook.gates):
         np.testing.assert_array_equal(a.theta, b.theta, err_msg=name)
     for key, value in straight.net.named_parameters().items():

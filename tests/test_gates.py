@@ -6,9 +6,11 @@ import pytest
 from minibern import backend as B
 from minibern import gradcheck as G
 from minibern import layers as L
-from minibern.bernoulli import estimators
-from minibern.bernoulli.estimators import (MAX_EXACT_GATES, ExactEstimator, RemovalEstimator,
-                                           exact_expected_loss, make_estimator)
+from minibern.bernoulli import flip_products
+from minibern.bernoulli.estimators import (ExactEstimator, FirstOrderEstimator, RemovalEstimator,
+                                           make_estimator)
+from minibern.bernoulli.exact import MAX_EXACT_GATES, exact_expected_loss
+from minibern.bernoulli.flip_products import linear_change
 from minibern.bernoulli.gate import BernoulliGate, bernoulli_bytes
 from minibern.losses import per_example_cross_entropy
 from tests import naive
@@ -129,12 +131,12 @@ def test_exact_expected_loss_equals_monte_carlo_average():
 def test_removal_estimator_is_unbiased(build, subset):
     rng = np.random.default_rng(20)
     net, x, y = build(rng)
-    exact = ExactEstimator().estimate(net, y, x=x)
+    exact = ExactEstimator().estimate(net, x, y)
     removal = RemovalEstimator(subset=subset)
     draws = {k: [] for k in exact}
     for _ in range(1000):
         net.forward(x)
-        for name, (delta, visited) in removal.estimate(net, y, rng=rng).items():
+        for name, (delta, visited) in removal.estimate(net, x, y, rng=rng).items():
             draws[name].append(np.where(visited, delta, np.nan))
     for name, (truth, _) in exact.items():
         values = np.array(draws[name])
@@ -146,21 +148,21 @@ def test_removal_estimator_is_unbiased(build, subset):
 def test_exact_refuses_large_networks():
     net = L.Sequential(("g", BernoulliGate(MAX_EXACT_GATES + 1)), L.Dense(MAX_EXACT_GATES + 1, 2))
     with pytest.raises(ValueError, match=r"limited to G ≤ 12 gates; this network has 13"):
-        ExactEstimator().estimate(net, B.asarray(np.zeros(1, np.int64)),
-                                  x=B.asarray(np.zeros((1, 13), np.float32)))
+        ExactEstimator().estimate(net, B.asarray(np.zeros((1, 13), np.float32)),
+                                  B.asarray(np.zeros(1, np.int64)))
 
 
 def test_removal_estimator_visits_only_candidates_and_stays_unbiased_on_them():
     rng = np.random.default_rng(21)
     net, x, y = _dense_net(rng)
-    exact = ExactEstimator().estimate(net, y, x=x)
+    exact = ExactEstimator().estimate(net, x, y)
     candidates = {"g0": np.array([True, False, True]), "g1": np.array([False, True, True, True]),
                   "g2": np.array([True, True, False])}
     removal = RemovalEstimator(subset=1)
     draws = {k: [] for k in exact}
     for _ in range(1000):
         net.forward(x)
-        for name, (delta, visited) in removal.estimate(net, y, rng=rng, candidates=candidates).items():
+        for name, (delta, visited) in removal.estimate(net, x, y, rng=rng, candidates=candidates).items():
             assert not np.any(visited & ~candidates[name]) and np.all(delta[~candidates[name]] == 0)
             draws[name].append(np.where(visited, delta, np.nan))
     for name, (truth, _) in exact.items():
@@ -175,7 +177,7 @@ def test_first_subset_limits_the_first_gate_layer_only():
     net, x, y = _dense_net(rng)
     net.forward(x)
     visited = {name: v for name, (_, v) in RemovalEstimator(subset=2, first_subset=1)
-               .estimate(net, y, rng=rng).items()}
+               .estimate(net, x, y, rng=rng).items()}
     assert (visited["g0"].sum(), visited["g1"].sum(), visited["g2"].sum()) == (1, 2, 3)
     with pytest.raises(ValueError, match="first_subset must be a positive integer or None, got 0"):
         RemovalEstimator(subset=2, first_subset=0)
@@ -202,7 +204,7 @@ def test_batched_linear_change_matches_the_loop_over_gates(consumer, block_bytes
     """(E5a)–(E5b), all pairs at once (in blocks of pairs, down to one pair per block), against
     the per-gate loop they replace, on random pairs with repeated and unsorted gates."""
     if block_bytes is not None:
-        monkeypatch.setattr(estimators, "PAIR_BLOCK_BYTES", block_bytes)
+        monkeypatch.setattr(flip_products, "PAIR_BLOCK_BYTES", block_bytes)
     rng = np.random.default_rng(24)
     n, n_units, height, width = 6, 5, 5, 4
     if consumer == "dense":
@@ -214,8 +216,8 @@ def test_batched_linear_change_matches_the_loop_over_gates(consumer, block_bytes
     visit = np.array([4, 0, 2, 3])
     change = rng.standard_normal((n, visit.size, height, width)).astype(np.float32)
     rows, cols = rng.integers(0, n, 23), rng.integers(0, visit.size, 23)
-    got = RemovalEstimator._linear_change(layer, B.asarray(change), B.asarray(rows),
-                                          B.asarray(cols), B.asarray(visit))
+    got = linear_change(layer, B.asarray(change), B.asarray(rows), B.asarray(cols),
+                        B.asarray(visit))
     weight = B.to_numpy(layer.params["W"]).astype(np.float64)
     expected = naive.removal_linear_change(change.astype(np.float64), rows, cols, visit, weight,
                                            "dense" if consumer == "dense" else "conv", stride, pad)

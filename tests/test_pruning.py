@@ -8,8 +8,9 @@ import pytest
 from minibern import backend as B
 from minibern import layers as L
 from minibern.bernoulli.gate import BernoulliGate
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gated_models import build_model, lenet5_caffe, lenet300_100
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateTrainer
 from minibern.bernoulli.pruning import PruningError, remove_units
 from minibern.bernoulli.topology import kept_units
 from minibern.losses import softmax_cross_entropy
@@ -184,8 +185,7 @@ def _gated_trainer(mnist, gate_config, **overrides):
     return Trainer(net, splits, config, hooks=[hook], log=lambda *_: None), hook
 
 
-PRUNING = GateConfig(estimator="removal", subset=8, theta_lr=50.0, kappa=3.0, snap_tol=0.02,
-                     zero_patience=2, prune_patience=3)
+PRUNING = GateConfig(estimator="removal", subset=8, theta_lr=50.0, kappa=3.0, prune_patience=3)
 
 
 def test_training_removes_units_and_reports_them(mnist):
@@ -210,7 +210,7 @@ def test_training_removes_units_and_reports_them(mnist):
     for _, name, gate in hook.gates:  # removed gates record 0; the sums restart at each record
         removed = np.setdiff1d(np.arange(gate.n_original), gate.unit_index)
         assert (averages[-1, start + removed] == 0).all() and (snaps[-1, start + removed] == 0).all()
-        assert not hook.states[name].grad_count.any() and not hook.states[name].grad_sum.any()
+        assert not hook.recorder.grad_count[name].any() and not hook.recorder.grad_sum[name].any()
         start += gate.n_original
 
 
@@ -222,8 +222,9 @@ def test_gradient_snapshots_are_the_mean_estimate_of_each_period(mnist):
     class Spy(Hook):  # the hook's estimates of each step, taken from the state it accumulates
         def after_backward(self, trainer):
             for _, name, _ in hook.gates:
-                state = hook.states[name]
-                estimates[name].append((state.grad_sum.copy(), state.grad_count.copy()))
+                recorder = hook.recorder
+                estimates[name].append((recorder.grad_sum[name].copy(),
+                                        recorder.grad_count[name].copy()))
 
     trainer.hooks.append(Spy())
     trainer.fit()
@@ -270,8 +271,8 @@ def test_without_removal_the_would_be_removals_are_counted(mnist):
 
 
 def test_training_that_would_remove_a_whole_layer_stops_with_a_clear_message(mnist, tmp_path):
-    config = GateConfig(estimator="removal", subset=8, theta_lr=100.0, kappa=60.0, snap_tol=0.02,
-                        zero_patience=2, prune_patience=3)
+    config = GateConfig(estimator="removal", subset=8, theta_lr=100.0, kappa=60.0,
+                        prune_patience=3)
     trainer, hook = _gated_trainer(mnist, config, epochs=3)
     with pytest.raises(PruningError, match=r"every remaining unit of 'gate\d' .*disconnect.*--kappa"):
         trainer.fit(tmp_path)

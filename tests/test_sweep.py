@@ -45,6 +45,17 @@ def test_a_failed_run_is_named_and_the_others_still_run(monkeypatch, tmp_path):
     assert "epochs" in log.read_text()
 
 
+@pytest.mark.host_only
+def test_a_recorded_only_run_is_not_trained_but_still_tabulated(monkeypatch, tmp_path):
+    runs = {"gone_seed0": ["--model", "lenet300", "--snap-tol", "0.01"]}
+    monkeypatch.setitem(sweep.GRIDS, "old", {"about": "a removed mode", "runs": runs})
+    monkeypatch.setitem(sweep.RECORDED_ONLY, "old", ("gone_seed0",))
+    assert sweep.run_grid(tmp_path, "old", jobs=1, data=None, only=None) == 0
+    assert not (tmp_path / "old").exists()  # nothing launched
+    assert "legacy_snap_rules_seed0" in sweep.GRIDS["convergence"]["runs"]
+    assert "legacy_snap_rules_seed0" in sweep.RECORDED_ONLY["convergence"]
+
+
 def _fake_run(root, name, architecture, test_error, decided=None):
     directory = root / "fake" / name
     directory.mkdir(parents=True)

@@ -183,7 +183,8 @@ def test_killed_run_resumes_to_identical_weights(mnist_dir, tmp_path):
     (["--model", "lenet300", "--momentum", "1.5"], "momentum must lie in [0, 1), got 1.5"),
     (["--model", "lenet300", "--weight-decay", "nan"], "weight_decay must be a finite number"),
     (["--model", "lenet300", "--momentum", "nan"], "momentum must be a finite number, got nan"),
-    (["--model", "lenet300", "--gates", "--keep-after", "nan"], "keep_after must be a finite"),
+    (["--model", "lenet300", "--gates", "--theta-init", "nan"], "theta_init must be a finite"),
+    (["--model", "lenet300", "--gates", "--snap-tol", "0.01"], "unrecognized arguments"),
     (["--model", "lenet300", "--gates", "--theta-lr", "inf"], "theta_lr must be a finite number"),
     (["--model", "lenet300", "--threads", "0"], "threads must be a positive whole number"),
 ])
@@ -344,7 +345,7 @@ def test_every_command_ends_an_unexpected_error_in_a_message(monkeypatch, capsys
 def test_a_setting_the_checkpoint_predates_matches_only_while_it_is_off():
     """A checkpoint written before a gate setting existed resumes while the setting is off now
     (False / 0), and is refused, naming it, when it is on."""
-    from minibern.bernoulli.hook import GateConfig, gate_settings
+    from minibern.bernoulli.config import GateConfig, gate_settings
     from minibern.training.trainer import resume_problems
     config = TrainConfig(model="lenet300", epochs=2)
     saved = gate_settings(GateConfig())["gates"]
@@ -355,3 +356,20 @@ def test_a_setting_the_checkpoint_predates_matches_only_while_it_is_off():
     assert problems == ["gates theta_warmup: None in the checkpoint, 1.0 now"]
     assert resume_problems(meta, config, [gate_settings(GateConfig(kappa=2.0))]) == [
         "gates kappa: 5.5 in the checkpoint, 2.0 now"]
+
+
+def test_a_checkpoint_of_the_removed_snap_rules_resumes_only_if_they_were_off():
+    """Checkpoints record the snap rules' settings (no longer in GateConfig): at their off
+    values the run resumes; with the rules on it is refused with a line saying why."""
+    from minibern.bernoulli.config import RETIRED, GateConfig, gate_settings
+    from minibern.training.trainer import resume_problems
+    config = TrainConfig(model="lenet300", epochs=2)
+    saved = gate_settings(GateConfig())["gates"]
+    assert {key: saved[key] for key in RETIRED} == RETIRED
+    meta = {"config": {}, "epoch": 1, "hook_settings": [{"gates": {**saved, "snap_tol": 0.01}}]}
+    problems = resume_problems(meta, config, [gate_settings(GateConfig())])
+    assert len(problems) == 1
+    assert problems[0].startswith("gates snap_tol: 0.01 in the checkpoint, 0.0 now (a setting "
+                                  "of the snap rules, which this code no longer has")
+    meta["hook_settings"] = [{"gates": saved}]
+    assert resume_problems(meta, config, [gate_settings(GateConfig())]) == []

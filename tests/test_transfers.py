@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from minibern import backend as B
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gated_models import lenet5_caffe, lenet300_100
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateTrainer
 from minibern.training.trainer import Split, TrainConfig, Trainer
 from minibern.training.transfers import StepTransfers
 

@@ -32,8 +32,8 @@ Time on a 2-core CPU
 from _common import pyplot, save, tutorial_args
 
 from minibern import backend as B
-from minibern.bernoulli.estimators import (ExactEstimator, FirstOrderEstimator, RemovalEstimator,
-                                           exact_expected_loss)
+from minibern.bernoulli.estimators import ExactEstimator, FirstOrderEstimator, RemovalEstimator
+from minibern.bernoulli.exact import exact_expected_loss
 from minibern.bernoulli.gate import BernoulliGate
 from minibern.bernoulli.topology import gate_layers
 from minibern.layers import Dense, ReLU, Sequential
@@ -75,7 +75,7 @@ print(f"step 3: after 300 full-batch Adam steps the training loss is {B.to_float
 for _, _, gate in gates:
     gate.theta[:] = np.linspace(0.3, 0.95, gate.n_units)
 names = [f"{name}[{j}]" for _, name, gate in gates for j in range(gate.n_units)]
-exact = np.concatenate([d for d, _ in ExactEstimator().estimate(net, labels, x=x).values()])
+exact = np.concatenate([d for d, _ in ExactEstimator().estimate(net, x, labels).values()])
 print(f"step 4: expected loss E_ξ[ℓ] = {exact_expected_loss(net, x, labels):.4f} over all "
       f"2048 masks; exact Δ_i/N per gate:\n        {exact}")
 
@@ -87,11 +87,11 @@ first_order, removal = FirstOrderEstimator(), RemovalEstimator(subset=None)
 estimates = {"first-order": np.empty((DRAWS, len(names))), "removal": np.empty((DRAWS, len(names)))}
 for r in range(DRAWS):
     index = B.asarray(rng.choice(N, BATCH, replace=False))
-    batch_labels = labels[index]
-    _, dlogits = softmax_cross_entropy(net.forward(x[index]), batch_labels)  # masks drawn here
+    batch_images, batch_labels = x[index], labels[index]
+    _, dlogits = softmax_cross_entropy(net.forward(batch_images), batch_labels)  # masks drawn here
     net.backward(dlogits)  # leaves ∂ℓ/∂ξ in each gate (E2)
     for name, estimator in (("first-order", first_order), ("removal", removal)):
-        found = estimator.estimate(net, batch_labels, rng)
+        found = estimator.estimate(net, batch_images, batch_labels, rng)
         estimates[name][r] = np.concatenate([found[g][0] for _, g, _ in gates])
 
 # %% 6. Bias and variance, in numbers

@@ -37,8 +37,9 @@ from _common import rule_share, tutorial_args
 
 from minibern import backend as B
 from minibern.bernoulli.export import export_and_score
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gated_models import lenet300_100
-from minibern.bernoulli.hook import GateConfig, GateTrainer
+from minibern.bernoulli.hook import GateTrainer
 from minibern.data import load_mnist
 from minibern.plots import plot_run
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs, write_run_files

@@ -32,8 +32,8 @@ Time on a 2-core CPU
 from _common import gated_run, rule_share, training_tutorial
 
 from minibern import backend as B
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gated_models import lenet300_100
-from minibern.bernoulli.hook import GateConfig
 from minibern.plots import compare_theta_histograms, compare_theta_trajectories, load_run
 from minibern.training.trainer import run_rngs
 

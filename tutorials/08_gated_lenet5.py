@@ -35,8 +35,8 @@ Time on a 2-core CPU
 from _common import gated_run, pyplot, rule_share, save, training_tutorial
 
 from minibern import backend as B
+from minibern.bernoulli.config import gate_config_for
 from minibern.bernoulli.gated_models import lenet5_caffe
-from minibern.bernoulli.hook import gate_config_for
 from minibern.plots import load_run, plot_run
 from minibern.training.trainer import Hook, run_rngs
 

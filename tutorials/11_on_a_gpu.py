@@ -42,8 +42,8 @@ from _common import gated_run, pyplot, save, training_tutorial
 
 import minibern
 from minibern import backend as B
+from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gated_models import lenet300_100
-from minibern.bernoulli.hook import GateConfig
 from minibern.training.trainer import Hook, run_rngs
 
 np = B.host

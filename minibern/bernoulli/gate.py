@@ -49,6 +49,34 @@ def bernoulli_bytes(rng, theta, n_examples: int, dtype=np.float32):
     return mask
 
 
+def draw_mask(theta, rng, n_examples: int, dtype=np.float32):
+    r"""A host float mask (N, n): ξ ~ Bern(θ) for undecided gates, θ itself where θ ∈ {0, 1}.
+
+    Only the undecided gates draw random numbers, and mostly one random *byte* b per example
+    and gate (a quarter of a float32 uniform's bits, so a quarter of the generator's output;
+    ``benchmarks/bench_kernels.py`` times it):
+
+    .. math::
+        \xi = \begin{cases} 1[b < c] & b \ne c \\ 1[u < 256\theta - c] & b = c
+               \end{cases},\qquad c = \lfloor 256\theta \rfloor,               \tag{E0}
+
+    with b uniform on 0..255 (bytes of the generator's raw 64-bit output) and, only on a tie
+    b = c (probability 1/256), a float64 uniform u. Then
+    :math:`P(\xi = 1) = c/256 + (256\theta - c)/256 = \theta` exactly (to float64).
+    """
+    undecided = np.flatnonzero((theta > 0.0) & (theta < 1.0))
+    if undecided.size and rng is None:
+        raise RuntimeError("BernoulliGate has no random generator; set gate.rng (the "
+                           "trainer does this) or inject a mask")
+    if undecided.size == theta.size:
+        return bernoulli_bytes(rng, theta[undecided], n_examples, dtype)
+    mask = np.empty((n_examples, theta.size), dtype=dtype)
+    mask[:] = theta >= 1.0
+    if undecided.size:
+        mask[:, undecided] = bernoulli_bytes(rng, theta[undecided], n_examples, dtype)
+    return mask
+
+
 class BernoulliGate(Layer):
     r"""Multiply unit (or filter) i of every example by a Bernoulli mask ξ_{n,i}.
 
@@ -106,36 +134,8 @@ class BernoulliGate(Layer):
         self._injected = mask
 
     def sample_mask(self, n_examples: int, dtype=np.float32):
-        r"""A host float mask (N, n): ξ ~ Bern(θ) for undecided gates, θ itself where θ ∈ {0, 1}.
-
-        Only the undecided gates draw random numbers, and mostly one random *byte* b per example
-        and gate (a quarter of a float32 uniform's bits, so a quarter of the generator's output;
-        ``benchmarks/bench_kernels.py`` times it):
-
-        .. math::
-            \xi = \begin{cases} 1[b < c] & b \ne c \\ 1[u < 256\theta - c] & b = c
-                   \end{cases},\qquad c = \lfloor 256\theta \rfloor,               \tag{E0}
-
-        with b uniform on 0..255 (bytes of the generator's raw 64-bit output) and, only on a tie
-        b = c (probability 1/256), a float64 uniform u. Then
-        :math:`P(\xi = 1) = c/256 + (256\theta - c)/256 = \theta` exactly (to float64).
-        """
-        undecided = np.flatnonzero((self.theta > 0.0) & (self.theta < 1.0))
-        if undecided.size and self.rng is None:
-            raise RuntimeError("BernoulliGate has no random generator; set gate.rng (the "
-                               "trainer does this) or inject a mask")
-        all_undecided = undecided.size == self.n_units
-        if all_undecided:
-            mask = None
-        else:
-            mask = np.empty((n_examples, self.n_units), dtype=dtype)
-            mask[:] = self.theta >= 1.0
-        if undecided.size:
-            drawn = bernoulli_bytes(self.rng, self.theta[undecided], n_examples, dtype)
-            if all_undecided:
-                return drawn
-            mask[:, undecided] = drawn
-        return mask
+        """A host float mask (N, n) drawn by :func:`draw_mask` from θ and :attr:`rng`."""
+        return draw_mask(self.theta, self.rng, n_examples, dtype)
 
     @property
     def all_on(self) -> bool:

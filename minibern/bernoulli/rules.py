@@ -1,30 +1,26 @@
-r"""The snap and prune conditions on θ, as pure functions of host arrays.
+r"""The decision and prune conditions on θ, as functions of host arrays.
 
-The θ step (B20)–(B22) alone leaves noisy θ hovering near 0 or 1; two practical rules decide
-them (docs/derivations/estimators.md, "The θ step"; docs/derivations/pruning.md, (P6)):
+The θ step (B20)–(B22) puts gates on the vertices θ ∈ {0, 1} of the box; two rules act on
+what it decided (docs/derivations/convergence.md, (C8)–(C10); docs/derivations/pruning.md, (P6)):
 
-*keep*
-    θ ≥ 1 − tol for ``keep_patience`` consecutive updates snaps θ to exactly 1, only from epoch
-    ``keep_after`` on (a warm-up);
-*zero*
-    θ ≤ tol for ``zero_patience`` consecutive visits snaps θ to exactly 0;
-*certify* (C8)–(C10), docs/derivations/convergence.md
+*decide* (C8)–(C10), :func:`decide`
     a gate the projected step has put on a vertex is frozen there once a time-uniform sign
     test of its visit average agrees with the vertex at level α;
-*prune* (P6)
+*prune* (P6), :func:`prune_rule`, applied by
+:class:`minibern.bernoulli.prune_trigger.PruningTrigger`
     θ exactly 0 for ``prune_patience`` consecutive visits (a frozen gate counts one every step)
     removes the unit from the arrays.
 
-Each condition is a *streak*: a counter per gate that grows by one at every observation where
-the condition holds and falls back to 0 where it does not. The hook
-(:class:`minibern.bernoulli.hook.GateTrainer`) keeps the counters in
-:class:`minibern.bernoulli.state.GateState` and applies what these functions return.
+The prune condition is a *streak*: a counter per gate that grows by one at every observation
+where the condition holds and falls back to 0 where it does not. The counters and flags live
+in :class:`minibern.bernoulli.state.GateState`.
 """
 from __future__ import annotations
 
 import math
 
 from minibern import backend as B
+from minibern.bernoulli.averaging import standard_error
 
 np = B.host
 
@@ -39,16 +35,6 @@ def streak(condition, run):
         The counters before the observation (not modified).
     """
     return np.where(condition, run + 1, 0)
-
-
-def keep_rule(high_run, patience: int, clock: float, after: float):
-    """Gates to snap to θ = 1: ``high_run ≥ patience``, or None before epoch ``after``."""
-    return high_run >= patience if clock >= after else None
-
-
-def zero_rule(low_run, patience: int):
-    """Gates to snap to θ = 0: ``low_run ≥ patience``."""
-    return low_run >= patience
 
 
 def prune_rule(zero_run, patience: int):
@@ -74,3 +60,16 @@ def certify_rule(theta, mean, standard_error, visits, alpha: float, min_visits: 
     if at_one:
         certified |= (theta == 1.0) & (mean + bound < 0.0)  # (C10)
     return (visits >= min_visits) & certified
+
+
+def decide(theta, state, moved, config) -> None:
+    """The decision rule (C8)–(C10) after a θ step: the gates just ``moved`` (host bool (n,))
+    that :func:`certify_rule` certifies are frozen and marked certified in ``state`` (a
+    :class:`~minibern.bernoulli.state.GateState`); nothing when ``config.decide_alpha`` is 0."""
+    if not config.decide_alpha:
+        return
+    certified = moved & certify_rule(
+        theta, state.mean, standard_error(state, config.average_visits), state.visits,
+        config.decide_alpha, config.decide_min_visits, config.decide_at_one)  # (C10), (C10′)
+    state.frozen |= certified
+    state.certified |= certified

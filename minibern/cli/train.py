@@ -15,10 +15,10 @@ from pathlib import Path
 from minibern import backend as B
 from minibern import blas
 from minibern import threads as T
-from minibern.bernoulli.estimators import ESTIMATORS
 from minibern.bernoulli.gated_models import build_model
-from minibern.bernoulli.hook import (MODEL_VISITS, GateConfig, GateTrainer, gate_config_for,
-                                     gate_settings)
+from minibern.bernoulli.config import (ESTIMATORS, MODEL_VISITS, GateConfig, gate_config_for,
+                                       gate_settings)
+from minibern.bernoulli.hook import GateTrainer
 from minibern.bernoulli.pruning import PruningError
 from minibern.models import MODEL_NAMES
 from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
@@ -86,14 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="gates visited per step in the other gate layers but the last "
                             f"(removal estimator; default {GateConfig.subset}; LeNet-5 "
                             f"{lenet5_visits['subset']})")
-    gates.add_argument("--snap-tol", type=float, default=GateConfig.snap_tol,
-                       help="keep/zero snap rules: θ within this of 1 (0) for a patience snaps to 1 (0)")
-    gates.add_argument("--keep-patience", type=int, default=GateConfig.keep_patience,
-                       help="steps θ must stay ≥ 1 − snap-tol before it snaps to 1")
-    gates.add_argument("--keep-after", type=float, default=GateConfig.keep_after,
-                       help="epoch from which the keep rule applies (warm-up)")
-    gates.add_argument("--zero-patience", type=int, default=GateConfig.zero_patience,
-                       help="visits θ must stay ≤ snap-tol before it snaps to 0")
     gates.add_argument("--prune-patience", type=int, default=GateConfig.prune_patience,
                        help="visits θ must stay exactly 0 before its unit is removed from the arrays "
                             "(a frozen gate counts one every step)")
@@ -141,9 +133,7 @@ def gate_config_from_args(args) -> GateConfig:
         args.model, **visits, estimator=args.estimator, kappa=args.kappa,
         kappa_per_param=args.kappa_per_param, kappa_expected_params=args.kappa_expected_params,
         theta_lr=args.theta_lr, theta_decay=args.theta_decay, theta_warmup=args.theta_warmup,
-        theta_init=args.theta_init, hyperprior=not args.no_hyperprior, snap_tol=args.snap_tol,
-        keep_patience=args.keep_patience, keep_after=args.keep_after,
-        zero_patience=args.zero_patience, prune=not args.no_prune,
+        theta_init=args.theta_init, hyperprior=not args.no_hyperprior, prune=not args.no_prune,
         prune_patience=args.prune_patience, snapshot_every=args.snapshot_every,
         average_visits=args.average_visits, decide_alpha=args.decide_alpha,
         decide_min_visits=args.decide_min_visits, decide_at_one=args.decide_at_one,

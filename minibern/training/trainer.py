@@ -158,6 +158,12 @@ def run_rngs(seed: int) -> list:
 RESUME_MAY_CHANGE = ("epochs", "eval_batch_size")
 
 
+#: Settings a hook still records, at the value that turned their removed mode off, but no longer
+#: offers: ``{(section, key): why a checkpoint with another value cannot resume}``, filled by
+#: the hooks (:data:`minibern.bernoulli.config.RETIRED`).
+RETIRED_SETTINGS: dict = {}
+
+
 def _merged(hook_settings) -> dict:
     merged = {}
     for settings in hook_settings:
@@ -195,7 +201,8 @@ def resume_problems(meta: dict, config: TrainConfig, hook_settings: list) -> lis
             problems.append(f"the checkpoint was trained without --{section}, this run is with")
         else:
             problems += [f"{section} {key}: {before[section].get(key)!r} in the checkpoint, "
-                         f"{value!r} now" for key, value in now[section].items()
+                         f"{value!r} now{RETIRED_SETTINGS.get((section, key), '')}"
+                         for key, value in now[section].items()
                          if before[section].get(key) != value
                          and not (key not in before[section] and not value)]
     return problems
