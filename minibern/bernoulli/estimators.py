@@ -26,8 +26,8 @@ from __future__ import annotations
 from minibern import backend as B
 from minibern.bernoulli.gate import BernoulliGate
 from minibern.bernoulli.topology import gate_layers, gate_sites
+from minibern.kernels.im2col import im2col
 from minibern.layers import Dense, Flatten, ReLU
-from minibern.layers.im2col import im2col
 from minibern.losses import per_example_cross_entropy
 
 np = B.host

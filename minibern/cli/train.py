@@ -13,12 +13,12 @@ import traceback
 from pathlib import Path
 
 from minibern import backend as B
-from minibern import blas
-from minibern import threads as T
 from minibern.bernoulli.estimators import ESTIMATORS
 from minibern.bernoulli.hook import (MODEL_VISITS, GateConfig, GateTrainer, gate_config_for,
                                      gate_settings)
 from minibern.bernoulli.pruning import PruningError
+from minibern.kernels import blas
+from minibern.kernels import threads as T
 from minibern.models import MODEL_NAMES, build_model
 from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
                                        check_run_dir, device_splits, run_rngs, write_run_files)

@@ -1,20 +1,13 @@
-r"""im2col and its adjoint col2im, in two memory layouts. Derivation: docs/derivations/layers.md,
-(L7), (L7b), (L12)–(L14).
+r"""im2col and col2im for the fast Conv2D kernel: two memory layouts, written into views of
+a larger buffer, split over the kernel threads. Derivation: docs/derivations/layers.md, (L7),
+(L7b), (L12)–(L14); the reference (a plain loop over the KH·KW offsets) is
+:mod:`minibern.layers.im2col`, and this module's channel-major pair gives exactly its numbers.
 
-Notation: N examples, C channels, H×W input, KH×KW kernel, stride s, zero padding p,
-output OH×OW with
-
-.. math:: OH = \left\lfloor \frac{H + 2p - KH}{s} \right\rfloor + 1,\quad
-          OW = \left\lfloor \frac{W + 2p - KW}{s} \right\rfloor + 1.        \tag{L14}
-
-**Channel-major layout** (:func:`im2col`, :func:`col2im`). The column matrix has shape
-``(C*KH*KW, N*OH*OW)``, rows in (c, ky, kx) order and columns in (n, oy, ox) order:
-
-.. math:: \text{col}[(c,k_y,k_x),\,(n,o_y,o_x)] = x^{pad}[n,\,c,\,o_y s + k_y,\,o_x s + k_x]   \tag{L7}
-
-so that a convolution is one GEMM ``W.reshape(F, C*KH*KW) @ col``. It is built by a loop over
-the KH·KW kernel offsets, each copying one strided slice of the padded input (the same source
-runs on NumPy and CuPy; no scatter-add); every copy runs along an output row (OW numbers).
+**Channel-major layout** (:func:`im2col`, :func:`col2im`). As the reference, (L7): the loop
+over the KH·KW kernel offsets, each copying one strided slice of the padded input; every copy
+runs along an output row (OW numbers). ``out=`` takes any view of shape
+(C, KH, KW, N, OH, OW), e.g. the block of examples n0..n1 of a larger column matrix, and
+col2im also takes its columns as such a 6-D view.
 
 **Channels-last layout** (:func:`im2col_rows`, :func:`col2im_rows`). The transpose, with the
 channel index last: shape ``(N*OH*OW, KH*KW*C)``, rows (n, oy, ox), columns (ky, kx, c),
@@ -25,49 +18,18 @@ built from the input transposed once to (N, H, W, C): one row of a window over a
 ``x_nhwc[n, oy*s + ky, ox*s : ox*s + KW, :]``, is then KW·C contiguous numbers, and the whole
 matrix is *one* strided copy of a sliding-window view. This is the faster layout whenever
 KW·C ≥ OW (LeNet-5's conv2: 100 numbers per run instead of 8); the channel-major one wins
-when C is small (conv1, C = 1: runs of 24 instead of 5). :class:`~minibern.layers.Conv2D`
-picks per layer; the arithmetic is the same matrix product either way.
+when C is small (conv1, C = 1: runs of 24 instead of 5). :mod:`minibern.kernels.conv` picks
+per layer; the arithmetic is the same matrix product either way. Its col2im adds one slice per
+(ky, ox), each (N, OH, KW·C) blocks whose rows are contiguous on both sides.
 
-**Memory.** Either buffer takes ``N·OH·OW·C·KH·KW·itemsize`` bytes — for LeNet-5's second
-conv (C=20, 5×5, 8×8 output) 128 KB per float32 example, 12.8 MB for a batch of 100. Callers
-that might exceed a budget split the batch (see :class:`minibern.layers.Conv2D`).
-
-**col2im** is the adjoint (transpose) of the linear map im2col: every column entry is added back
-to the input pixel it was copied from, one ``+=`` of a strided slice at a time,
-
-.. math:: \langle \text{im2col}(x), Y\rangle = \langle x, \text{col2im}(Y)\rangle.   \tag{L13}
-
-(channel-major: one slice per kernel offset (ky, kx); channels-last: one per (ky, ox), each
-adding (N, OH, KW·C) blocks whose rows are contiguous on both sides).
+Every function splits its examples over the kernel threads (:mod:`minibern.kernels.threads`):
+pure copies and adds per example, so the same bits for every thread count.
 """
 from __future__ import annotations
 
 from minibern import backend as B
-from minibern import threads as T
-
-
-def conv_output_size(size: int, kernel: int, stride: int, pad: int, what: str = "conv") -> int:
-    """Output length along one axis, (L14); a ValueError if it is not positive."""
-    out = (size + 2 * pad - kernel) // stride + 1
-    if out < 1:
-        raise ValueError(
-            f"{what}: input size {size} with kernel {kernel}, stride {stride}, pad {pad} gives "
-            f"output size {out} < 1; use a larger input, a smaller kernel, or more padding"
-        )
-    return out
-
-
-def col_bytes(n: int, c: int, kh: int, kw: int, oh: int, ow: int, itemsize: int) -> int:
-    """Size in bytes of the im2col buffer for ``n`` examples."""
-    return n * oh * ow * c * kh * kw * itemsize
-
-
-def pad_input(x, pad: int):
-    """Zero-pad the two spatial axes of an (N, C, H, W) array by ``pad`` (no copy if 0)."""
-    if pad == 0:
-        return x
-    xp = B.get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+from minibern.kernels import threads as T
+from minibern.layers.im2col import col_bytes, conv_output_size, pad_input
 
 
 def _destination(out, shape, dtype, what: str):
@@ -89,14 +51,14 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0, out=None):
     out : array (C, KH, KW, N, OH, OW), optional
         Where to write the columns instead of a new array — any view with that shape, e.g.
         ``big.reshape(C, KH, KW, N_total, OH, OW)[:, :, :, n0:n1]``, the block of examples
-        n0..n1 of a larger column matrix (:class:`~minibern.layers.Conv2D` fills its buffer
-        block by block).
+        n0..n1 of a larger column matrix (the fast Conv2D kernel fills its
+        buffer block by block).
 
     Returns
     -------
     col : array (C*KH*KW, N*OH*OW), a new C-contiguous array of x's dtype; or ``out``.
 
-    Blocks of examples are unfolded on the kernel threads (:mod:`minibern.threads`).
+    Blocks of examples are unfolded on the kernel threads (:mod:`minibern.kernels.threads`).
     """
     kh, kw = kernel
     n, c, h, w = x.shape
@@ -124,10 +86,10 @@ def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
     """Adjoint of :func:`im2col`: fold a ``(C*KH*KW, N*OH*OW)`` matrix back to (N, C, H, W), (L12).
 
     ``col`` may also be given as its 6-D view (C, KH, KW, N, OH, OW), with any strides (e.g.
-    an (N, C·KH·KW, OH·OW) array reshaped and transposed, as :class:`~minibern.layers.Conv2D`
+    an (N, C·KH·KW, OH·OW) array reshaped and transposed, as the fast Conv2D kernel
     keeps its columns). Overlapping patches add up. Returns a new array, or writes into ``out``
     (an (N, C, H, W) array or view) and returns it; ``col`` is not modified. Blocks of examples
-    are folded on the kernel threads (:mod:`minibern.threads`).
+    are folded on the kernel threads (:mod:`minibern.kernels.threads`).
     """
     kh, kw = kernel
     n, c, h, w = x_shape
@@ -198,7 +160,7 @@ def im2col_rows(x, kernel, stride: int = 1, pad: int = 0, out=None):
     col : array (N*OH*OW, KH*KW*C), a new C-contiguous array of x's dtype, rows (n, oy, ox),
         columns (ky, kx, c); or ``out``.
 
-    Blocks of examples are unfolded on the kernel threads (:mod:`minibern.threads`).
+    Blocks of examples are unfolded on the kernel threads (:mod:`minibern.kernels.threads`).
     """
     kh, kw = kernel
     n, c, h, w = x.shape
@@ -231,7 +193,7 @@ def col2im_rows(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
 
     Overlapping patches add up. Returns a new C-contiguous array, or writes into ``out`` (an
     (N, C, H, W) array or view) and returns it; ``col`` is not modified. Blocks of examples
-    are folded on the kernel threads (:mod:`minibern.threads`).
+    are folded on the kernel threads (:mod:`minibern.kernels.threads`).
     """
     kh, kw = kernel
     n, c, h, w = x_shape
