@@ -45,7 +45,7 @@ import numpy
 #: The plain NumPy module, for host-side code (data parsing, plotting, checkpoints, tests).
 host = numpy
 
-# The strict backend lives in its own module, which takes NumPy from `host` above.
+# The strict backend lives in its own module, which uses the NumPy imported above.
 from minibern.strict import (MIX_MESSAGE, StrictArray, TransferCounts,  # noqa: E402, F401
                              count_transfer, counting_transfers, reset_transfer_counts,
                              strict_xp, transfer_counts, unwrap)

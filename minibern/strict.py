@@ -7,15 +7,18 @@ CPU machine that no code path slips a host array into device code. Python and Nu
 mix freely, as they do with CuPy. The backend also counts the transfers a GPU would make
 (:func:`counting_transfers`).
 
-Choose it through :mod:`minibern.backend` (``set_backend("strict")``), which re-exports the
-public names here; this module takes NumPy from there (only the backend imports NumPy).
+Choose it through :mod:`minibern.backend` (``set_backend("strict")``), which imports this
+module and re-exports its public names. It is the backend's strict half: it uses the NumPy
+module that :mod:`minibern.backend` has loaded (only the backend imports NumPy, and the backend
+imports this module, so this one cannot import the backend back).
 """
 from __future__ import annotations
 
 import contextlib
+import sys
 from types import SimpleNamespace
 
-from minibern.backend import host as np
+np = sys.modules["numpy"]  # loaded by minibern.backend before it imports this module
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,10 +26,6 @@ from __future__ import annotations
 import contextlib
 import os
 
-# The layers first, whichever module is imported first: the fast kernels take (L14) and the
-# checks from minibern.layers, whose modules reach this package's switch only when they run.
-import minibern.layers  # noqa: F401
-
 ENV_VAR = "MINIBERN_KERNELS"
 NAMES = ("fast", "reference")
 

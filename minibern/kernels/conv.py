@@ -47,9 +47,7 @@ from typing import NamedTuple
 
 from minibern import backend as B
 from minibern.kernels import threads as T
-from minibern.kernels.im2col import col2im, col2im_rows, im2col, im2col_rows
-from minibern.layers.base import positive_int
-from minibern.layers.im2col import col_bytes
+from minibern.kernels.im2col import col2im, col2im_rows, col_bytes, im2col, im2col_rows
 
 #: Default budget for one im2col buffer. Larger batches are processed in chunks.
 DEFAULT_MAX_COL_BYTES = 1 << 30
@@ -90,7 +88,10 @@ def chunks(layer, x_shape, itemsize):
 
 def _blocks(layer, start: int, stop: int, per_example: int):
     """Sub-ranges of examples [start, stop) whose columns take about ``layer.block_bytes``."""
-    step = max(1, positive_int(layer.block_bytes, "block_bytes") // per_example)
+    block = layer.block_bytes
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block_bytes must be a positive integer, got {block!r}")
+    step = max(1, block // per_example)
     return [(b, min(b + step, stop)) for b in range(start, stop, step)]
 
 

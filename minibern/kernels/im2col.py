@@ -29,7 +29,26 @@ from __future__ import annotations
 
 from minibern import backend as B
 from minibern.kernels import threads as T
-from minibern.layers.im2col import col_bytes, conv_output_size, pad_input
+
+
+def col_bytes(n: int, c: int, kh: int, kw: int, oh: int, ow: int, itemsize: int) -> int:
+    """Size in bytes of the im2col buffer for ``n`` examples: N·OH·OW·C·KH·KW·itemsize."""
+    return n * oh * ow * c * kh * kw * itemsize
+
+
+def pad_input(x, pad: int):
+    """Zero-pad the two spatial axes of an (N, C, H, W) array by ``pad`` (no copy if 0)."""
+    if pad == 0:
+        return x
+    xp = B.get_array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def output_size(x_shape, kernel, stride: int, pad: int) -> tuple[int, int]:
+    """(OH, OW) by (L14). Unchecked: the layers check their shapes with
+    :func:`minibern.layers.conv_output_size` first."""
+    (h, w), (kh, kw) = x_shape[2:], kernel
+    return (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
 
 
 def _destination(out, shape, dtype, what: str):
@@ -62,8 +81,7 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0, out=None):
     """
     kh, kw = kernel
     n, c, h, w = x.shape
-    oh = conv_output_size(h, kh, stride, pad)
-    ow = conv_output_size(w, kw, stride, pad)
+    oh, ow = output_size(x.shape, kernel, stride, pad)
     xp = B.get_array_module(x)
     shape = (c, kh, kw, n, oh, ow)
     col = xp.empty(shape, dtype=x.dtype) if out is None else \
@@ -93,8 +111,7 @@ def col2im(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
     """
     kh, kw = kernel
     n, c, h, w = x_shape
-    oh = conv_output_size(h, kh, stride, pad)
-    ow = conv_output_size(w, kw, stride, pad)
+    oh, ow = output_size(x_shape, kernel, stride, pad)
     if tuple(col.shape) not in ((c * kh * kw, n * oh * ow), (c, kh, kw, n, oh, ow)):
         raise ValueError(f"col2im: col has shape {tuple(col.shape)}, expected "
                          f"{(c * kh * kw, n * oh * ow)} for x_shape {tuple(x_shape)}")
@@ -164,8 +181,7 @@ def im2col_rows(x, kernel, stride: int = 1, pad: int = 0, out=None):
     """
     kh, kw = kernel
     n, c, h, w = x.shape
-    oh = conv_output_size(h, kh, stride, pad)
-    ow = conv_output_size(w, kw, stride, pad)
+    oh, ow = output_size(x.shape, kernel, stride, pad)
     xp = B.get_array_module(x)
     shape = (n, oh, ow, kh, kw, c)
     col = xp.empty(shape, dtype=x.dtype) if out is None else \
@@ -197,8 +213,7 @@ def col2im_rows(col, x_shape, kernel, stride: int = 1, pad: int = 0, out=None):
     """
     kh, kw = kernel
     n, c, h, w = x_shape
-    oh = conv_output_size(h, kh, stride, pad)
-    ow = conv_output_size(w, kw, stride, pad)
+    oh, ow = output_size(x_shape, kernel, stride, pad)
     if tuple(col.shape) != (n * oh * ow, kh * kw * c):
         raise ValueError(f"col2im_rows: col has shape {tuple(col.shape)}, expected "
                          f"{(n * oh * ow, kh * kw * c)} for x_shape {tuple(x_shape)}")

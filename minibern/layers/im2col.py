@@ -15,7 +15,7 @@ so that a convolution is one GEMM ``W.reshape(F, C*KH*KW) @ col``. It is a loop 
 KH·KW kernel offsets, each copying one strided slice of the padded input (the same source runs
 on NumPy and CuPy; no scatter-add).
 
-**Memory.** The matrix takes ``N·OH·OW·C·KH·KW·itemsize`` bytes (:func:`col_bytes`) — for
+**Memory.** The matrix takes ``N·OH·OW·C·KH·KW·itemsize`` bytes — for
 LeNet-5's second conv (C=20, 5×5, 8×8 output) 128 KB per float32 example, 12.8 MB for a batch
 of 100.
 
@@ -44,19 +44,6 @@ def conv_output_size(size: int, kernel: int, stride: int, pad: int, what: str = 
     return out
 
 
-def col_bytes(n: int, c: int, kh: int, kw: int, oh: int, ow: int, itemsize: int) -> int:
-    """Size in bytes of the im2col buffer for ``n`` examples."""
-    return n * oh * ow * c * kh * kw * itemsize
-
-
-def pad_input(x, pad: int):
-    """Zero-pad the two spatial axes of an (N, C, H, W) array by ``pad`` (no copy if 0)."""
-    if pad == 0:
-        return x
-    xp = B.get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-
-
 def im2col(x, kernel, stride: int = 1, pad: int = 0):
     """Unfold (N, C, H, W) patches into a ``(C*KH*KW, N*OH*OW)`` matrix, (L7).
 
@@ -75,7 +62,7 @@ def im2col(x, kernel, stride: int = 1, pad: int = 0):
     oh = conv_output_size(h, kh, stride, pad)
     ow = conv_output_size(w, kw, stride, pad)
     xp = B.get_array_module(x)
-    x_pad = pad_input(x, pad)
+    x_pad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))  # zeros around H and W
     col = xp.empty((c, kh, kw, n, oh, ow), dtype=x.dtype)
     for ky in range(kh):
         for kx in range(kw):
