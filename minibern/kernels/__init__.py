@@ -19,7 +19,10 @@ runs:
 
 Choose with :func:`use` or :func:`using` (``minibern.kernels.use("reference")``), or the
 environment variable ``MINIBERN_KERNELS`` (read once, at the first layer call). The setting is
-process-wide and read at every forward pass; a layer's backward runs the path its forward ran.
+process-wide and read at every call; Conv2D's backward runs the path its forward ran (the
+saved columns are laid out by it), Dense and MaxPool2D save the same things on both paths.
+
+The kernels import only :mod:`minibern.backend`; the layers import them.
 """
 from __future__ import annotations
 
