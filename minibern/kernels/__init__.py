@@ -12,7 +12,8 @@ runs:
     (:mod:`minibern.kernels.threads`, with :mod:`minibern.kernels.blas` to set NumPy's BLAS).
     A training run's numbers are those of this path.
 ``"reference"``
-    The layer's own lines: one GEMM per product, DLfS-style im2col, no threads. It computes
+    The layer's own lines: one GEMM per product, im2col as a loop over the kernel offsets (as in
+    "Deep Learning from Scratch"), no threads. It computes
     the same numbers up to the rounding of a product's summation order (max pooling and
     im2col/col2im: exactly the same numbers); ``tests/test_kernels.py`` checks both against
     the naive loops and each other.
@@ -22,7 +23,7 @@ environment variable ``MINIBERN_KERNELS`` (read once, at the first layer call). 
 process-wide and read at every call; Conv2D's backward runs the path its forward ran (the
 saved columns are laid out by it), Dense and MaxPool2D save the same things on both paths.
 
-The kernels import only :mod:`minibern.backend`; the layers import them.
+Outside this package the kernels import only :mod:`minibern.backend`; the layers import them.
 """
 from __future__ import annotations
 
