@@ -13,10 +13,9 @@ runs:
     A training run's numbers are those of this path.
 ``"reference"``
     The layer's own lines: one GEMM per product, im2col as a loop over the kernel offsets (as in
-    "Deep Learning from Scratch"), no threads. It computes
-    the same numbers up to the rounding of a product's summation order (max pooling and
-    im2col/col2im: exactly the same numbers); ``tests/test_kernels.py`` checks both against
-    the naive loops and each other.
+    "Deep Learning from Scratch"), no threads. It computes the same numbers up to the rounding
+    of a product's summation order (max pooling and im2col/col2im: exactly the same numbers);
+    ``tests/test_kernels.py`` checks both against the naive loops and each other.
 
 Choose with :func:`use` or :func:`using` (``minibern.kernels.use("reference")``), or the
 environment variable ``MINIBERN_KERNELS`` (read once, at the first layer call). The setting is
