@@ -61,12 +61,12 @@ from pathlib import Path
 import numpy as np
 
 from minibern import backend as B
-from minibern import blas
 from minibern import layers as L
-from minibern import threads as T
 from minibern.bernoulli.config import gate_config_for
 from minibern.bernoulli.gated_models import build_model
 from minibern.bernoulli.hook import GateTrainer
+from minibern.kernels import blas
+from minibern.kernels import threads as T
 from minibern.training.trainer import TrainConfig, Trainer, device_splits
 
 try:
@@ -85,7 +85,7 @@ def log(message: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Threads: NumPy's OpenBLAS, read and set through the library NumPy loaded (minibern.blas).
+# Threads: NumPy's OpenBLAS, read and set through the library NumPy loaded (minibern.kernels.blas).
 # ---------------------------------------------------------------------------------------------
 def set_blas_threads(count: int) -> None:
     if not blas.set_threads(count):
@@ -685,7 +685,7 @@ Read the 1-thread table first (it also has the gated and pruned rows). With 2 th
 rounds vary more, even on a quiet host. The plain rows leave the second core to OpenBLAS,
 which splits each product over its two threads (poorly, for products this small), while
 minibern's element-wise kernels run on one core and PyTorch spreads everything over both. The
-rows `MINIBERN_THREADS=2` use minibern's own kernel threads (`minibern/threads.py`): im2col,
+rows `MINIBERN_THREADS=2` use minibern's own kernel threads (`minibern/kernels/threads.py`): im2col,
 col2im, max pooling *and the matrix products* of every Dense and Conv2D layer split over
 blocks of examples (a weight gradient over blocks of its columns), with NumPy's BLAS set to
 one thread, so each thread runs its whole share of a layer on its own core

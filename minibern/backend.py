@@ -25,7 +25,8 @@ Backends
     ``numpy.ndarray`` objects, the way CuPy arrays refuse. Running the test suite (or a user's
     own script) under ``strict`` proves on a CPU machine that no code path slips a host array
     into device code. Python and NumPy *scalars* mix freely, as they do with CuPy. It also
-    counts the transfers a GPU would make (:func:`counting_transfers`).
+    counts the transfers a GPU would make (:func:`counting_transfers`). It lives in
+    :mod:`minibern.strict`; its public names are re-exported here.
 
 Random numbers
 --------------
@@ -38,12 +39,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from types import SimpleNamespace
 
 import numpy
 
 #: The plain NumPy module, for host-side code (data parsing, plotting, checkpoints, tests).
 host = numpy
+
+# The strict backend lives in its own module, which uses the NumPy imported above.
+from minibern.strict import (MIX_MESSAGE, StrictArray, TransferCounts,  # noqa: E402, F401
+                             count_transfer, counting_transfers, reset_transfer_counts,
+                             strict_xp, transfer_counts, unwrap)
 
 #: Floating dtype used when none is asked for.
 DEFAULT_DTYPE = numpy.float32
@@ -58,234 +63,6 @@ class BackendError(ValueError):
 
 class BackendUnavailableError(RuntimeError):
     """The requested backend cannot run on this machine (e.g. CuPy or a GPU is missing)."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Transfer counts: what the strict backend would have copied between host and GPU.
-# ---------------------------------------------------------------------------------------------
-class TransferCounts:
-    """Host↔device traffic counted by the strict backend (see :func:`counting_transfers`).
-
-    Attributes
-    ----------
-    to_device : int
-        Host data copied onto the device: :func:`asarray` (or ``xp.asarray``/``xp.array``/
-        ``xp.ascontiguousarray``) of anything that is not already a device array.
-    to_host : int
-        Device arrays copied to the host: :func:`to_numpy`, ``.tolist()``.
-    scalars : int
-        Host pulls of one number, each of which makes a GPU finish its queued work:
-        :func:`to_float`, ``int``/``float``/``bool``/``.item()`` of a device array, and the
-        functions whose output size depends on the data (``nonzero``, ``flatnonzero``,
-        ``argwhere``, ``unique``, ``bincount``, indexing with a boolean device array), which on
-        CuPy read a count back before they can allocate their result.
-    """
-
-    KINDS = ("to_device", "to_host", "scalars")
-
-    def __init__(self):
-        self.to_device = self.to_host = self.scalars = 0
-
-    @property
-    def total(self) -> int:
-        return self.to_device + self.to_host + self.scalars
-
-    def as_dict(self) -> dict:
-        return {kind: getattr(self, kind) for kind in self.KINDS}
-
-    def __repr__(self) -> str:
-        return "TransferCounts(" + ", ".join(f"{k}={v}" for k, v in self.as_dict().items()) + ")"
-
-
-_transfer_totals = TransferCounts()
-_transfer_listeners: list = []
-
-
-def _count_transfer(kind: str) -> None:
-    for counts in (_transfer_totals, *_transfer_listeners):
-        setattr(counts, kind, getattr(counts, kind) + 1)
-
-
-def transfer_counts() -> TransferCounts:
-    """A copy of the strict backend's transfer counts since the process started (or since
-    :func:`reset_transfer_counts`). NumPy and CuPy arrays are not counted."""
-    copy = TransferCounts()
-    for kind in TransferCounts.KINDS:
-        setattr(copy, kind, getattr(_transfer_totals, kind))
-    return copy
-
-
-def reset_transfer_counts() -> None:
-    """Set the process-wide counts of :func:`transfer_counts` back to zero."""
-    for kind in TransferCounts.KINDS:
-        setattr(_transfer_totals, kind, 0)
-
-
-@contextlib.contextmanager
-def counting_transfers():
-    """Context manager yielding a :class:`TransferCounts` of the strict-backend transfers made
-    inside the block (it keeps counting while the block runs; blocks may nest)::
-
-        with B.use_backend("strict"), B.counting_transfers() as counts:
-            trainer.train_epoch()
-        print(counts.as_dict())
-    """
-    counts = TransferCounts()
-    _transfer_listeners.append(counts)
-    try:
-        yield counts
-    finally:
-        _transfer_listeners.remove(counts)
-
-
-# ---------------------------------------------------------------------------------------------
-# The strict backend: a tagged ndarray subclass that refuses host arrays.
-# ---------------------------------------------------------------------------------------------
-_MIX_MESSAGE = (
-    "a host numpy.ndarray {what} was mixed with a device array of the '{backend}' backend; "
-    "move it explicitly with minibern.backend.asarray(...) (or bring the device array back "
-    "with minibern.backend.to_numpy(...))"
-)
-
-
-def _is_plain_host_array(obj) -> bool:
-    return isinstance(obj, numpy.ndarray) and not isinstance(obj, StrictArray)
-
-
-def _check_no_host_arrays(objects, what: str) -> None:
-    for obj in objects:
-        if isinstance(obj, (list, tuple)):
-            _check_no_host_arrays(obj, what)
-        elif _is_plain_host_array(obj):
-            shape = getattr(obj, "shape", None)
-            raise TypeError(_MIX_MESSAGE.format(what=f"(shape {shape}) in {what}", backend="strict"))
-
-
-def _unwrap(obj):
-    if isinstance(obj, StrictArray):
-        return obj.view(numpy.ndarray)
-    if isinstance(obj, list):
-        return [_unwrap(o) for o in obj]
-    if isinstance(obj, tuple):
-        return tuple(_unwrap(o) for o in obj)
-    if isinstance(obj, dict):
-        return {key: _unwrap(value) for key, value in obj.items()}
-    return obj
-
-
-def _wrap(obj):
-    if isinstance(obj, numpy.ndarray) and not isinstance(obj, StrictArray):
-        return obj.view(StrictArray)
-    if isinstance(obj, numpy.generic):  # a reduction's result stays on the device, as on CuPy
-        return numpy.asarray(obj).view(StrictArray)
-    if isinstance(obj, list):
-        return [_wrap(o) for o in obj]
-    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-        return tuple(_wrap(o) for o in obj)
-    return obj
-
-
-class StrictArray(numpy.ndarray):
-    """An ndarray that stands for a device array on a CPU machine.
-
-    Any NumPy ufunc or array function that receives both a :class:`StrictArray` and a plain
-    host ``numpy.ndarray`` raises ``TypeError``, exactly where CuPy would. Results of operations
-    on strict arrays are strict arrays, reductions included (a 0-d array, as CuPy returns, so
-    that ``float(loss)`` is a counted host pull). Scalars mix freely.
-    """
-
-    def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
-        _check_no_host_arrays(inputs, f"numpy.{ufunc.__name__}")
-        if out is not None:
-            _check_no_host_arrays(out, f"the out= of numpy.{ufunc.__name__}")
-            kwargs["out"] = _unwrap(out)
-        result = getattr(ufunc, method)(*_unwrap(inputs), **kwargs)
-        if out is not None:
-            return out[0] if len(out) == 1 else out
-        return _wrap(result)
-
-    def __array_function__(self, func, types, args, kwargs):
-        _check_no_host_arrays(args, f"numpy.{func.__name__}")
-        _check_no_host_arrays(list(kwargs.values()), f"numpy.{func.__name__}")
-        return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
-
-    def __setitem__(self, key, value):
-        _check_no_host_arrays([value], "an item assignment")
-        if _has_bool_index(key):
-            _count_transfer("scalars")
-        numpy.ndarray.__setitem__(self.view(numpy.ndarray), _unwrap(key), _unwrap(value))
-
-    def __getitem__(self, key):
-        if _has_bool_index(key):  # the result's size is the number of True entries
-            _count_transfer("scalars")
-        return numpy.ndarray.__getitem__(self, key)
-
-    # Host pulls of one number: on a GPU each waits for the device (counted, see TransferCounts).
-    def __int__(self):
-        _count_transfer("scalars")
-        return int(self.view(numpy.ndarray))
-
-    def __float__(self):
-        _count_transfer("scalars")
-        return float(self.view(numpy.ndarray))
-
-    def __bool__(self):
-        _count_transfer("scalars")
-        return bool(self.view(numpy.ndarray))
-
-    def __index__(self):
-        _count_transfer("scalars")
-        return self.view(numpy.ndarray).__index__()
-
-    def item(self, *args):
-        _count_transfer("scalars")
-        return self.view(numpy.ndarray).item(*args)
-
-    def tolist(self):
-        _count_transfer("to_host")
-        return self.view(numpy.ndarray).tolist()
-
-
-def _has_bool_index(key) -> bool:
-    keys = key if isinstance(key, tuple) else (key,)
-    return any(isinstance(k, StrictArray) and k.dtype == bool for k in keys)
-
-
-_STRICT_CREATORS = (
-    "array", "asarray", "ascontiguousarray", "zeros", "ones", "empty", "full", "arange",
-    "eye", "linspace", "zeros_like", "ones_like", "empty_like", "full_like",
-)
-#: Creators that copy their first argument onto the device unless it is there already.
-_STRICT_UPLOADERS = ("array", "asarray", "ascontiguousarray")
-#: Functions whose output size depends on the data: a GPU reads a count back first.
-_STRICT_DATA_SIZED = ("nonzero", "flatnonzero", "argwhere", "unique", "bincount")
-
-
-class _StrictNamespace(SimpleNamespace):
-    """NumPy, except that array-creating functions return :class:`StrictArray`."""
-
-    def __getattr__(self, name):
-        attr = getattr(numpy, name)
-        if name in _STRICT_CREATORS:
-            def create(*args, **kwargs):
-                if name.endswith("_like"):
-                    _check_no_host_arrays(args[:1], f"numpy.{name}")
-                if name in _STRICT_UPLOADERS and not isinstance(args[0] if args else None,
-                                                                StrictArray):
-                    _count_transfer("to_device")
-                return _wrap(attr(*_unwrap(args), **_unwrap(kwargs)))
-            create.__name__ = name
-            return create
-        if name in _STRICT_DATA_SIZED:
-            def data_sized(*args, **kwargs):
-                _count_transfer("scalars")
-                return attr(*args, **kwargs)  # dispatches to StrictArray.__array_function__
-            data_sized.__name__ = name
-            return data_sized
-        return attr
-
-
-strict_xp = _StrictNamespace(__name__="minibern.strict")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,7 +189,7 @@ def get_array_module(*arrays):
         device = "cupy" if "cupy" in kinds else "strict"
         if kinds == {"cupy", "strict"}:
             raise TypeError("cupy arrays were mixed with strict-backend arrays; use one backend")
-        raise TypeError(_MIX_MESSAGE.format(what="", backend=device).replace("  ", " "))
+        raise TypeError(MIX_MESSAGE.format(what="", backend=device).replace("  ", " "))
     kind = kinds.pop()
     if kind == "numpy":
         return numpy
@@ -435,7 +212,7 @@ def asarray(data, dtype=None):
         data = data.get()
     if backend.name == "strict":  # counts the copy unless data is on the device already
         return backend.xp.asarray(data, dtype=dtype)
-    return backend.xp.asarray(_unwrap(data), dtype=dtype)
+    return backend.xp.asarray(unwrap(data), dtype=dtype)
 
 
 def to_numpy(array) -> numpy.ndarray:
@@ -443,7 +220,7 @@ def to_numpy(array) -> numpy.ndarray:
     if _is_cupy_array(array):
         return array.get()
     if isinstance(array, StrictArray):
-        _count_transfer("to_host")
+        count_transfer("to_host")
         return numpy.array(array.view(numpy.ndarray))
     return numpy.asarray(array)
 
@@ -451,7 +228,7 @@ def to_numpy(array) -> numpy.ndarray:
 def to_float(value) -> float:
     """A Python float from a 0-d array of any backend (or a scalar): one scalar pull."""
     if isinstance(value, StrictArray):
-        _count_transfer("scalars")
+        count_transfer("scalars")
         return float(value.view(numpy.ndarray))
     return float(to_numpy(value))
 

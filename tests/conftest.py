@@ -3,12 +3,17 @@
 The backend list can be narrowed with ``MINIBERN_TEST_BACKENDS=numpy,strict``. Tests that only
 touch host data (file parsing, the CLI's argument checks) carry ``pytest.mark.host_only`` and
 run once, under numpy.
+
+A test that asks for the ``kernels_name`` fixture (or a module with
+``pytestmark = pytest.mark.usefixtures("kernels_name")``) runs once per kernel path,
+``fast`` and ``reference`` (:mod:`minibern.kernels`), on every backend.
 """
 import os
 
 import pytest
 
 from minibern import backend as B
+from minibern import kernels
 
 
 def _test_backends():
@@ -30,6 +35,8 @@ def pytest_generate_tests(metafunc):
         host_only = metafunc.definition.get_closest_marker("host_only") is not None
         names = ["numpy"] if host_only else _test_backends()
         metafunc.parametrize("backend_name", names, scope="function")
+    if "kernels_name" in metafunc.fixturenames:
+        metafunc.parametrize("kernels_name", kernels.NAMES, indirect=True, scope="function")
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +49,13 @@ def backend_name(request):
 def _use_backend(backend_name):
     with B.use_backend(backend_name) as backend:
         yield backend
+
+
+@pytest.fixture
+def kernels_name(request):
+    """The kernel path (``fast`` or ``reference``) the layers run on for this test."""
+    with kernels.using(request.param) as name:
+        yield name
 
 
 @pytest.fixture

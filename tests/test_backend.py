@@ -140,3 +140,18 @@ def test_shared_zeros_match_shape_dtype_and_backend_and_refuse_writes(backend_na
     if backend_name == "numpy":
         with pytest.raises(ValueError, match="read-only"):
             B.shared_zeros_like(small)[0, 0] = 1.0
+
+
+@pytest.mark.host_only
+def test_the_strict_backend_lives_in_its_own_module_behind_the_backend_names():
+    from minibern import strict
+
+    for name in ("StrictArray", "strict_xp", "TransferCounts", "transfer_counts",
+                 "reset_transfer_counts", "counting_transfers"):
+        assert getattr(B, name) is getattr(strict, name), name
+    assert strict.np is np  # the NumPy the backend loaded, not a second import
+    tree = ast.parse((PACKAGE_DIR / "strict.py").read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert not {name for name in imported if name and name.startswith("minibern")}

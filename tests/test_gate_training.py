@@ -132,8 +132,8 @@ def test_the_cli_visits_the_models_default_gates_per_step_unless_told(flags, exp
 def test_a_gated_run_on_kernel_threads_repeats_its_numbers(mnist, monkeypatch):
     """With the products split over kernel threads, the same seed and thread count give the
     same θ and weights (the blocks are fixed by the count, not by which thread is faster)."""
-    from minibern import blas
-    from minibern import threads as T
+    from minibern.kernels import blas
+    from minibern.kernels import threads as T
 
     if blas.get_threads() is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads minibern can set")

@@ -1,4 +1,5 @@
-"""Every backward pass against the float64 numerical VJP (G1), and im2col/col2im adjointness."""
+"""Every backward pass against the float64 numerical VJP (G1), and im2col/col2im adjointness, on
+both kernel paths (reference and fast, :mod:`minibern.kernels`) and every backend."""
 import numpy as np
 import pytest
 
@@ -7,6 +8,8 @@ from minibern import gradcheck as G
 from minibern import layers as L
 
 TOL = 1e-6
+
+pytestmark = pytest.mark.usefixtures("kernels_name")
 
 
 @pytest.mark.parametrize("seed", range(3))

@@ -1,4 +1,5 @@
-"""Every layer's forward pass against a naive loop (tests/naive.py), over seeded random shapes."""
+"""Every layer's forward pass against a naive loop (tests/naive.py), over seeded random shapes,
+on both kernel paths (reference and fast, :mod:`minibern.kernels`) and every backend."""
 import numpy as np
 import pytest
 
@@ -7,6 +8,8 @@ from minibern import layers as L
 from tests import naive
 
 SEEDS = range(4)
+
+pytestmark = pytest.mark.usefixtures("kernels_name")
 
 
 def _float64(host):
@@ -39,33 +42,6 @@ def test_conv2d_matches_loop(seed):
     want = naive.conv2d(x, B.to_numpy(layer.params["W"]), B.to_numpy(layer.params["b"]), stride, pad)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
-
-
-def test_conv2d_chunked_batches_equal_one_batch():
-    rng = np.random.default_rng(5)
-    x = _float64(rng.standard_normal((7, 2, 6, 6)))
-    dout = _float64(rng.standard_normal((7, 3, 4, 4)))
-    whole = L.Conv2D(2, 3, 3, rng=1, dtype="float64")
-    # one example's buffer is 4*4*2*3*3*8 = 2304 bytes: chunks of 2 examples
-    chunked = L.Conv2D(2, 3, 3, rng=1, dtype="float64", max_col_bytes=2 * 2304)
-    assert len(chunked._chunks(x.shape, 8)) == 4
-    # GEMMs of other shapes may run other BLAS kernels: compare on each result's scale
-    y = B.to_numpy(whole.forward(x))
-    np.testing.assert_allclose(B.to_numpy(chunked.forward(x)), y, rtol=1e-13,
-                               atol=1e-13 * np.abs(y).max())
-    dx = B.to_numpy(whole.backward(dout))
-    np.testing.assert_allclose(B.to_numpy(chunked.backward(dout)), dx, rtol=1e-12,
-                               atol=1e-12 * np.abs(dx).max())
-    for key in ("W", "b"):  # sums over chunks: compare on the gradient's scale (summation order)
-        want = B.to_numpy(whole.grads[key])
-        np.testing.assert_allclose(B.to_numpy(chunked.grads[key]), want, rtol=1e-12,
-                                   atol=1e-12 * np.abs(want).max())
-
-
-def test_conv2d_refuses_an_example_larger_than_the_budget():
-    layer = L.Conv2D(2, 3, 3, max_col_bytes=1000)
-    with pytest.raises(ValueError, match="im2col buffer needs 1152 bytes.*max_col_bytes=1000"):
-        layer.forward(B.asarray(np.zeros((1, 2, 6, 6), np.float32)))
 
 
 @pytest.mark.parametrize("size,stride", [(2, 2), (2, 1), (3, 2), (3, 3)])

@@ -1,10 +1,13 @@
-"""Kernel threads (minibern.threads): blocks on a pool, with the numbers a thread count fixes.
+"""Kernel threads (minibern.kernels.threads): blocks on a pool, with the numbers a thread count
+fixes.
 
 The element-wise kernels split over threads must give exactly the numbers of the unsplit
 kernel (each output element is computed by the same operations in the same order); the
 layers whose matrix products split too must agree with one thread to float32 rounding and
 repeat their own bits; the split must cover every example once; an error in a block must
 surface; bad thread counts are refused with the fix; the BLAS goes to one thread and back.
+Only the fast kernels split: these tests run them, and check that the reference layers hand
+nothing to the pool.
 """
 import threading
 
@@ -12,15 +15,20 @@ import numpy as np
 import pytest
 
 from minibern import backend as B
+from minibern import kernels
 from minibern import layers as L
-from minibern import threads as T
-from minibern.layers.im2col import col2im, col2im_rows, im2col, im2col_rows
+from minibern.kernels import blas
+from minibern.kernels import pool as fast_pool
+from minibern.kernels import threads as T
+from minibern.kernels.im2col import col2im, col2im_rows, im2col, im2col_rows
 
 
 @pytest.fixture(autouse=True)
 def threads_as_found():
-    """Every test leaves the kernel threads unread and the BLAS at its own thread count."""
-    yield
+    """Every test runs the fast kernels, and leaves the kernel threads unread and the BLAS at
+    its own thread count."""
+    with kernels.using("fast"):
+        yield
     T._use(None)
 
 
@@ -146,10 +154,8 @@ def test_im2col_kernels_split_over_threads_give_the_same_bits(stride, pad, monke
 @pytest.mark.host_only
 @pytest.mark.parametrize("size,stride,height", [(2, 2, 8), (2, 2, 9), (3, 2, 9), (2, 3, 9)])
 def test_maxpool_split_over_threads_gives_the_same_bits(size, stride, height, monkeypatch):
-    from minibern.layers import pool
-
     monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
-    monkeypatch.setattr(pool, "PLANES_BYTES", 1)  # blocks of planes inside each thread's block
+    monkeypatch.setattr(fast_pool, "PLANES_BYTES", 1)  # blocks of planes inside each thread's block
     rng = np.random.default_rng(size * stride + height)
     x = rng.integers(0, 3, size=(7, 2, height, 8)).astype(np.float32)  # many ties; 8: tiled
 
@@ -196,19 +202,23 @@ def _dense_step():
 
 
 @pytest.fixture
-def products_split(monkeypatch):
+def submitted(monkeypatch):
+    """The names of the kernels handed to the pool; every kernel, however small, may split."""
+    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
+    names = set()
+    submit = T._submit
+    monkeypatch.setattr(T, "_submit", lambda kernel, blocks: names.add(kernel.__name__)
+                        or submit(kernel, blocks))
+    return names
+
+
+@pytest.fixture
+def products_split(submitted):
     """Every kernel split, products too; skipped where NumPy's BLAS cannot be set to one
     thread from Python (then the products never split)."""
-    from minibern import blas
-
     if blas.get_threads() is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads minibern can set")
-    monkeypatch.setattr(T, "MIN_PARALLEL_BYTES", 0)
-    submitted = set()
-    submit = T._submit
-    monkeypatch.setattr(T, "_submit", lambda kernel, blocks: submitted.add(kernel.__name__)
-                        or submit(kernel, blocks))
-    yield submitted
+    return submitted
 
 
 #: The layers' kernels that hold matrix products, by step.
@@ -233,6 +243,29 @@ def test_layers_split_over_threads_agree_and_repeat_their_bits(step, products_sp
 
 
 @pytest.mark.host_only
+@pytest.mark.parametrize("step", sorted(PRODUCT_KERNELS) + ["pool"])
+def test_reference_layers_hand_nothing_to_the_pool(step, submitted):
+    """The reference path is the layers' own lines: with three threads set, and every kernel
+    however small allowed to split, it runs everything on the calling thread (the fast path,
+    run the same way, hands its element-wise kernels to the pool at least)."""
+    if step == "pool":
+        x = np.random.default_rng(3).standard_normal((6, 2, 8, 8)).astype(np.float32)
+
+        def compute():
+            layer = L.MaxPool2D(2)
+            y = layer.forward(x)
+            return y, layer.backward(y)
+    else:
+        compute = _dense_step() if step == "dense" else _conv_step(step.split()[1])
+    with kernels.using("reference"), T.using_threads(3):
+        compute()
+    assert submitted == set()
+    with T.using_threads(3):
+        compute()
+    assert submitted or (step == "dense" and blas.get_threads() is None)
+
+
+@pytest.mark.host_only
 @pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
 def test_conv_with_whole_products_keeps_the_bits_of_one_thread(layout, monkeypatch):
     """Where the products stay whole (a BLAS minibern cannot set), only the element-wise
@@ -250,8 +283,6 @@ def test_conv_with_whole_products_keeps_the_bits_of_one_thread(layout, monkeypat
 
 @pytest.mark.host_only
 def test_kernel_threads_take_the_blas_to_one_thread_and_give_it_back():
-    from minibern import blas
-
     found = blas.get_threads()
     if found is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS whose threads minibern can set")

@@ -28,8 +28,8 @@ from _common import pyplot, save, tutorial_args
 
 from minibern import backend as B
 from minibern.gradcheck import check_layer, relative_error
+from minibern.kernels.im2col import col_bytes
 from minibern.layers import Conv2D, col2im, conv_output_size, im2col
-from minibern.layers.im2col import col_bytes
 
 np = B.host
 args = tutorial_args(__doc__, quick="a smaller random convolution in steps 5–6",

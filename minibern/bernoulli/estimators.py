@@ -35,7 +35,6 @@ from minibern.bernoulli.config import ESTIMATORS, check_visits
 from minibern.bernoulli.exact import ExactEstimator
 from minibern.bernoulli.flip_products import linear_change, output_layer_losses
 from minibern.bernoulli.topology import gate_layers, gate_sites
-from minibern.layers import Dense, Flatten, ReLU
 from minibern.losses import per_example_cross_entropy
 
 np = B.host
@@ -155,7 +154,7 @@ class RemovalEstimator:
         per_pair = xp.zeros(active.shape, dtype=xp.float64)  # d_{n,i}, 0 where δ_{n,i} = 0
         if int(rows.shape[0]) == 0:
             return per_pair.sum(axis=0)
-        if linear == len(net) - 1 and isinstance(net[linear], Dense) and a.ndim == 2:
+        if linear == len(net) - 1 and net[linear].op_kind == "dense" and a.ndim == 2:
             flipped = self._output_layer_losses(net[linear], net.outputs[linear], change, pairs,
                                                 rows, cols, visit_dev, labels)  # (E5′)
         else:
@@ -181,7 +180,7 @@ class RemovalEstimator:
                     h *= xp.take(layer.mask, rows, axis=0)  # (E1)
                 else:
                     h = layer.apply(h, layer.mask[rows] if layer.mask.ndim == 2 else layer.mask)
-            elif isinstance(layer, ReLU):  # values only: no backward cache needed
+            elif layer.op_kind == "relu":  # values only: no backward cache needed
                 xp.maximum(h, B.shared_zeros_like(h), out=h)  # (L5)
             else:
                 h = layer.forward(h)
@@ -192,7 +191,7 @@ class RemovalEstimator:
         """Index of the gate's consumer, the first Dense/Conv2D after it: the partial forward
         (E5) starts there, so only Flatten may stand between."""
         for k in found.downstream:
-            if not isinstance(net[k], Flatten):
+            if not net[k].flattens:
                 raise NotImplementedError(
                     f"removal estimator: gate {found.name!r} is followed by "
                     f"{type(net[k]).__name__} before a linear layer; place gates right before a "

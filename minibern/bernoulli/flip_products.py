@@ -9,8 +9,7 @@ RemovalEstimator` calls them.
 from __future__ import annotations
 
 from minibern import backend as B
-from minibern.layers import Dense
-from minibern.layers.im2col import im2col
+from minibern.kernels.im2col import im2col
 from minibern.losses import per_example_cross_entropy
 
 #: Scratch per block of (example, gate) pairs in the batched products (E5a)–(E5b), bytes.
@@ -60,14 +59,14 @@ def linear_change(layer, change, rows, cols, visit_dev):
     """
     xp = B.get_array_module(change)
     weight = layer.params["W"]
-    if isinstance(layer, Dense) and change.ndim == 2:
+    if layer.op_kind == "dense" and change.ndim == 2:
         rows_of_w = xp.take(weight[visit_dev], cols, axis=0)  # W[i, :] of every pair's gate
         rows_of_w *= change[rows, cols][:, None]
         return rows_of_w  # (E5) dense
     n_pairs, itemsize = int(rows.shape[0]), weight.dtype.itemsize
     planes = change[rows, cols]  # δ_{n,i} of every pair, (P, H, W)
     units = xp.take(visit_dev, cols)  # the gate of every pair, its index in the layer
-    if isinstance(layer, Dense):  # gate on conv filters, through Flatten
+    if layer.op_kind == "dense":  # gate on conv filters, through Flatten
         size, width = planes.shape[1] * planes.shape[2], weight.shape[1]
         blocks = weight.reshape(-1, size, width)  # (n, H·W, M): unit i's rows
         planes = planes.reshape(n_pairs, 1, size)

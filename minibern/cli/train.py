@@ -13,13 +13,13 @@ import traceback
 from pathlib import Path
 
 from minibern import backend as B
-from minibern import blas
-from minibern import threads as T
-from minibern.bernoulli.gated_models import build_model
 from minibern.bernoulli.config import (ESTIMATORS, MODEL_VISITS, GateConfig, gate_config_for,
                                        gate_settings)
+from minibern.bernoulli.gated_models import build_model
 from minibern.bernoulli.hook import GateTrainer
 from minibern.bernoulli.pruning import PruningError
+from minibern.kernels import blas
+from minibern.kernels import threads as T
 from minibern.models import MODEL_NAMES
 from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
                                        check_run_dir, device_splits, run_rngs, write_run_files)

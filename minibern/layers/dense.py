@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from minibern import backend as B
-from minibern import threads as T
+from minibern import kernels
+from minibern.kernels import dense as fast_dense
 from minibern.layers.base import Layer, check_dout, check_input, positive_int
 from minibern.layers.init import init_weight
 
@@ -33,6 +34,11 @@ class Dense(Layer):
         \frac{\partial L}{\partial X} = G W^\top            \tag{L4}
 
     where :math:`G = \partial L/\partial Y` is ``dout``.
+
+    The lines below are the reference. With the fast kernels (the default, see
+    :mod:`minibern.kernels`; ``minibern.kernels.use("reference")`` or
+    ``MINIBERN_KERNELS=reference`` switches) forward and backward hand the same equations to
+    :mod:`minibern.kernels.dense`, which splits the products over the kernel threads.
     """
 
     def __init__(self, in_features: int, out_features: int, *, rng=None, init: str = "he",
@@ -56,44 +62,22 @@ class Dense(Layer):
                 f"{tuple(x.shape)}; check the previous layer's output size"
             )
         self._x = x
-        weight, bias = self.params["W"], self.params["b"]
-        xp = B.get_array_module(x, weight)
-        y = xp.empty((x.shape[0], weight.shape[1]), dtype=xp.result_type(x.dtype, weight.dtype))
-
-        def output_rows(n0: int, n1: int) -> None:
-            xp.matmul(x[n0:n1], weight, out=y[n0:n1])  # (L1)
-            y[n0:n1] += bias  # in place: no second (N, M) array
-
-        T.over_blocks(output_rows, x.shape[0], (x.size + weight.size + y.size) * y.itemsize, xp,
-                      products=True)
-        return y
+        if kernels.fast():
+            return fast_dense.forward(x, self.params["W"], self.params["b"])
+        return x @ self.params["W"] + self.params["b"]  # (L1)
 
     def _backward(self, dout, input_grad: bool):
         """(L2)–(L3), and (L4) only if ``input_grad``: the first layer's input gradient is one
         GEMM nobody needs (:meth:`Layer.param_backward`)."""
         self._check_backward_ready(self._x)
-        x = self._x
-        check_dout(self, dout, (x.shape[0], self.params["W"].shape[1]))
-        weight = self.params["W"]
-        xp = B.get_array_module(dout, x)
-        grad_w = xp.empty(weight.shape, dtype=xp.result_type(x.dtype, dout.dtype))
-        nbytes = (x.size + dout.size + grad_w.size) * grad_w.itemsize
-
-        def weight_columns(m0: int, m1: int) -> None:  # each keeps the whole sum over examples
-            xp.matmul(x.T, dout[:, m0:m1], out=grad_w[:, m0:m1])  # (L2)
-
-        T.over_blocks(weight_columns, weight.shape[1], nbytes, xp, products=True)
-        self.grads["W"] = grad_w
+        x, weight = self._x, self.params["W"]
+        check_dout(self, dout, (x.shape[0], weight.shape[1]))
+        if kernels.fast():
+            self.grads["W"], self.grads["b"], dx = fast_dense.backward(x, weight, dout, input_grad)
+            return dx
+        self.grads["W"] = x.T @ dout  # (L2)
         self.grads["b"] = dout.sum(axis=0)  # (L3)
-        if not input_grad:
-            return None
-        dx = xp.empty(x.shape, dtype=xp.result_type(dout.dtype, weight.dtype))
-
-        def input_rows(n0: int, n1: int) -> None:
-            xp.matmul(dout[n0:n1], weight.T, out=dx[n0:n1])  # (L4)
-
-        T.over_blocks(input_rows, x.shape[0], nbytes, xp, products=True)
-        return dx
+        return dout @ weight.T if input_grad else None  # (L4)
 
     # -- what the layer is (minibern.layers.base) ---------------------------------------------
     is_linear = True

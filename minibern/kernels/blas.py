@@ -6,8 +6,9 @@ NumPy does not expose its BLAS's thread count. The OpenBLAS builds of NumPy's wh
 process's memory map and calls them. Where it cannot (another BLAS, another OS), :func:`info`
 says so and :func:`set_threads` returns False, leaving the BLAS as it is.
 
-:mod:`minibern.threads` uses it: with two or more kernel threads the matrix products are split
-over those threads too, which needs a BLAS that runs each product on the calling thread alone.
+:mod:`minibern.kernels.threads` uses it: with two or more kernel threads the matrix products
+are split over those threads too, which needs a BLAS that runs each product on the calling
+thread alone.
 """
 from __future__ import annotations
 

@@ -5,10 +5,11 @@ of max pooling) on the calling thread only, whatever the BLAS thread count, and 
 splits the small products of a LeNet step over its threads poorly. NumPy releases the GIL
 inside its loops and its products, so the same work on disjoint blocks can run on several
 threads at once. :func:`over_blocks` does that for the kernels that cost the most: im2col and
-col2im (:mod:`minibern.layers.im2col`), max pooling (:class:`~minibern.layers.MaxPool2D`),
-and the matrix products of :class:`~minibern.layers.Conv2D` and
-:class:`~minibern.layers.Dense` (forward and input gradient by blocks of examples, weight
-gradient by blocks of its columns).
+col2im (:mod:`minibern.kernels.im2col`), max pooling (:mod:`minibern.kernels.pool`), and
+the matrix products of the fast Conv2D and Dense kernels (:mod:`minibern.kernels.conv`,
+:mod:`minibern.kernels.dense`: forward and input gradient by blocks of examples, weight
+gradient by blocks of its columns). The reference kernels (:mod:`minibern.kernels`) never
+split.
 
 **Which numbers.** A block's outputs are computed by the same operations on the same inputs
 as in the unsplit kernel; a sum *over* the split axis (a bias gradient, a weight gradient over
@@ -22,7 +23,7 @@ numbers (``tests/test_threads.py``, ``tests/test_gate_training.py``).
 
 **The BLAS.** Splitting the products over the kernel threads needs a BLAS that runs each
 product on its calling thread alone. So with two or more kernel threads minibern sets NumPy's
-BLAS to one thread (:mod:`minibern.blas`; process-wide) and gives it back its earlier count
+BLAS to one thread (:mod:`minibern.kernels.blas`; process-wide) and gives it back its earlier count
 when set back to one. Where the BLAS cannot be set from Python (not OpenBLAS), the products
 stay whole on the BLAS's own threads and only the element-wise kernels split.
 
@@ -49,7 +50,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from minibern import backend as B
-from minibern import blas
+from minibern.kernels import blas
 
 ENV_VAR = "MINIBERN_THREADS"
 
