@@ -28,7 +28,7 @@ def _is_dict_list(value) -> bool:
     return isinstance(value, list) and all(isinstance(item, dict) for item in value)
 
 
-#: meta field -> (check, what it must be). ``hook_settings`` and ``host`` (the thread counts)
+#: meta field -> (check, what it must be). ``hook_settings`` and ``threads`` (the thread counts)
 #: are optional: checkpoints written before they were recorded lack them.
 REQUIRED = {
     "epoch": (_is_int, "the number of epochs trained, an integer >= 0"),
@@ -44,7 +44,7 @@ REQUIRED = {
 }
 OPTIONAL = {
     "hook_settings": (_is_dict_list, "a list of the hooks' settings (objects)"),
-    "host": (lambda v: isinstance(v, dict) and all(
+    "threads": (lambda v: isinstance(v, dict) and all(
         value is None or _is_int(value) for value in v.values()),
         "the run's thread counts, an object of integers"),
 }

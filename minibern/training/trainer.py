@@ -164,7 +164,7 @@ RESUME_MAY_CHANGE = ("epochs", "eval_batch_size")
 
 #: Checkpoint meta key of :func:`thread_counts`: the host's execution settings that fix a run's
 #: bits besides its configuration.
-THREADS_KEY = "host"
+THREADS_KEY = "threads"
 
 
 def thread_counts() -> dict:
