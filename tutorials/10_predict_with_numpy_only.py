@@ -44,7 +44,8 @@ def _check(m, ops):
         kind = str(op.get("kind", ""))
         missing = [key for key in NEEDS.get(kind, ()) if key not in op]
         if kind not in NEEDS or missing:
-            what = f"unknown kind {kind!r}" if kind not in NEEDS else f"lacks {', '.join(missing)}"
+            what = (f"has an unknown op kind {kind!r}" if kind not in NEEDS
+                    else f"lacks {', '.join(missing)}")
             raise ValueError(f"op {i} of the model {what}; export it again")
         if kind == "select" and not (op["index"].ndim == 1 and op["index"].dtype.kind in "iu"):
             raise ValueError(f"op {i} (select): its index is not a list of integers; export it again")
