@@ -22,12 +22,15 @@ is the number of cores used.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,14 +54,79 @@ class SweepError(RuntimeError):
     """A run of the grid failed; the message names it and its log."""
 
 
+class Children:
+    """The training processes running now, so that a signal to the sweep reaches them:
+    :meth:`stop` forwards SIGTERM or SIGINT to each and keeps new ones from starting; the
+    workers then wait for them to exit (each keeps its last checkpoint)."""
+
+    def __init__(self):
+        self.lock = threading.RLock()  # stop() may run inside itself (a second signal)
+        self.running: set = set()
+        self.stopped_by: int | None = None
+
+    def start(self, command, stderr) -> subprocess.Popen | None:
+        with self.lock:
+            if self.stopped_by is not None:
+                return None
+            # A session of its own: a Ctrl-C at the terminal reaches the sweep, which forwards
+            # it once, rather than every child twice.
+            child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr,
+                                     env={**os.environ, **ONE_THREAD}, start_new_session=True)
+            self.running.add(child)
+            return child
+
+    def finished(self, child) -> None:
+        with self.lock:
+            self.running.discard(child)
+
+    def stop(self, signum, frame=None) -> None:
+        with self.lock:
+            first = self.stopped_by is None
+            self.stopped_by = signum if first else self.stopped_by
+            for child in self.running:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signal.SIGTERM if signum == signal.SIGTERM else signal.SIGINT)
+        if first:
+            print(f"{signal.Signals(signum).name}: stopping {len(self.running)} run(s); each keeps "
+                  "its last checkpoint", file=sys.stderr, flush=True)
+
+
+CHILDREN = Children()
+
+
 def run_dir(root: Path, grid: str, run: str) -> Path:
     return root / grid / run
+
+
+def read_metrics(path: Path) -> dict:
+    """A run's metrics.json; SweepError naming it if it is unreadable."""
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(metrics, dict):
+            raise ValueError("not a JSON object")
+        return metrics
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise SweepError(f"{path} is unreadable ({error}); delete it and run the grid again (its "
+                         "checkpoint is resumed, so nothing is trained twice)") from error
+
+
+def finished(directory: Path) -> bool:
+    """Whether the run in ``directory`` is done: metrics.json without an export failure.
+    SweepError if its metrics.json is unreadable or says the export failed."""
+    path = directory / "metrics.json"
+    if not path.exists():
+        return False
+    export_error = read_metrics(path).get("export_error")
+    if export_error:
+        raise SweepError(f"{directory} finished training but its model.npz was not written "
+                         f"({export_error}); see its train.log")
+    return True
 
 
 def train(root: Path, grid: str, run: str, args: list[str], data: str | None) -> str:
     """Train one run unless it is finished; returns what was done ("skipped", "trained", ...)."""
     directory = run_dir(root, grid, run)
-    if (directory / "metrics.json").exists():
+    if finished(directory):
         return "skipped"
     command = [sys.executable, "-m", "minibern", "train", *args, "--quiet",
                "--out", str(directory)]
@@ -71,10 +139,17 @@ def train(root: Path, grid: str, run: str, args: list[str], data: str | None) ->
     directory.parent.mkdir(parents=True, exist_ok=True)
     log = directory.parent / f"{run}.stderr"
     with open(log, "w", encoding="utf-8") as stderr:
-        result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=stderr,
-                                env={**os.environ, **ONE_THREAD})
-    if result.returncode != 0:
-        raise SweepError(f"run {grid}/{run} failed (exit {result.returncode}); see {log}")
+        child = CHILDREN.start(command, stderr)
+        if child is None:
+            log.unlink()
+            return "not started (the sweep was stopped)"
+        try:
+            returncode = child.wait()
+        finally:
+            CHILDREN.finished(child)
+    if returncode != 0:
+        stopped = " (stopped by the sweep's signal; rerun to continue)" if CHILDREN.stopped_by else ""
+        raise SweepError(f"run {grid}/{run} failed (exit {returncode}){stopped}; see {log}")
     log.unlink()
     return done
 
@@ -154,8 +229,7 @@ def table(root: Path, grid: str) -> tuple[list[str], list[list[str]]]:
         path = run_dir(root, grid, name) / "metrics.json"
         if path.exists():
             config = name.rsplit("_seed", 1)[0]
-            configs.setdefault(config, []).append(run_numbers(json.loads(path.read_text()),
-                                                              path.parent))
+            configs.setdefault(config, []).append(run_numbers(read_metrics(path), path.parent))
     columns: list[str] = []
     for runs in configs.values():
         for numbers in runs:
@@ -200,7 +274,7 @@ def spread(root: Path, grid: str, reference) -> tuple[list[str], list[list[str]]
         path = run_dir(root, grid, name) / "metrics.json"
         if path.exists():
             config = name.rsplit("_seed", 1)[0]
-            means.setdefault(config, []).append(json.loads(path.read_text())["architecture"])
+            means.setdefault(config, []).append(read_metrics(path)["architecture"])
     against = (reference if isinstance(reference, dict)
                else {config: reference for config in means})
     rows, width = [], 0
@@ -337,12 +411,36 @@ def main(argv=None) -> int:
     if args.command == "run":
         if args.jobs < 1:
             parser.error(f"--jobs must be >= 1, got {args.jobs}")
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, CHILDREN.stop)
         failures = run_grid(args.root, args.grid, args.jobs, args.data, args.only)
+        if CHILDREN.stopped_by is not None:
+            print(f"error: sweep stopped by {signal.Signals(CHILDREN.stopped_by).name}; every run "
+                  "started has exited and kept its last checkpoint: run the same command to "
+                  "continue", file=sys.stderr)
+            return 128 + CHILDREN.stopped_by
         print(write_table(args.root, args.grid), end="")
         return 1 if failures else 0
     print(write_table(args.root, args.grid), end="")
     return 0
 
 
+def run_main(argv=None) -> int:
+    """:func:`main` with every failure as one message: a run's, or an unreadable run file."""
+    try:
+        return main(argv)
+    except SweepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, KeyError) as error:  # a run file the other sections read
+        print(f"error: {type(error).__name__}: {error}; a run file under --root is unreadable or "
+              "not minibern's: delete that run's folder (or restore it) and run again",
+              file=sys.stderr)
+        return 1
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main())

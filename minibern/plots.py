@@ -300,9 +300,9 @@ def main(argv=None) -> int:
         return 2
     try:
         paths = plot_run(run_dir, args.out)
-    except (ValueError, KeyError, OSError, RuntimeError, zipfile.BadZipFile) as error:  # unreadable
-        # or partial files
-        kind = type(error).__name__ if isinstance(error, KeyError) else ""
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError, OSError, RuntimeError,
+            EOFError, zipfile.BadZipFile) as error:  # unreadable, partial or foreign files
+        kind = "" if isinstance(error, ValueError) else type(error).__name__
         print(f"error: cannot plot {run_dir}: {kind}{' ' if kind else ''}{error}. The run files "
               "may be incomplete (a run still in its first epoch?) or from another program",
               file=sys.stderr)

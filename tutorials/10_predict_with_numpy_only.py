@@ -24,12 +24,34 @@ as raw pixels and divided by 255 here; float images are used as given.
 import argparse
 import gzip
 import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view as windows
 
 FORMAT, VERSION = "minibern-export", 1
+
+#: Each op kind and the arrays it needs (a damaged file is refused before anything runs).
+NEEDS = {"select": ("index",), "dense": ("W", "b"), "conv": ("W", "b", "pad", "stride"),
+         "maxpool": ("size", "stride"), "relu": (), "flatten": ()}
+MAX_FILE_BYTES = 64 * 2**20  # more than any MNIST file holds
+
+
+def _check(m, ops):
+    """ValueError naming the first op a damaged model gets wrong, or a model with no layers."""
+    for i, op in enumerate(ops):
+        kind = str(op.get("kind", ""))
+        missing = [key for key in NEEDS.get(kind, ()) if key not in op]
+        if kind not in NEEDS or missing:
+            what = (f"has an unknown op kind {kind!r}" if kind not in NEEDS
+                    else f"lacks {', '.join(missing)}")
+            raise ValueError(f"op {i} of the model {what}; export it again")
+        if kind == "select" and not (op["index"].ndim == 1 and op["index"].dtype.kind in "iu"):
+            raise ValueError(f"op {i} (select): its index is not a list of integers; export it again")
+    if not any(str(op["kind"]) in ("dense", "conv") for op in ops):
+        raise ValueError("the model has no dense or conv layer (a damaged or empty export); "
+                         "export it again")
 
 
 def _ops(m):
@@ -43,12 +65,20 @@ def _ops(m):
         raise ValueError(f"not a {FORMAT} model of version {VERSION} (format {m.get('format')}, "
                          f"version {m.get('version')}); re-export it with minibern.bernoulli.export")
     try:
-        ops = [{k.split("/")[1]: m[k] for k in m if k.startswith(f"op{i}/")}
-               for i in range(int(m["n_ops"]))]
+        present = {key.split("/")[0] for key in m if key.startswith("op") and "/" in key}
+        n_ops = int(m["n_ops"])
+        if not 1 <= n_ops <= len(present):
+            raise ValueError(f"n_ops is {n_ops}, but the file holds {len(present)} ops")
+        ops = [{} for _ in range(n_ops)]
+        for key in m:
+            name, _, field = key.partition("/")
+            if name.startswith("op") and name[2:].isdigit() and int(name[2:]) < n_ops:
+                ops[int(name[2:])][field] = m[key]
         tuple(int(s) for s in m["input_shape"])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"a damaged {FORMAT} model ({type(error).__name__}: {error}); "
                          "export it again") from error
+    _check(m, ops)
     return m, ops
 
 
@@ -62,13 +92,20 @@ def logits(model, images, batch_size=1000):
                          f"(N, ...) with {int(np.prod(shape))} values per image, e.g. (N, 784), "
                          "(N, 28, 28) or (N, 1, 28, 28)")
     x = x.reshape((x.shape[0],) + shape)
-    return np.concatenate([_run(ops, x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    try:
+        return np.concatenate([_run(ops, x[i:i + batch_size])
+                               for i in range(0, len(x), batch_size)])
+    except (IndexError, TypeError, ValueError) as error:  # arrays that do not fit each other
+        raise ValueError(f"the model's ops do not fit together ({type(error).__name__}: "
+                         f"{error}); the file is damaged: export it again") from error
 
 
 def _run(ops, x):
     for op in ops:
         kind = str(op["kind"])
         if kind == "select":
+            if op["index"].size and not 0 <= op["index"].min() <= op["index"].max() < x.shape[1]:
+                raise IndexError(f"select index outside the {x.shape[1]} features it selects from")
             x = x[:, op["index"]]
         elif kind == "dense":
             x = x @ op["W"] + op["b"]
@@ -98,8 +135,11 @@ def read_idx(path, ndim):
     if not path.exists() and Path(str(path) + ".gz").exists():
         path = Path(str(path) + ".gz")
     try:
-        raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
-    except (OSError, EOFError) as error:  # missing, unreadable, corrupt gzip
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            raise OSError(f"more than the {MAX_FILE_BYTES} bytes any MNIST file holds")
+    except (OSError, EOFError, zlib.error) as error:  # missing, unreadable, corrupt gzip
         raise ValueError(f"cannot read {path} ({error}); point --data at a folder holding "
                          "MNIST's t10k IDX files") from error
     shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
@@ -123,6 +163,13 @@ def main(argv=None) -> int:
     except ValueError as error:  # every problem of the model or the data, named
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except MemoryError:
+        print(f"error: out of memory running {args.model}; is it a minibern export?",
+              file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
     print(f"tutorial 10: {args.model} with NumPy alone: test error {100 * error:.2f}% "
           f"on {len(labels)} images")
     return 0

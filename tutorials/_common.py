@@ -15,10 +15,12 @@ the kernel's own command line is ignored and the defaults are used.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import minibern
+from minibern.cli.__main__ import describe_failure
 from minibern.plots import pyplot, save_figure as save  # noqa: F401 (re-exported)
 
 
@@ -26,10 +28,42 @@ def _in_notebook() -> bool:
     return "ipykernel" in sys.modules
 
 
+def _report_failure(kind, error, trace) -> None:
+    """``sys.excepthook`` of a tutorial run as a script: the CLI's one message on stderr
+    (:func:`minibern.cli.__main__.describe_failure`) instead of a traceback; Python then exits
+    with status 1 (interrupted: by the signal). ``MINIBERN_DEBUG=1`` shows the traceback."""
+    if os.environ.get("MINIBERN_DEBUG") or not isinstance(error, BaseException):
+        sys.__excepthook__(kind, error, trace)
+        return
+    message, _ = describe_failure(error, Path(sys.argv[0]).name)
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _check_args(parser, args) -> None:
+    """The options every tutorial shares, and the environment they read, checked up front: a
+    bad one is a usage error (exit 2) naming it."""
+    from minibern.kernels import threads
+
+    if args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
+    if getattr(args, "epochs", 1) < 1:
+        parser.error(f"--epochs must be a positive integer, got {args.epochs}")
+    if not str(args.out).strip() or Path(args.out).is_file():
+        parser.error(f"--out {args.out!r} is not a folder; choose a folder for the figures")
+    try:
+        if args.backend:
+            minibern.set_backend(args.backend)
+        minibern.backend.get_backend()  # $MINIBERN_BACKEND too
+        threads.get_threads()  # $MINIBERN_THREADS
+    except (ValueError, RuntimeError) as error:  # no CuPy or no GPU, a bad variable: say so
+        parser.error(str(error))
+
+
 def tutorial_args(doc: str, *, quick: str, out: str, extra=None, argv=None):
     """Parse the tutorial's options; ``quick`` says what ``--quick`` shortens, ``out`` is the
     default output folder, ``extra(parser)`` may add options. Returns the argparse namespace
-    with ``out`` as a created :class:`~pathlib.Path`."""
+    with ``out`` as a created :class:`~pathlib.Path`. Outside a notebook, a failure later in
+    the script ends in the CLI's one message instead of a traceback (:func:`_report_failure`)."""
     parser = argparse.ArgumentParser(description=doc.strip().splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("numpy", "cupy", "strict"), default=None,
@@ -40,11 +74,9 @@ def tutorial_args(doc: str, *, quick: str, out: str, extra=None, argv=None):
     if extra is not None:
         extra(parser)
     args = parser.parse_args([] if argv is None and _in_notebook() else argv)
-    if args.backend:
-        try:
-            minibern.set_backend(args.backend)
-        except minibern.backend.BackendUnavailableError as error:  # no CuPy or no GPU: say so
-            parser.error(str(error))
+    if not _in_notebook():
+        sys.excepthook = _report_failure
+    _check_args(parser, args)
     args.out = Path(args.out)
     args.out.mkdir(parents=True, exist_ok=True)
     return args

@@ -12,6 +12,23 @@ COMMANDS = {
 }
 
 
+def describe_failure(error: BaseException, command: str) -> tuple[str, int]:
+    """The one message and exit status for an exception that reached the top of ``command``
+    (a CLI command or a tutorial script): a ValueError is minibern's way of naming a bad value
+    and its fix, so its message is shown as is; anything else unexpected is called a bug."""
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted", 130
+    if isinstance(error, MemoryError):
+        return f"out of memory in `{command}`{': ' + str(error) if error.args else ''}; try " \
+               "smaller settings", 1
+    if isinstance(error, ValueError):  # a bad value, named with its fix
+        return str(error), 1
+    if isinstance(error, (OSError, RuntimeError)):  # the file system, a device, a backend
+        return f"{type(error).__name__}: {error}", 1
+    return (f"unexpected {type(error).__name__}: {error}; this is a bug in minibern — please "
+            "report it (MINIBERN_DEBUG=1 shows the traceback)", 1)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
@@ -26,21 +43,14 @@ def main(argv=None) -> int:
     module = __import__(module_name, fromlist=[function])
     try:  # each command names its own errors; this is the net under them: never a traceback
         return getattr(module, function)(argv[1:])
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
-    except MemoryError:
-        print(f"error: out of memory in `{argv[0]}`; try smaller settings", file=sys.stderr)
-        return 1
-    except (OSError, RuntimeError) as error:  # the file system, a device, a missing backend
-        print(f"error: {type(error).__name__}: {error}", file=sys.stderr)
-        return 1
     except Exception as error:
         if os.environ.get("MINIBERN_DEBUG"):
             raise
-        print(f"error: unexpected {type(error).__name__}: {error}; this is a bug in minibern — "
-              "please report it (MINIBERN_DEBUG=1 shows the traceback)", file=sys.stderr)
-        return 1
+        message, status = describe_failure(error, argv[0])
+    except KeyboardInterrupt as error:
+        message, status = describe_failure(error, argv[0])
+    print(f"error: {message}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

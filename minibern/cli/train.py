@@ -8,6 +8,8 @@ uninterrupted run.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -21,8 +23,10 @@ from minibern.bernoulli.pruning import PruningError
 from minibern.kernels import blas
 from minibern.kernels import threads as T
 from minibern.models import MODEL_NAMES
+from minibern.training.lock import RunLocked, run_lock
 from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
-                                       check_run_dir, device_splits, run_rngs, write_run_files)
+                                       check_out_path, check_run_dir, device_splits, run_rngs,
+                                       write_run_files)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,18 +144,31 @@ def gate_config_from_args(args) -> GateConfig:
         audit=not args.no_audit)
 
 
-def main(argv=None) -> int:
-    """Run ``python -m minibern train``; returns the exit status: 0 done, 1 a failure during
-    the run, 2 a bad command line, 130 interrupted. Every failure ends in one message naming
-    the problem and the fix, never a traceback (an unexpected one goes to train.log)."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:  # every setting is checked in one place: TrainConfig.validate, GateConfig.validate
-        config = config_from_args(args).validate()
-        gate_config = gate_config_from_args(args).validate() if args.gates else None
-    except ValueError as error:
-        parser.error(f"{error} (see --help)")
-    out = Path(args.out)
+class Terminated(Exception):
+    """SIGTERM arrived (a runner or the system stopping the run); see :func:`_on_sigterm`."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _check_gate_flags(parser, args) -> None:
+    """A gate option given without --gates would silently do nothing: refuse it."""
+    if args.gates:
+        return
+    group = next(g for g in parser._action_groups if g.title.startswith("Bernoulli gates"))
+    given = [action.option_strings[0] for action in group._group_actions
+             if action.dest != "gates" and hasattr(args, action.dest)
+             and getattr(args, action.dest) != action.default]
+    if given:
+        parser.error(f"{', '.join(given)} set(s) the Bernoulli gates, but this run has none: add "
+                     "--gates, or leave the option out")
+
+
+def _open_run(parser, args, config, gate_config):
+    """Select the backend and threads, lock ``--out`` and check it may receive this run; returns
+    ``(out, lock, notes, created)`` with the lock held. A problem is a usage error (exit 2)."""
+    out, lock, created = Path(args.out), None, False
     try:
         if args.backend:
             B.set_backend(args.backend)
@@ -159,12 +176,46 @@ def main(argv=None) -> int:
         if args.threads is not None:
             T.set_threads(args.threads)
         T.get_threads()  # $MINIBERN_THREADS too: a bad count is a usage error
-        check_run_dir(out, args.resume, config, [gate_settings(gate_config)] if gate_config else [])
+        check_out_path(args.out)
+        created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
-        log_file = open(out / "train.log", "a", encoding="utf-8")
-    except (ValueError, RuntimeError) as error:  # a backend, an existing run, a resume mismatch
+        notes = []
+        lock = run_lock(out, notes.append)
+        lock.__enter__()  # before the check: two runs started at once cannot both pass it
+        check_run_dir(out, args.resume, config, [gate_settings(gate_config)] if gate_config else [])
+        return out, lock, notes, created
+    except (ValueError, RuntimeError, OSError) as error:  # a backend, an existing run, a lock,
+        # a resume mismatch, an unwritable folder
+        if lock is not None:
+            lock.__exit__(None, None, None)
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # a mistyped --out is not left behind
+        if isinstance(error, OSError) and not isinstance(error, RunLocked):
+            parser.error(f"cannot write the run directory {out} ({error}); choose another --out")
         parser.error(str(error))
+
+
+def main(argv=None) -> int:
+    """Run ``python -m minibern train``; returns the exit status: 0 done, 1 a failure during
+    the run, 2 a bad command line or a run directory in use, 130 interrupted, 143 terminated
+    (SIGTERM). Every failure ends in one message naming the problem and the fix, never a
+    traceback (an unexpected one goes to train.log). ``--out`` is locked for the run's life
+    (:mod:`minibern.training.lock`)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_gate_flags(parser, args)
+    try:  # every setting is checked in one place: TrainConfig.validate, GateConfig.validate
+        config = config_from_args(args).validate()
+        gate_config = gate_config_from_args(args).validate() if args.gates else None
+    except ValueError as error:
+        parser.error(f"{error} (see --help)")
+    out, lock, notes, _ = _open_run(parser, args, config, gate_config)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        log_file = open(out / "train.log", "a", encoding="utf-8")
     except OSError as error:
+        lock.__exit__(None, None, None)
         parser.error(f"cannot write the run directory {out} ({error}); choose another --out")
 
     def log(message: str) -> None:
@@ -174,33 +225,54 @@ def main(argv=None) -> int:
             print(message, flush=True)
 
     try:
+        for note in notes:
+            log(note)
+        return _run_guarded(args, config, gate_config, out, log, log_file)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        log_file.close()
+        lock.__exit__(None, None, None)
+
+
+def _run_guarded(args, config, gate_config, out, log, log_file) -> int:
+    """:func:`_train`, every exception turned into one message and an exit status."""
+    kept = "the last checkpoint, if any, is kept"
+    try:
         return _train(args, config, gate_config, out, log, log_file)
     except (TrainingDiverged, PruningError, ValueError) as error:  # divergence, a disconnected
         # network, data or checkpoint problems
         return _fail(log_file, error)
-    except MemoryError:
+    except MemoryError as error:
+        if error.args:  # a message of our own (reading MNIST)
+            return _fail(log_file, error)
         return _fail(log_file, f"out of memory (backend {B.get_backend().name}); lower "
                      f"--batch-size (now {config.batch_size}) or --width-mult (now "
-                     f"{config.width_mult}); the last checkpoint, if any, is kept")
+                     f"{config.width_mult}); {kept}")
     except KeyboardInterrupt:
-        return _fail(log_file, "interrupted; the last checkpoint, if any, is kept: run the same "
-                     "command with --resume to continue", status=130)
+        return _fail(log_file, f"interrupted; {kept}: run the same command with --resume to "
+                     "continue", status=130)
+    except Terminated:
+        return _fail(log_file, f"terminated (SIGTERM); {kept}: run the same command with "
+                     "--resume to continue", status=143)
     except (OSError, RuntimeError) as error:  # the file system (full, read-only), the device
-        return _fail(log_file, f"{type(error).__name__}: {error}; the last checkpoint, if any, is "
-                     "kept: fix the cause and run the same command with --resume")
+        return _fail(log_file, f"{type(error).__name__}: {error}; {kept}: fix the cause and run "
+                     "the same command with --resume")
     except Exception as error:  # a bug: keep its traceback in train.log, not on the terminal
         log_file.write(traceback.format_exc())
         return _fail(log_file, f"unexpected {type(error).__name__}: {error}; this is a bug in "
                      f"minibern — please report it with the traceback in {out / 'train.log'}")
-    finally:
-        log_file.close()
 
 
 def _train(args, config, gate_config, out, log, log_file) -> int:
     """The run itself (see :func:`main`, which turns its exceptions into messages)."""
     from minibern.data import load_mnist
 
-    data = load_mnist(args.data)
+    try:
+        data = load_mnist(args.data)
+    except MemoryError:
+        where = args.data or "the default folder"
+        raise MemoryError(f"out of memory while reading MNIST from {where}; check that its "
+                          "files are MNIST's") from None
     net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
                       init=config.init, init_scale=config.init_scale, gates=args.gates,
                       theta_init=args.theta_init)

