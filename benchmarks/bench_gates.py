@@ -38,6 +38,12 @@ un-gated, alternated::
 
     python benchmarks/bench_gates.py --first-epoch --rounds 3
 
+``--ops`` counts the device operations of a gated step by part (the same parts; what a GPU
+would launch, each a kernel: ``minibern.backend.counting_ops``) and of the un-gated step, for
+both LeNets at full width and, with ``--ops-run RUN``, at a run's states after ``--epochs-at``::
+
+    python benchmarks/bench_gates.py --ops --ops-run experiments/runs/lenet300/gated_seed0 --epochs-at 3 20
+
 All modes end with the host↔device transfers of a gated step after the first, as the strict
 backend counts them (copies to the device / to the host / scalar pulls, which a GPU waits for;
 ``minibern.backend.counting_transfers``) — a small constant that does not depend on the widths
@@ -355,8 +361,8 @@ def step_ops(make_trainer) -> tuple[dict, float]:
 def print_step_ops(make_trainer, title: str) -> None:
     """One table: the device operations per step of each gated part and of the un-gated step."""
     gated, plain = step_ops(make_trainer)
-    print(f"\n{title}; device operations per step (strict backend, mean of the steps after the "
-          "first)\n")
+    print(f"\n{title}; device operations per step (strict backend, `B.counting_ops`; mean of "
+          "the steps after the first)\n")
     print("| part | ops per gated step |")
     print("|---|---|")
     order = sorted((k for k in gated if k != "step, total"),
@@ -366,6 +372,22 @@ def print_step_ops(make_trainer, title: str) -> None:
     print(f"| gated step, total | {gated['step, total']:.1f} |")
     print(f"| un-gated step, total | {plain:.1f} |")
     print(f"| gates' own (gated − un-gated) | {gated['step, total'] - plain:.1f} |")
+
+
+def model_ops(data, model: str, steps: int = 10) -> None:
+    """:func:`print_step_ops` of the full-width gated step of ``model`` (every θ = 1 at the
+    start, so the first steps' masks are the identity until θ moves)."""
+    print_step_ops(lambda gates: model_trainer(data, model, gates, 100 * steps),
+                   f"{model}, full width, {steps} steps from the start")
+
+
+def run_ops(data, run: Path, epoch: int, steps: int = 10) -> None:
+    """:func:`print_step_ops` of a LeNet-300-100 run's state after ``epoch`` against the
+    un-gated step of the same arrays."""
+    theta, gate_config = run_state(run, epoch)
+    trainers = {True: gated_trainer, False: pruned_plain_trainer}
+    print_step_ops(lambda gates: trainers[gates](data, theta, gate_config, steps),
+                   f"{run} after epoch {epoch}")
 
 
 def first_epoch(data, model: str, rounds: int) -> None:
@@ -423,7 +445,13 @@ def main(argv=None) -> int:
                         help="a whole first epoch of both LeNets, gated against un-gated")
     target.add_argument("--transfers", action="store_true",
                         help="only count the transfers of a gated step (default settings)")
+    target.add_argument("--ops", action="store_true",
+                        help="count the device operations of a gated step by part, and of the "
+                             "un-gated step, for both LeNets (with --run: at --epochs-at too)")
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
+    parser.add_argument("--ops-run", default=None,
+                        help="with --ops: also count a gated LeNet-300-100 run's states after "
+                             "each --epochs-at")
     parser.add_argument("--run-breakdown", action="store_true",
                         help="with --run: split the gated step at the run's widths after each "
                              "--epochs-at into its parts, against the un-gated step of the same "
@@ -436,8 +464,13 @@ def main(argv=None) -> int:
     parser.add_argument("--subset", type=int, default=None,
                         help="with --breakdown: gates visited per step in the other layers")
     args = parser.parse_args(argv)
-    if args.compare or args.transfers or args.breakdown or args.first_epoch:
+    if args.compare or args.transfers or args.breakdown or args.first_epoch or args.ops:
         data = load_mnist(args.data)
+        if args.ops:
+            for model in ("lenet300", "lenet5"):
+                model_ops(data, model)
+            for epoch in (args.epochs_at if args.ops_run else []):
+                run_ops(data, Path(args.ops_run), epoch)
         if args.first_epoch:
             print_first_epochs(data, ("lenet300", "lenet5"), args.rounds)
         if args.breakdown:
