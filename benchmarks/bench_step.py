@@ -711,7 +711,9 @@ every table here is CPU only: there is no CuPy column, no comparison with PyTorc
 same-seed CuPy-against-CPU run yet. What the CPU can check is checked: the suite runs under the
 `strict` backend, which refuses host arrays in device code and counts the transfers a GPU would
 make (a gated training step: 4 copies to the device, 1 to the host, 4 scalar pulls, whatever the
-widths and the gates visited; `python benchmarks/bench_gates.py --transfers`).
+widths and the gates visited; `python benchmarks/bench_gates.py --transfers`) and the
+operations on device arrays, each a kernel launch on a GPU, of every part of a gated step (the
+section "How many array calls a gated step makes").
 
 ## Machine
 """
