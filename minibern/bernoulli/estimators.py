@@ -102,7 +102,7 @@ class RemovalEstimator:
             flips = [(self._layer_flips(net, found, visits_dev[start:stop]), stop - start)
                      for found, start, stop in zip(sites, bounds[:-1], bounds[1:])
                      if stop > start]
-            sums = B.to_numpy(self._pair_sums(net, flips, bounds[-1], labels))
+            sums = B.to_numpy(pair_sums(net, flips, bounds[-1], labels))
             sums /= labels.shape[0]  # (E8)
         out = {}
         for found, visit, start, stop in zip(sites, visits, bounds[:-1], bounds[1:]):
@@ -159,37 +159,6 @@ class RemovalEstimator:
                                                    visit_dev).T  # (E5)–(E6)
         return flipped, rows, cols, sign.ravel()[pairs]
 
-    @staticmethod
-    def _pair_sums(net, flips, n_visited: int, labels):
-        """Σ_n d_{n,i} over the batch of every visited gate, the layers' ``flips`` in order: a
-        device float64 array (n_visited,), (E7)–(E8) without the 1/B. ``flips``: per layer
-        with visits, (:meth:`_layer_flips`'s tuple or None, its visits m). The losses of the batch
-        and of every layer's flipped pairs are one cross-entropy over their logits side by
-        side, and the d_{n,i} one scatter (a scatter, not bincount, whose output size a GPU
-        would read back first)."""
-        logits = net.outputs[-1]  # (N, C)
-        xp = B.get_array_module(logits)
-        n = logits.shape[0]
-        per_pair = xp.zeros((n, n_visited), dtype=xp.float64)  # d_{n,i}, 0 where δ_{n,i} = 0
-        found = [flip for flip, _ in flips if flip is not None]
-        if not found:
-            return per_pair.sum(axis=0)
-        rows = xp.concatenate([xp.arange(n)] + [flip[1] for flip in found])
-        losses = per_example_cross_entropy(
-            xp.concatenate([logits.T] + [flip[0] for flip in found], axis=1), labels[rows],
-            classes_first=True)  # ℓ_n, then ℓ_n with gate i flipped per pair (E6)
-        signs = xp.concatenate([flip[3] for flip in found])
-        pair_rows = rows[n:]
-        signed = signs * (losses[n:] - losses[pair_rows])  # (E7)
-        start = column = 0
-        for flip, width in flips:  # each layer's pairs into its columns
-            if flip is not None:
-                block = slice(start, start + int(flip[2].shape[0]))
-                per_pair[:, column:column + width][pair_rows[block], flip[2]] = signed[block]
-                start = block.stop
-            column += width
-        return per_pair.sum(axis=0)  # Σ_n of (E8)
-
     def _partial_forward_logits(self, net, linear, change, rows, cols, visit_dev):
         """The logits with gate i flipped, per pair, (P, C): (E5) into the next linear layer,
         then the rest of the network (E6)."""
@@ -227,6 +196,39 @@ class RemovalEstimator:
             raise ValueError(f"gate {found.name!r} has no linear layer after it; the output "
                              "layer is never gated")
         return found.consumer
+
+
+def pair_sums(net, flips, n_visited: int, labels):
+    """Σ_n d_{n,i} over the batch of every visited gate, the layers' ``flips`` in order: a
+    device float64 array (n_visited,), (E7)–(E8) without the 1/B.
+
+    ``flips``: per layer with visits, (:meth:`RemovalEstimator._layer_flips`'s tuple or None,
+    its visits m). The losses of the batch and of every layer's flipped pairs are one
+    cross-entropy over their logits side by side (its reductions run over the classes of
+    each column, so side by side changes no bit), and the d_{n,i} one scatter (a scatter,
+    not bincount, whose output size a GPU would read back first)."""
+    logits = net.outputs[-1]  # (N, C)
+    xp = B.get_array_module(logits)
+    n = logits.shape[0]
+    per_pair = xp.zeros((n, n_visited), dtype=xp.float64)  # d_{n,i}, 0 where δ_{n,i} = 0
+    found = [flip for flip, _ in flips if flip is not None]
+    if not found:
+        return per_pair.sum(axis=0)
+    rows = xp.concatenate([xp.arange(n)] + [flip[1] for flip in found])
+    losses = per_example_cross_entropy(
+        xp.concatenate([logits.T] + [flip[0] for flip in found], axis=1), labels[rows],
+        classes_first=True)  # ℓ_n, then ℓ_n with gate i flipped per pair (E6)
+    signs = xp.concatenate([flip[3] for flip in found])
+    pair_rows = rows[n:]
+    signed = signs * (losses[n:] - losses[pair_rows])  # (E7)
+    start = column = 0
+    for flip, width in flips:  # each layer's pairs into its columns
+        if flip is not None:
+            block = slice(start, start + int(flip[2].shape[0]))
+            per_pair[:, column:column + width][pair_rows[block], flip[2]] = signed[block]
+            start = block.stop
+        column += width
+    return per_pair.sum(axis=0)  # Σ_n of (E8)
 
 
 def make_estimator(name: str, subset: int | None = 16, first_subset: int | None = None):
