@@ -38,6 +38,12 @@ un-gated, alternated::
 
     python benchmarks/bench_gates.py --first-epoch --rounds 3
 
+``--ops`` counts the device operations of a gated step by part (the same parts; what a GPU
+would launch, each a kernel: ``minibern.backend.counting_ops``) and of the un-gated step, for
+both LeNets at full width and, with ``--ops-run RUN``, at a run's states after ``--epochs-at``::
+
+    python benchmarks/bench_gates.py --ops --ops-run experiments/runs/lenet300/gated_seed0 --epochs-at 3 20
+
 All modes end with the host↔device transfers of a gated step after the first, as the strict
 backend counts them (copies to the device / to the host / scalar pulls, which a GPU waits for;
 ``minibern.backend.counting_transfers``) — a small constant that does not depend on the widths
@@ -49,6 +55,7 @@ The run is only read. MNIST is needed (``$MINIBERN_DATA`` or ``--data``). Thread
 NumPy's BLAS uses (set ``OPENBLAS_NUM_THREADS`` to pin it).
 """
 import argparse
+import inspect
 import json
 import statistics
 import sys
@@ -64,7 +71,7 @@ from minibern.bernoulli.gated_models import build_model, lenet300_100
 from minibern.bernoulli.hook import GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
-from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
+from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 from minibern.training.transfers import StepTransfers
 
 
@@ -227,7 +234,7 @@ def print_breakdown(make_trainer, title: str, rounds: int, steps: int) -> None:
             timer.wrap(BernoulliGate, "forward", "gates: forward and mask sampling")
             timer.wrap(BernoulliGate, "backward", "gates: backward")
             timer.wrap(RemovalEstimator, "estimate", "estimator: total")
-            timer.wrap(RemovalEstimator, "_layer_sums",
+            timer.wrap(RemovalEstimator, "_layer_flips",
                        lambda self, net, found, *rest: f"estimator: {found.name}")
             timer.wrap(GateTrainer, "after_backward", "θ step, averages, rule (+ estimator)")
             timer.wrap(GateTrainer, "after_step", "pruning check")
@@ -257,6 +264,130 @@ def print_breakdown(make_trainer, title: str, rounds: int, steps: int) -> None:
         value = statistics.median(parts[key])
         print(f"| {key} | {value:.2f} | {value / base:.2f} |")
     print(f"| un-gated step | {base:.2f} | 1 |")
+
+
+class PartOps:
+    """Counts the strict backend's device operations (``B.counting_ops``) of chosen methods, by
+    part name, while installed; a part's count excludes the parts called inside it."""
+
+    def __init__(self):
+        self.ops = {}
+        self._inner = []
+        self._saved = []
+
+    def wrap(self, owner, attribute, part):
+        raw = inspect.getattr_static(owner, attribute)
+        original = getattr(owner, attribute)
+        ops, inner = self.ops, self._inner
+
+        def counted(*args, **kwargs):
+            inner.append(0)
+            with B.counting_ops() as counts:
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    nested = inner.pop()
+                    name = part(*args) if callable(part) else part
+                    ops[name] = ops.get(name, 0) + counts.total - nested
+                    if inner:
+                        inner[-1] += counts.total
+        self._saved.append((owner, attribute, raw))
+        setattr(owner, attribute, staticmethod(counted) if isinstance(raw, staticmethod)
+                else counted)
+
+    def remove(self):
+        for owner, attribute, raw in reversed(self._saved):
+            setattr(owner, attribute, raw)
+        self._saved = []
+
+
+#: The parts of a gated step whose device operations :func:`step_ops` counts apart:
+#: (module of minibern.bernoulli, owner, method, part name). ``after_backward`` counts what the
+#: estimator and the θ step inside it do not: the decision rule, the trigger's count, recording.
+OP_PARTS = (("gate", "BernoulliGate", "forward", "masks: draws, uploads, ξ ⊙ a"),
+            ("gate", "BernoulliGate", "backward", "gates: backward"),
+            ("estimators", "RemovalEstimator", "estimate", "estimator"),
+            ("theta_step", "ThetaStep", "step", "θ step and visit averages"),
+            ("hook", "GateTrainer", "after_backward", "decision rule, trigger count, recording"),
+            ("hook", "GateTrainer", "after_step", "pruning trigger: ready / remove"))
+
+
+class _StepOps(Hook):
+    """A last hook: the device operations counted at the end of every step, whole and by part."""
+
+    def __init__(self, counts, parts: PartOps):
+        self.counts, self.parts, self.marks = counts, parts, []
+
+    def after_step(self, trainer) -> None:
+        self.marks.append((self.counts.total, dict(self.parts.ops)))
+
+    def per_step(self) -> dict:
+        """Mean operations per step after the first: ``{part: ops, "step, total": ops}``."""
+        (first, first_parts), (last, last_parts) = self.marks[0], self.marks[-1]
+        steps = len(self.marks) - 1
+        result = {key: (value - first_parts.get(key, 0)) / steps
+                  for key, value in last_parts.items()}
+        result["step, total"] = (last - first) / steps
+        return result
+
+
+def step_ops(make_trainer) -> tuple[dict, float]:
+    """Device operations per step (strict backend; steps after the first, mean) of the gated
+    ``make_trainer(True)`` by part (:data:`OP_PARTS`), and of the un-gated
+    ``make_trainer(False)``: ``(gated parts, un-gated total)``."""
+    import importlib
+    result = []
+    for gates in (True, False):
+        counter = PartOps()
+        with B.use_backend("strict"), B.counting_ops() as counts:
+            trainer = make_trainer(gates)
+            if gates:
+                for module, owner, method, part in OP_PARTS:
+                    owner = getattr(importlib.import_module(f"minibern.bernoulli.{module}"), owner)
+                    counter.wrap(owner, method, part)
+            probe = _StepOps(counts, counter)
+            trainer.hooks.append(probe)
+            try:
+                trainer.train_epoch()
+            finally:
+                counter.remove()
+        result.append(probe.per_step())
+    gated, plain = result
+    named = sum(value for key, value in gated.items() if key != "step, total")
+    gated["layers, loss, optimiser (not above)"] = gated["step, total"] - named
+    return gated, plain["step, total"]
+
+
+def print_step_ops(make_trainer, title: str) -> None:
+    """One table: the device operations per step of each gated part and of the un-gated step."""
+    gated, plain = step_ops(make_trainer)
+    print(f"\n{title}; device operations per step (strict backend, `B.counting_ops`; mean of "
+          "the steps after the first)\n")
+    print("| part | ops per gated step |")
+    print("|---|---|")
+    order = sorted((k for k in gated if k != "step, total"),
+                   key=lambda k: (k.startswith("layers"), k))
+    for key in order:
+        print(f"| {key} | {gated[key]:.1f} |")
+    print(f"| gated step, total | {gated['step, total']:.1f} |")
+    print(f"| un-gated step, total | {plain:.1f} |")
+    print(f"| gates' own (gated − un-gated) | {gated['step, total'] - plain:.1f} |")
+
+
+def model_ops(data, model: str, steps: int = 10) -> None:
+    """:func:`print_step_ops` of the full-width gated step of ``model`` (every θ = 1 at the
+    start, so the first steps' masks are the identity until θ moves)."""
+    print_step_ops(lambda gates: model_trainer(data, model, gates, 100 * steps),
+                   f"{model}, full width, {steps} steps from the start")
+
+
+def run_ops(data, run: Path, epoch: int, steps: int = 10) -> None:
+    """:func:`print_step_ops` of a LeNet-300-100 run's state after ``epoch`` against the
+    un-gated step of the same arrays."""
+    theta, gate_config = run_state(run, epoch)
+    trainers = {True: gated_trainer, False: pruned_plain_trainer}
+    print_step_ops(lambda gates: trainers[gates](data, theta, gate_config, steps),
+                   f"{run} after epoch {epoch}")
 
 
 def first_epoch(data, model: str, rounds: int) -> None:
@@ -314,7 +445,13 @@ def main(argv=None) -> int:
                         help="a whole first epoch of both LeNets, gated against un-gated")
     target.add_argument("--transfers", action="store_true",
                         help="only count the transfers of a gated step (default settings)")
+    target.add_argument("--ops", action="store_true",
+                        help="count the device operations of a gated step by part, and of the "
+                             "un-gated step, for both LeNets (with --run: at --epochs-at too)")
     parser.add_argument("--epochs-at", type=int, nargs="+", default=[0, 1, 2, 5, 10, 20])
+    parser.add_argument("--ops-run", default=None,
+                        help="with --ops: also count a gated LeNet-300-100 run's states after "
+                             "each --epochs-at")
     parser.add_argument("--run-breakdown", action="store_true",
                         help="with --run: split the gated step at the run's widths after each "
                              "--epochs-at into its parts, against the un-gated step of the same "
@@ -327,8 +464,13 @@ def main(argv=None) -> int:
     parser.add_argument("--subset", type=int, default=None,
                         help="with --breakdown: gates visited per step in the other layers")
     args = parser.parse_args(argv)
-    if args.compare or args.transfers or args.breakdown or args.first_epoch:
+    if args.compare or args.transfers or args.breakdown or args.first_epoch or args.ops:
         data = load_mnist(args.data)
+        if args.ops:
+            for model in ("lenet300", "lenet5"):
+                model_ops(data, model)
+            for epoch in (args.epochs_at if args.ops_run else []):
+                run_ops(data, Path(args.ops_run), epoch)
         if args.first_epoch:
             print_first_epochs(data, ("lenet300", "lenet5"), args.rounds)
         if args.breakdown:

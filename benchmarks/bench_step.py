@@ -641,7 +641,8 @@ def main(argv=None) -> int:
 def print_breakdown(nets, data, args) -> None:
     """The page's last section: the parts of the full-width gated step, one BLAS thread
     (``benchmarks/bench_gates.py --breakdown``)."""
-    from bench_gates import breakdown, print_first_epochs, run_breakdown
+    from bench_gates import (breakdown, model_ops, print_first_epochs, run_breakdown,
+                             run_ops)
     set_blas_threads(1)
     print("## Where the gated step's time goes (1 thread)\n")
     print("Each part's calls timed inside the same gated steps (Adam, the trainer's default, on "
@@ -653,6 +654,19 @@ def print_breakdown(nets, data, args) -> None:
         breakdown(data.mnist_like, model, args.rounds, args.steps)
     for run, epoch in args.breakdown_run:
         run_breakdown(data.mnist_like, run, epoch, args.rounds, args.steps)
+    print("\n## How many array calls a gated step makes\n")
+    print("The same parts counted in operations on device arrays instead of milliseconds: the "
+          "strict backend (`minibern.backend.counting_ops`) counts every ufunc, array function, "
+          "array creation, gather, item assignment and copy on a device array — on a GPU each is "
+          "(at least) one kernel launch of several microseconds, so for arrays this small the "
+          "count, not the arithmetic, sets a GPU step's time. Host work (θ, its averages and "
+          "the decision rule live on the host) launches nothing and is not counted here; its "
+          "time is in the tables above. `python benchmarks/bench_gates.py --ops --ops-run RUN "
+          "--epochs-at E` prints the same tables.")
+    for model in nets:
+        model_ops(data.mnist_like, model)
+    for run, epoch in args.breakdown_run:
+        run_ops(data.mnist_like, run, epoch)
     if args.first_epochs and data.full is not None:
         print_first_epochs(data.full, nets, args.first_epochs)
 
@@ -697,7 +711,9 @@ every table here is CPU only: there is no CuPy column, no comparison with PyTorc
 same-seed CuPy-against-CPU run yet. What the CPU can check is checked: the suite runs under the
 `strict` backend, which refuses host arrays in device code and counts the transfers a GPU would
 make (a gated training step: 4 copies to the device, 1 to the host, 4 scalar pulls, whatever the
-widths and the gates visited; `python benchmarks/bench_gates.py --transfers`).
+widths and the gates visited; `python benchmarks/bench_gates.py --transfers`) and the
+operations on device arrays, each a kernel launch on a GPU, of every part of a gated step (the
+section "How many array calls a gated step makes").
 
 ## Machine
 """

@@ -46,8 +46,9 @@ import numpy
 host = numpy
 
 # The strict backend lives in its own module, which uses the NumPy imported above.
-from minibern.strict import (MIX_MESSAGE, StrictArray, TransferCounts,  # noqa: E402, F401
-                             count_transfer, counting_transfers, reset_transfer_counts,
+from minibern.strict import (MIX_MESSAGE, OpCounts, StrictArray, TransferCounts,  # noqa: E402, F401
+                             count_op, count_transfer, counting_ops, counting_transfers,
+                             reset_transfer_counts,
                              strict_xp, transfer_counts, unwrap)
 
 #: Floating dtype used when none is asked for.

@@ -5,7 +5,8 @@
 that creates them. Running the test suite (or a user's own script) under ``strict`` proves on a
 CPU machine that no code path slips a host array into device code. Python and NumPy *scalars*
 mix freely, as they do with CuPy. The backend also counts the transfers a GPU would make
-(:func:`counting_transfers`).
+(:func:`counting_transfers`) and the operations on device arrays, each of which a GPU would
+launch as (at least) one kernel (:func:`counting_ops`).
 
 Choose it through :mod:`minibern.backend` (``set_backend("strict")``), which imports this
 module and re-exports its public names. It is the backend's strict half: it uses the NumPy
@@ -100,6 +101,67 @@ def counting_transfers():
 
 
 # ---------------------------------------------------------------------------------------------
+# Operation counts: the array calls on device arrays, each a kernel launch on a GPU.
+# ---------------------------------------------------------------------------------------------
+class OpCounts:
+    """Operations on strict-backend (device) arrays counted by :func:`counting_ops`.
+
+    One count per NumPy ufunc call (``a + b``, ``xp.maximum``, a reduction such as ``.sum()``),
+    per array function (``xp.take``, ``xp.concatenate``, ``xp.flatnonzero``, ...), per array
+    created by the strict namespace (``xp.zeros``, ``xp.asarray`` of host data, ...), per
+    ``astype``/``copy``, per item assignment and per read with an index array (a gather). Basic
+    slicing and reshapes are views and free, as on CuPy. On a GPU each counted call is at least
+    one kernel launch (or an allocation), so for a step of small arrays the count sets the time
+    the launches take. Ops on host NumPy arrays are not counted.
+
+    Attributes
+    ----------
+    total : int
+    by_kind : dict
+        ``{"ufunc" | "function" | "create" | "index" | "method": count}``.
+    """
+
+    KINDS = ("ufunc", "function", "create", "index", "method")
+
+    def __init__(self):
+        self.by_kind = {kind: 0 for kind in self.KINDS}
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_kind.values())
+
+    def __repr__(self) -> str:
+        return f"OpCounts(total={self.total}, " + ", ".join(
+            f"{k}={v}" for k, v in self.by_kind.items()) + ")"
+
+
+_op_listeners: list = []
+
+
+def count_op(kind: str) -> None:
+    """One device operation of ``kind`` (:attr:`OpCounts.KINDS`) for every open counter."""
+    for counts in _op_listeners:
+        counts.by_kind[kind] += 1
+
+
+@contextlib.contextmanager
+def counting_ops():
+    """Context manager yielding an :class:`OpCounts` of the device operations made inside the
+    block (blocks may nest; each sees every operation of its block)::
+
+        with B.use_backend("strict"), B.counting_ops() as ops:
+            trainer.train_epoch()
+        print(ops.total)
+    """
+    counts = OpCounts()
+    _op_listeners.append(counts)
+    try:
+        yield counts
+    finally:
+        _op_listeners.remove(counts)
+
+
+# ---------------------------------------------------------------------------------------------
 # The strict backend: a tagged ndarray subclass that refuses host arrays.
 # ---------------------------------------------------------------------------------------------
 MIX_MESSAGE = (
@@ -157,6 +219,7 @@ class StrictArray(np.ndarray):
 
     def __array_ufunc__(self, ufunc, method, *inputs, out=None, **kwargs):
         _check_no_host_arrays(inputs, f"numpy.{ufunc.__name__}")
+        count_op("ufunc")
         if out is not None:
             _check_no_host_arrays(out, f"the out= of numpy.{ufunc.__name__}")
             kwargs["out"] = unwrap(out)
@@ -168,18 +231,30 @@ class StrictArray(np.ndarray):
     def __array_function__(self, func, types, args, kwargs):
         _check_no_host_arrays(args, f"numpy.{func.__name__}")
         _check_no_host_arrays(list(kwargs.values()), f"numpy.{func.__name__}")
+        count_op("function")
         return wrap(func(*unwrap(args), **unwrap(kwargs)))
 
     def __setitem__(self, key, value):
         _check_no_host_arrays([value], "an item assignment")
         if _has_bool_index(key):
             count_transfer("scalars")
+        count_op("index")
         np.ndarray.__setitem__(self.view(np.ndarray), unwrap(key), unwrap(value))
 
     def __getitem__(self, key):
         if _has_bool_index(key):  # the result's size is the number of True entries
             count_transfer("scalars")
+        if _has_index_array(key):  # a gather; basic slicing is a view
+            count_op("index")
         return np.ndarray.__getitem__(self, key)
+
+    def astype(self, *args, **kwargs):
+        count_op("method")
+        return np.ndarray.astype(self, *args, **kwargs)
+
+    def copy(self, *args, **kwargs):
+        count_op("method")
+        return np.ndarray.copy(self, *args, **kwargs)
 
     # Host pulls of one number: on a GPU each waits for the device (counted, see TransferCounts).
     def __int__(self):
@@ -207,6 +282,11 @@ class StrictArray(np.ndarray):
         return self.view(np.ndarray).tolist()
 
 
+def _has_index_array(key) -> bool:
+    keys = key if isinstance(key, tuple) else (key,)
+    return any(isinstance(k, (np.ndarray, list)) for k in keys)
+
+
 def _has_bool_index(key) -> bool:
     keys = key if isinstance(key, tuple) else (key,)
     return any(isinstance(k, StrictArray) and k.dtype == bool for k in keys)
@@ -231,9 +311,11 @@ class _StrictNamespace(SimpleNamespace):
             def create(*args, **kwargs):
                 if name.endswith("_like"):
                     _check_no_host_arrays(args[:1], f"numpy.{name}")
-                if name in _STRICT_UPLOADERS and not isinstance(args[0] if args else None,
-                                                                StrictArray):
-                    count_transfer("to_device")
+                on_device = isinstance(args[0] if args else None, StrictArray)
+                if name in _STRICT_UPLOADERS and not on_device:
+                    count_transfer("to_device")  # an upload: a transfer, not an op
+                elif name != "asarray":  # asarray of a device array is the array itself
+                    count_op("create")
                 return wrap(attr(*unwrap(args), **unwrap(kwargs)))
             create.__name__ = name
             return create
@@ -249,5 +331,6 @@ class _StrictNamespace(SimpleNamespace):
 strict_xp = _StrictNamespace(__name__="minibern.strict")
 
 
-__all__ = ["MIX_MESSAGE", "StrictArray", "TransferCounts", "count_transfer", "counting_transfers",
+__all__ = ["MIX_MESSAGE", "OpCounts", "StrictArray", "TransferCounts", "count_op", "count_transfer",
+           "counting_ops", "counting_transfers",
            "reset_transfer_counts", "strict_xp", "transfer_counts", "unwrap", "wrap"]

@@ -139,3 +139,62 @@ def test_theta_is_written_by_the_theta_step_only():
     writers = {path.name for path in package.glob("*.py")
                if write.search(path.read_text(encoding="utf-8"))}
     assert writers == {"theta_step.py", "gate.py"}, writers
+
+
+def _per_layer_reference(theta, state, delta, visited, candidates, prior, config, clock):
+    """The θ step of one layer on its own (E10), (C3)–(C6), (B20)–(B22)."""
+    from minibern.bernoulli.averaging import update_average
+    from minibern.bernoulli.theta_sgd import ProjectedSGD
+    grad = delta + prior
+    movable = visited & candidates
+    scale = int(candidates.sum()) / max(int(movable.sum()), 1)
+    update_average(state, grad, movable, config.average_visits)
+    ProjectedSGD(config.theta_lr, config.theta_decay).update(theta, scale * state.mean, t=clock,
+                                                             mask=movable)
+
+
+def test_all_layers_at_once_step_bitwise_as_each_layer_alone_and_follow_pruning():
+    """The flat layout (minibern.bernoulli.flat_layout) changes no bit: every layer's θ and
+    averages equal those of the per-layer step, also after a unit leaves the arrays."""
+    from minibern.bernoulli.state import GateState
+    config = GateConfig(kappa=2.0, theta_lr=0.3, theta_decay=None)
+    net = _net(theta=0.6)
+    step = ThetaStep(net, config, N_DATA)
+    gates = gate_layers(net)
+    rng = np.random.default_rng(5)
+    reference = {name: (gate.theta.copy(), GateState(gate.n_units)) for _, name, gate in gates}
+    for t in range(6):
+        if t == 3:  # prune unit 1 of g0 in both (as GateTrainer._remove does)
+            keep = np.array([True, False, True, True])
+            net["g0"].keep_units(keep)
+            step.keep("g0", keep)
+            step.prices.resize(net)
+            theta, state = reference["g0"]
+            state.keep(keep)
+            reference["g0"] = (theta[keep].copy(), state)
+            gates = gate_layers(net)
+        step.states["g1"].frozen[0] = t >= 2
+        reference["g1"][1].frozen[0] = t >= 2
+        estimates = {name: (rng.standard_normal(gate.n_units) / 50,
+                            rng.random(gate.n_units) < 0.7) for _, name, gate in gates}
+        candidates = step.candidates()
+        step.step(gates, estimates, candidates, float(t))
+        for _, name, gate in gates:
+            theta, state = reference[name]
+            _per_layer_reference(theta, state, *estimates[name], ~state.frozen,
+                                 step.prices.gradient(name), config, float(t))
+            assert np.array_equal(gate.theta, theta), (t, name)
+            assert np.array_equal(step.states[name].mean, state.mean), (t, name)
+            assert np.array_equal(step.states[name].var, state.var), (t, name)
+            assert step.states[name].mean.base is step.flat.state.mean  # a view of the flat one
+
+
+def test_per_layer_ratio_counts_each_layer_apart_and_empty_layers():
+    from minibern.bernoulli.flat_layout import FlatLayout
+    layout = FlatLayout()
+    gates = [(0, "a", SimpleNamespace(n_units=3)), (1, "b", SimpleNamespace(n_units=0)),
+             (2, "c", SimpleNamespace(n_units=2))]
+    from minibern.bernoulli.state import GateState
+    layout.bind(gates, {name: GateState(gate.n_units) for _, name, gate in gates})
+    ratio = layout.per_layer(np.array([1, 1, 1, 1, 1]), np.array([1, 0, 0, 0, 0]))
+    np.testing.assert_array_equal(ratio, [3.0, 3.0, 3.0, 2.0, 2.0])  # c: 2 / max(0, 1)

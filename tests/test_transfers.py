@@ -6,8 +6,10 @@ import pytest
 
 from minibern import backend as B
 from minibern.bernoulli.config import GateConfig
+from minibern.bernoulli.estimators import make_estimator
 from minibern.bernoulli.gated_models import lenet5_caffe, lenet300_100
 from minibern.bernoulli.hook import GateTrainer
+from minibern.bernoulli.topology import gate_layers
 from minibern.training.trainer import Split, TrainConfig, Trainer
 from minibern.training.transfers import StepTransfers
 
@@ -78,3 +80,57 @@ def test_gated_lenet300_step_makes_a_constant_number_of_transfers(width, subset,
 def test_gated_lenet5_step_makes_the_same_transfers_for_any_number_of_visits(subset, backend_name):
     _strict_only(backend_name)
     assert _gated_step_counts(lenet5_caffe, 0.5, subset, batch=8) == [GATED_STEP] * 2
+
+
+def test_op_counter_counts_each_kind_of_device_operation(backend_name):
+    """A known sequence: every ufunc, array function, creation, gather, item assignment and
+    copy is one operation; views, reshapes and uploads (transfers) are none."""
+    _strict_only(backend_name)
+    host = np.arange(6.0)
+    with B.counting_ops() as outer:
+        x = B.asarray(host)  # an upload: a transfer, not an operation
+        xp = B.get_array_module(x)
+        with B.counting_ops() as inner:
+            y = x + 1  # ufunc
+            y.sum()  # ufunc (a reduction)
+            index = xp.zeros(2, dtype=np.int64)  # create
+            xp.take(y, index)  # function
+            y[index]  # index (a gather)
+            view = y[1:3].reshape(2, 1)  # views: none
+            y[:2] = 5.0  # index (an assignment)
+            y.astype(np.float32)  # method
+        assert view.shape == (2, 1)
+        assert inner.by_kind == {"ufunc": 2, "function": 1, "create": 1, "index": 2,
+                                 "method": 1}
+        assert inner.total == 7
+    assert outer.total == inner.total  # the upload counted as a transfer only
+
+
+def test_numpy_arrays_make_no_operations(backend_name):
+    if backend_name != "numpy":
+        pytest.skip("the numpy backend has no device")
+    with B.counting_ops() as counts:
+        (B.asarray(np.ones(3)) + 1).sum()
+    assert counts.total == 0
+
+
+def _estimate_ops(batch, subset):
+    net = lenet300_100(0.2, seed=0, gates=True, theta_init=0.9)
+    rng = np.random.default_rng(0)
+    images = B.asarray(rng.random((batch, *net.input_shape), dtype=np.float32))
+    labels = B.asarray(rng.integers(0, 10, batch))
+    for _, _, gate in gate_layers(net):
+        gate.rng = rng
+    net.forward(images)
+    estimator = make_estimator("removal", subset, subset)
+    with B.counting_ops() as counts:
+        estimator.estimate(net, images, labels, rng=rng)
+    return counts.total
+
+
+def test_the_removal_estimate_is_a_fixed_number_of_device_operations(backend_name):
+    """The batch's and every layer's flipped losses are one cross-entropy and one scatter:
+    the operations of an estimate depend on the network's layers, not on the batch or the
+    gates visited."""
+    _strict_only(backend_name)
+    assert _estimate_ops(8, 2) == _estimate_ops(16, 2) == _estimate_ops(16, 5)

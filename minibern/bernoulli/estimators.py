@@ -33,7 +33,7 @@ from __future__ import annotations
 from minibern import backend as B
 from minibern.bernoulli.config import ESTIMATORS, check_visits
 from minibern.bernoulli.exact import ExactEstimator
-from minibern.bernoulli.flip_products import linear_change, output_layer_losses
+from minibern.bernoulli.flip_products import linear_change, output_layer_logits
 from minibern.bernoulli.topology import gate_layers, gate_sites
 from minibern.losses import per_example_cross_entropy
 
@@ -76,7 +76,6 @@ class RemovalEstimator:
 
     name = "removal"
     _linear_change = staticmethod(linear_change)  # (E5)–(E5b)
-    _output_layer_losses = staticmethod(output_layer_losses)  # (E5′)
 
     def __init__(self, subset: int | None = 16, first_subset: int | None = None):
         self.subset = check_visits(subset, "subset")
@@ -92,25 +91,23 @@ class RemovalEstimator:
         """
         if not net.outputs:
             raise RuntimeError("run net.forward on the batch before the removal estimator")
-        base_loss = per_example_cross_entropy(net.outputs[-1], labels)
         sites = gate_sites(net)
         visits = self._visits(sites, rng, candidates)
         # One copy of every layer's visited gates to the device and one of their sums back:
         # the transfers of a step do not grow with the layers' widths or the visits.
         bounds = np.cumsum([0] + [visit.size for visit in visits])
-        sums = []
+        sums = np.zeros(bounds[-1])
         if bounds[-1]:
             visits_dev = B.asarray(np.concatenate(visits))
-            for found, start, stop in zip(sites, bounds[:-1], bounds[1:]):
-                if stop > start:
-                    sums.append(self._layer_sums(net, found, visits_dev[start:stop], labels,
-                                                 base_loss))
-            xp = B.get_array_module(sums[0])
-            sums = B.to_numpy(xp.concatenate(sums)) / labels.shape[0]  # (E8)
+            flips = [(self._layer_flips(net, found, visits_dev[start:stop]), stop - start)
+                     for found, start, stop in zip(sites, bounds[:-1], bounds[1:])
+                     if stop > start]
+            sums = B.to_numpy(pair_sums(net, flips, bounds[-1], labels))
+            sums /= labels.shape[0]  # (E8)
         out = {}
         for found, visit, start, stop in zip(sites, visits, bounds[:-1], bounds[1:]):
             delta = np.zeros(found.gate.n_units)
-            delta[visit] = sums[start:stop] if stop > start else 0.0
+            delta[visit] = sums[start:stop]
             visited = np.zeros(found.gate.n_units, dtype=bool)
             visited[visit] = True
             out[found.name] = (delta, visited)
@@ -133,9 +130,10 @@ class RemovalEstimator:
                 visits.append(np.sort(rng.choice(pool, size=size, replace=False)))
         return visits
 
-    def _layer_sums(self, net, found, visit_dev, labels, base_loss):
-        """Σ_n d_{n,i} over the batch for the visited gates ``visit_dev`` (device ints (m,)) of
-        one gate layer: a device float64 array (m,), (E4)–(E8) without the 1/B."""
+    def _layer_flips(self, net, found, visit_dev):
+        """The flips of one gate layer's visited gates ``visit_dev`` (device ints (m,)):
+        ``(flipped logits (C, P) classes-first, rows (P,), cols (P,), signs (P,))`` for the
+        P (example, visited gate) pairs whose δ is non-zero, (E4)–(E6); None where no pair is."""
         gate = found.gate
         a, mask = gate.last_input, gate.mask
         xp = B.get_array_module(a)
@@ -150,22 +148,20 @@ class RemovalEstimator:
         # (example, visited gate) pairs that change anything, example-major (flatnonzero:
         # NumPy's 2-D nonzero is several times slower; on a GPU it reads the count back)
         pairs = xp.flatnonzero(active)
+        if int(pairs.shape[0]) == 0:
+            return None
         rows, cols = xp.divmod(pairs, active.shape[1])
-        per_pair = xp.zeros(active.shape, dtype=xp.float64)  # d_{n,i}, 0 where δ_{n,i} = 0
-        if int(rows.shape[0]) == 0:
-            return per_pair.sum(axis=0)
         if linear == len(net) - 1 and net[linear].op_kind == "dense" and a.ndim == 2:
-            flipped = self._output_layer_losses(net[linear], net.outputs[linear], change, pairs,
-                                                rows, cols, visit_dev, labels)  # (E5′)
+            flipped = output_layer_logits(net[linear], net.outputs[linear], change, pairs, rows,
+                                          cols, visit_dev)  # (E5′)
         else:
-            flipped = self._partial_forward_losses(net, linear, change, rows, cols, visit_dev,
-                                                   labels)  # (E5)–(E6)
-        per_pair.reshape(-1)[pairs] = sign.ravel()[pairs] * (flipped - base_loss[rows])  # (E7)
-        return per_pair.sum(axis=0)  # Σ_n of (E8); a scatter, not bincount, whose output size
-        # a GPU would read back first
+            flipped = self._partial_forward_logits(net, linear, change, rows, cols,
+                                                   visit_dev).T  # (E5)–(E6)
+        return flipped, rows, cols, sign.ravel()[pairs]
 
-    def _partial_forward_losses(self, net, linear, change, rows, cols, visit_dev, labels):
-        """ℓ_n with gate i flipped, per pair: (E5) into the next linear layer, then (E6)."""
+    def _partial_forward_logits(self, net, linear, change, rows, cols, visit_dev):
+        """The logits with gate i flipped, per pair, (P, C): (E5) into the next linear layer,
+        then the rest of the network (E6)."""
         xp = B.get_array_module(change)
         h = xp.take(net.outputs[linear], rows, axis=0)  # a fresh (P, ...) array
         h += self._linear_change(net[linear], change, rows, cols, visit_dev)  # (E5)
@@ -184,7 +180,7 @@ class RemovalEstimator:
                 xp.maximum(h, B.shared_zeros_like(h), out=h)  # (L5)
             else:
                 h = layer.forward(h)
-        return per_example_cross_entropy(h, labels[rows])
+        return h
 
     @staticmethod
     def _next_linear(net, found):
@@ -200,6 +196,39 @@ class RemovalEstimator:
             raise ValueError(f"gate {found.name!r} has no linear layer after it; the output "
                              "layer is never gated")
         return found.consumer
+
+
+def pair_sums(net, flips, n_visited: int, labels):
+    """Σ_n d_{n,i} over the batch of every visited gate, the layers' ``flips`` in order: a
+    device float64 array (n_visited,), (E7)–(E8) without the 1/B.
+
+    ``flips``: per layer with visits, (:meth:`RemovalEstimator._layer_flips`'s tuple or None,
+    its visits m). The losses of the batch and of every layer's flipped pairs are one
+    cross-entropy over their logits side by side (its reductions run over the classes of
+    each column, so side by side changes no bit), and the d_{n,i} one scatter (a scatter,
+    not bincount, whose output size a GPU would read back first)."""
+    logits = net.outputs[-1]  # (N, C)
+    xp = B.get_array_module(logits)
+    n = logits.shape[0]
+    per_pair = xp.zeros((n, n_visited), dtype=xp.float64)  # d_{n,i}, 0 where δ_{n,i} = 0
+    found = [flip for flip, _ in flips if flip is not None]
+    if not found:
+        return per_pair.sum(axis=0)
+    rows = xp.concatenate([xp.arange(n)] + [flip[1] for flip in found])
+    losses = per_example_cross_entropy(
+        xp.concatenate([logits.T] + [flip[0] for flip in found], axis=1), labels[rows],
+        classes_first=True)  # ℓ_n, then ℓ_n with gate i flipped per pair (E6)
+    signs = xp.concatenate([flip[3] for flip in found])
+    pair_rows = rows[n:]
+    signed = signs * (losses[n:] - losses[pair_rows])  # (E7)
+    start = column = 0
+    for flip, width in flips:  # each layer's pairs into its columns
+        if flip is not None:
+            block = slice(start, start + int(flip[2].shape[0]))
+            per_pair[:, column:column + width][pair_rows[block], flip[2]] = signed[block]
+            start = block.stop
+        column += width
+    return per_pair.sum(axis=0)  # Σ_n of (E8)
 
 
 def make_estimator(name: str, subset: int | None = 16, first_subset: int | None = None):

@@ -3,7 +3,7 @@ r"""The removal estimator's products of a flipped gate into its consumer, (E5)�
 Derivation: docs/derivations/estimators.md, (E4)–(E8). A flip of gate i in example n changes the
 gate's output by δ_{n,i} (E4); these functions turn the δ of every (example, gate) pair into the
 change of the next linear layer's pre-activation (E5), or, for a gate right before the output
-layer, straight into the flipped losses (E5′). :class:`~minibern.bernoulli.estimators.
+layer, straight into the flipped logits (E5′). :class:`~minibern.bernoulli.estimators.
 RemovalEstimator` calls them.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from minibern.losses import per_example_cross_entropy
 PAIR_BLOCK_BYTES = 4 * 2 ** 20
 
 
-def output_layer_losses(layer, logits, change, pairs, rows, cols, visit_dev, labels):
-    """(E5′): a gate right before the output layer: the flipped logits of every pair are
+def output_layer_logits(layer, logits, change, pairs, rows, cols, visit_dev):
+    """(E5′): a gate right before the output layer: the flipped logits of every pair,
     z_n + δ_{n,i} W[i, :], built classes-first, (C, P), so nothing but the loss is re-run."""
     xp = B.get_array_module(logits)
     logits_t = xp.ascontiguousarray(logits.T)  # (C, B)
@@ -25,6 +25,12 @@ def output_layer_losses(layer, logits, change, pairs, rows, cols, visit_dev, lab
     flipped = xp.take(weight_t, cols, axis=1)  # W[i, :] of every pair's gate, (C, P)
     flipped *= change.ravel()[pairs]
     flipped += xp.take(logits_t, rows, axis=1)  # (E5′)
+    return flipped
+
+
+def output_layer_losses(layer, logits, change, pairs, rows, cols, visit_dev, labels):
+    """The per-pair losses of :func:`output_layer_logits`'s flipped logits, (P,)."""
+    flipped = output_layer_logits(layer, logits, change, pairs, rows, cols, visit_dev)
     return per_example_cross_entropy(flipped, labels[rows], classes_first=True)
 
 

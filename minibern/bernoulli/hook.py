@@ -84,19 +84,22 @@ class GateTrainer(Hook):
         candidates = self.theta_step.candidates()
         estimates = self.estimator.estimate(self.net, trainer.batch_images, trainer.batch_labels,
                                             rng=trainer.hook_rng, candidates=candidates)
-        moved = self.theta_step.step(self.gates, estimates, candidates, _epoch_clock(trainer))
-        for _, name, gate in self.gates:
-            grad, movable = moved[name]
-            state = self.states[name]
-            decide(gate.theta, state, movable, self.config)  # (C8)–(C10)
-            self.trigger.count(state, gate.theta, movable)  # (P6)
-            self.recorder.add(name, grad, movable)
+        self.theta_step.step(self.gates, estimates, candidates, _epoch_clock(trainer))
+        flat = self.theta_step.flat  # every layer's units side by side: one call each
+        grad, movable = self.theta_step.moved
+        decide(flat.theta, flat.state, movable, self.config)  # (C8)–(C10)
+        self.trigger.count(flat.state, flat.theta, movable)  # (P6)
+        self.recorder.add_all(flat, grad, movable)
         every = self.config.snapshot_every
         if every and (trainer.global_step + 1) % every == 0:
             self.recorder.snapshot(trainer.history, trainer.global_step + 1, self.gates)
 
     def after_step(self, trainer) -> None:
         """Remove (or, with ``prune=False``, mark) the gates the trigger calls ready (P6)."""
+        flat = self.theta_step.flat
+        if self.would_be_pruned is None and flat.is_bound(self.gates, self.states) \
+                and not self.trigger.ready(flat.state).any():  # (P6), every layer at once
+            return
         for _, name, gate in list(self.gates):
             ready = self.trigger.ready(self.states[name])  # (P6)
             if self.would_be_pruned is not None:

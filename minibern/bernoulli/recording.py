@@ -52,11 +52,33 @@ class GateRecorder:
         self.grad_sum = {name: np.zeros(gate.n_units) for _, name, gate in gates}
         self.grad_count = {name: np.zeros(gate.n_units, dtype=np.int64)
                            for _, name, gate in gates}
+        self._flat = None  # (sums, counts) of every layer side by side, once add_all binds them
 
     def add(self, name: str, grad, moved) -> None:
         """Fold this step's estimates ``grad`` (host (n,)) of the ``moved`` gates in."""
         self.grad_sum[name][moved] += grad[moved]
         self.grad_count[name][moved] += 1
+
+    def add_all(self, flat, grad, moved) -> None:
+        """:meth:`add` for every layer at once: ``grad``, ``moved`` (host (n_total,)) side by
+        side as in the :class:`~minibern.bernoulli.flat_layout.FlatLayout` ``flat``; the sums
+        become views of two flat arrays (laid out again after pruning or a reset)."""
+        if not self._bound_to(flat):
+            self._flat = tuple(np.concatenate([arrays[name] for name in flat.names])
+                               for arrays in (self.grad_sum, self.grad_count))
+            for arrays, joined in zip((self.grad_sum, self.grad_count), self._flat):
+                arrays.update(flat.split(joined))
+        sums, counts = self._flat
+        sums[moved] += grad[moved]
+        counts[moved] += 1
+
+    def _bound_to(self, flat) -> bool:
+        """Whether every layer's sums are still views of :attr:`_flat`, in ``flat``'s order."""
+        if self._flat is None or list(self.grad_sum) != flat.names:
+            return False
+        return all(arrays[name].base is joined and arrays[name].size == size
+                   for arrays, joined in zip((self.grad_sum, self.grad_count), self._flat)
+                   for name, size in zip(flat.names, flat.sizes.tolist()))
 
     def keep(self, name: str, keep) -> None:
         """After pruning removed the units where ``keep`` (host bool (n,)) is False."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from minibern import backend as B
 from minibern.bernoulli.averaging import update_average
+from minibern.bernoulli.flat_layout import FlatLayout
 from minibern.bernoulli.objective import bernoulli_kl
 from minibern.bernoulli.prices import UnitPrices
 from minibern.bernoulli.state import FIELDS, GateState
@@ -51,6 +52,11 @@ class ThetaStep:
         ``{gate name: GateState}``, the per-unit arrays (visit averages, frozen, ...).
     prices : UnitPrices
         κ_i and κ_i/N (B14)–(B15).
+    flat : FlatLayout
+        θ and the states of all layers side by side (:mod:`~minibern.bernoulli.flat_layout`);
+        after :meth:`step`, ``flat.theta`` and ``flat.state`` are views' bases of the layers'.
+    moved : tuple
+        The last step's ``(ĝ, moved)`` over all layers' units, flat (n_total,).
     """
 
     def __init__(self, net, config, n_data: int):
@@ -67,6 +73,7 @@ class ThetaStep:
     def reset(self, gates) -> None:
         """Fresh (zero) states for the gate layers ``gates`` (``gate_layers(net)``)."""
         self.states = {name: GateState(gate.n_units) for _, name, gate in gates}
+        self.flat = FlatLayout()
 
     def candidates(self) -> dict:
         """``{gate name: host bool (n,)}``: the gates whose θ may still move (not frozen)."""
@@ -76,20 +83,37 @@ class ThetaStep:
         """Move θ of every gate layer in place; returns ``{name: (ĝ (n,), moved (n,) bool)}``.
 
         ``estimates``: an estimator's ``{name: (Δ̂/N, visited)}``; ``candidates`` as
-        :meth:`candidates` gave them to the estimator; ``clock`` the fractional epoch t.
+        :meth:`candidates` gave them to the estimator; ``clock`` the fractional epoch t. All
+        layers step at once, side by side in :attr:`flat` (every line below is elementwise per
+        unit but the n/m scale, which is per layer); :attr:`moved` keeps ĝ and moved flat.
         """
         self.prices.follow(gates)  # (B14′) only: κ_i at this step's expected widths
-        moved = {}
-        for _, name, gate in gates:
-            delta, visited = estimates[name]
-            grad = delta + self._prior_gradient(name, gate.theta)  # (E10)
-            movable = visited & candidates[name]
-            scale = int(candidates[name].sum()) / max(int(movable.sum()), 1)  # n/m (C6)
-            state = self.states[name]
-            update_average(state, grad, movable, self.config.average_visits)  # (C3)–(C5)
-            self.sgd.update(gate.theta, scale * state.mean, t=clock, mask=movable)  # (B20)–(B22)
-            moved[name] = (grad, movable)
-        return moved
+        flat = self._bound(gates)
+        delta = flat.join({name: estimates[name][0] for name in flat.names})
+        visited = flat.join({name: estimates[name][1] for name in flat.names})
+        movable_ones = flat.join(candidates)
+        grad = delta + flat.join(self._prior_gradients(gates))  # (E10)
+        movable = visited & movable_ones
+        scale = flat.per_layer(movable_ones, movable)  # n/m of each layer (C6)
+        update_average(flat.state, grad, movable, self.config.average_visits)  # (C3)–(C5)
+        self.sgd.update(flat.theta, scale * flat.state.mean, t=clock, mask=movable)  # (B20)–(B22)
+        self.moved = (grad, movable)
+        grads, moved = flat.split(grad), flat.split(movable)
+        return {name: (grads[name], moved[name]) for name in flat.names}
+
+    def _bound(self, gates) -> FlatLayout:
+        """:attr:`flat` with every layer's θ and state arrays its views (bound again after
+        pruning, a checkpoint or anything else replaced one of them)."""
+        if not self.flat.is_bound(gates, self.states):
+            self.flat.bind(gates, self.states)
+            self.flat.theta = np.concatenate([gate.theta for _, _, gate in gates])
+            views = self.flat.split(self.flat.theta)
+            for _, name, gate in gates:
+                gate.theta = views[name]
+        return self.flat
+
+    def _prior_gradients(self, gates) -> dict:
+        return {name: self._prior_gradient(name, gate.theta) for _, name, gate in gates}
 
     def _prior_gradient(self, name, theta):
         """κ_i/N (B15), or with ``hyperprior=False`` the fixed-γ KL gradient (B6)."""
