@@ -126,7 +126,8 @@ def widths(vertex: Vertex) -> list[int]:
 
 
 def analyse(directory: Path, data, stride: int) -> dict:
-    """Per mode: each layer pruned alone, and all layers in turn from the last hidden one."""
+    """Per mode: the last hidden layer pruned alone, and every gate layer in turn from the last
+    hidden one to the inputs."""
     metrics = gated_lenet300_metrics(directory)
     kappa = float(metrics["gate_config"]["kappa"])
     rows = np.arange(0, len(data.train_labels), stride)
@@ -134,12 +135,12 @@ def analyse(directory: Path, data, stride: int) -> dict:
               "init_scale": metrics["config"].get("init_scale", 1.0),
               "seed": metrics["config"]["seed"]}
     for mode in MODES:
-        alone = {}
-        for layer, name in enumerate(LAYER_NAMES):
-            vertex = Vertex(exported_network(directory), data.train_images, data.train_labels)
-            greedy(vertex, layer, mode, kappa, rows)
-            alone[name] = {"kept": vertex.units(layer),
-                           "test_error": test_error(vertex, data.test_images, data.test_labels)}
+        vertex = Vertex(exported_network(directory), data.train_images, data.train_labels)
+        last = len(LAYER_NAMES) - 1
+        greedy(vertex, last, mode, kappa, rows)
+        alone = {"kept": vertex.units(last),
+                 "test_error": test_error(vertex, data.test_images, data.test_labels),
+                 "objective": vertex.loss() + kappa * sum(widths(vertex))}
         vertex = Vertex(exported_network(directory), data.train_images, data.train_labels)
         before = widths(vertex)
         loss_before = vertex.loss()
@@ -147,7 +148,7 @@ def analyse(directory: Path, data, stride: int) -> dict:
             greedy(vertex, layer, mode, kappa, rows)
             vertex = Vertex(_rebuilt(vertex), data.train_images, data.train_labels)
         report[mode] = {
-            "alone": alone, "exported": before, "all_layers": widths(vertex),
+            "h2_alone": alone, "exported": before, "all_layers": widths(vertex),
             "objective_before": loss_before + kappa * sum(before),
             "objective_after": vertex.loss() + kappa * sum(widths(vertex)),
             "test_error_before": float(metrics["export_test_error"]),
@@ -173,8 +174,8 @@ def _rebuilt(vertex: Vertex):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--stride", type=int, default=5,
-                        help="rank the costs on every STRIDE-th training image (default 5)")
+    parser.add_argument("--stride", type=int, default=10,
+                        help="rank the costs on every STRIDE-th training image (default 10)")
     parser.add_argument("--data", default=None)
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "runs" / "compensated_removal.json")
@@ -184,12 +185,12 @@ def main(argv=None) -> int:
     try:
         for directory in args.runs:
             reports.append(analyse(directory, data, args.stride))
+            args.out.write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
             print(json.dumps({k: reports[-1][k] for k in ("run",)} | {
                 m: reports[-1][m]["all_layers"] for m in MODES}), flush=True)
     except GatedRunError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    args.out.write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
