@@ -25,6 +25,15 @@ def _fraction(value, name):
     return float(value)
 
 
+def inverse_time_decay(lr0: float, t: float, tau: float | None) -> float:
+    r"""The step size :math:`\eta_t = \eta_0/(1 + t/\tau)` (constant :math:`\eta_0` when
+    ``tau`` is None): the weights' schedule over epochs (``--lr-decay``) and θ's Robbins–Monro
+    schedule (B21) of docs/derivations/bernoulli_objective.md."""
+    if tau is None:
+        return lr0
+    return lr0 / (1.0 + t / tau)
+
+
 class Optimizer:
     """Base class. ``step(model)`` or ``step(params, grads)`` updates parameters in place."""
 

@@ -22,6 +22,7 @@ import math
 
 from minibern import backend as B
 from minibern.bernoulli.objective import check_theta
+from minibern.optim import inverse_time_decay
 
 np = B.host
 
@@ -89,9 +90,7 @@ class ProjectedSGD:
         if not t >= 0:
             raise ValueError(f"t must be >= 0 (a step count or fractional epoch), got {t!r}")
         ramp = min(1.0, t / self.warmup) if self.warmup else 1.0  # (B21′)
-        if self.decay_steps is None:
-            return ramp * self.lr0
-        return ramp * self.lr0 / (1.0 + t / self.decay_steps)  # (B21)
+        return inverse_time_decay(ramp * self.lr0, t, self.decay_steps)  # (B21)
 
     def update(self, theta, grad, t=None, mask=None) -> float:
         r"""One projected step in place, :math:`\theta \leftarrow \Pi(\theta - \eta_t\hat g)` (B20).
