@@ -19,8 +19,8 @@ from minibern.cli import train as cli
 from minibern.data import fetch, idx
 from minibern.training import checkpoint as ckpt
 from minibern.training.lock import LOCK_NAME, RunLocked, run_lock
-from minibern.training.trainer import (THREADS_KEY, TrainConfig, TrainingDiverged, resume_problems,
-                                       thread_counts)
+from minibern.training.resume import THREADS_KEY, resume_problems, thread_counts
+from minibern.training.trainer import TrainConfig, TrainingDiverged
 
 REPO = Path(__file__).resolve().parents[1]
 GATED = ["--model", "lenet300", "--gates", "--epochs", "1", "--train-subset", "300",

@@ -13,7 +13,8 @@ import pytest
 from minibern import backend as B
 from minibern.models import build_model
 from minibern.training import checkpoint as ckpt
-from minibern.training.trainer import (RUN_FILES, Hook, TrainConfig, Trainer, TrainingDiverged,
+from minibern.training.resume import RUN_FILES
+from minibern.training.trainer import (Hook, TrainConfig, Trainer, TrainingDiverged,
                                        device_splits, run_rngs)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -346,7 +347,7 @@ def test_a_setting_the_checkpoint_predates_matches_only_while_it_is_off():
     """A checkpoint written before a gate setting existed resumes while the setting is off now
     (False / 0), and is refused, naming it, when it is on."""
     from minibern.bernoulli.config import GateConfig, gate_settings
-    from minibern.training.trainer import resume_problems
+    from minibern.training.resume import resume_problems
     config = TrainConfig(model="lenet300", epochs=2)
     saved = gate_settings(GateConfig())["gates"]
     del saved["theta_warmup"], saved["kappa_expected_params"]
@@ -362,7 +363,7 @@ def test_a_checkpoint_of_the_removed_snap_rules_resumes_only_if_they_were_off():
     """Checkpoints record the snap rules' settings (no longer in GateConfig): at their off
     values the run resumes; with the rules on it is refused with a line saying why."""
     from minibern.bernoulli.config import RETIRED, GateConfig, gate_settings
-    from minibern.training.trainer import resume_problems
+    from minibern.training.resume import resume_problems
     config = TrainConfig(model="lenet300", epochs=2)
     saved = gate_settings(GateConfig())["gates"]
     assert {key: saved[key] for key in RETIRED} == RETIRED

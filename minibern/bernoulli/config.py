@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from minibern import backend as B
 from minibern.bernoulli.averaging import check_window
 from minibern.bernoulli.objective import check_theta
-from minibern.training.trainer import RETIRED_SETTINGS
+from minibern.training.resume import RETIRED_SETTINGS
 
 np = B.host
 
