@@ -71,6 +71,7 @@ from minibern.bernoulli.gated_models import build_model, lenet300_100
 from minibern.bernoulli.hook import GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
+from minibern.data.mnist import N_TRAIN
 from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 from minibern.training.transfers import StepTransfers
 
@@ -81,7 +82,7 @@ def gated_trainer(data, theta_full, gate_config, steps):
     config = TrainConfig(model="lenet300", epochs=1, train_subset=100 * steps)
     net = lenet300_100(seed=run_rngs(0)[0], gates=True)
     splits = device_splits(data, net.input_shape, config.train_subset)
-    hook = GateTrainer(net, gate_config, 55_000)
+    hook = GateTrainer(net, gate_config, N_TRAIN)
     trainer = Trainer(net, splits, config, hooks=[hook], log=lambda *_: None)
     hook.before_fit(trainer)
     if theta_full is not None:
@@ -143,7 +144,7 @@ def model_trainer(data, model: str, gates: bool, train_subset=None, **visits):
     trainer = Trainer(net, device_splits(data, net.input_shape, train_subset), config,
                       log=lambda *_: None)
     if gates:
-        hook = GateTrainer(net, gate_config_for(model, **visits), 55_000)
+        hook = GateTrainer(net, gate_config_for(model, **visits), N_TRAIN)
         trainer.hooks = [hook]
         hook.before_fit(trainer)
     return trainer

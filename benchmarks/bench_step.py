@@ -65,6 +65,7 @@ from minibern import layers as L
 from minibern.bernoulli.config import gate_config_for
 from minibern.bernoulli.gated_models import build_model
 from minibern.bernoulli.hook import GateTrainer
+from minibern.data.mnist import N_TRAIN
 from minibern.kernels import blas
 from minibern.kernels import threads as T
 from minibern.training.trainer import TrainConfig, Trainer, device_splits
@@ -303,7 +304,7 @@ def minibern_runner(spec: Spec, data: Data, steps: int):
     trainer = Trainer(net, splits, config, log=lambda message: None,
                       progress_stream=io.StringIO())
     if spec.gates:
-        hook = GateTrainer(net, gate_config_for(spec.model), 55_000)  # κ/N of a full MNIST run
+        hook = GateTrainer(net, gate_config_for(spec.model), N_TRAIN)  # κ/N of a full MNIST run
         trainer.hooks = [hook]
         hook.before_fit(trainer)
 

@@ -48,14 +48,13 @@ from pathlib import Path
 
 import numpy as np
 
-from minibern.bernoulli.estimators import make_estimator
 from minibern.bernoulli.config import GateConfig
-from minibern.bernoulli.gated_models import build_model
-from minibern.bernoulli.hook import GateTrainer
+from minibern.bernoulli.estimators import make_estimator
+from minibern.bernoulli.run import build_run
 from minibern.bernoulli.topology import gate_layers
 from minibern.data import load_mnist
 from minibern.losses import softmax_cross_entropy
-from minibern.training.trainer import Trainer, TrainConfig, device_splits, run_rngs
+from minibern.training.trainer import TrainConfig
 
 WEIGHTS = ("moving", "final", "average")
 
@@ -95,14 +94,10 @@ def restore_run(directory: Path, data):
     """``(trainer, hook)`` of a finished gated run, loaded from its checkpoint; the hook's
     estimator is the removal estimator with the run's visits, whichever the run used."""
     config, gate_config = read_run(directory)
-    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
-                      init=config.init, init_scale=config.init_scale, gates=True,
-                      theta_init=gate_config.theta_init)
-    splits = device_splits(data, net.input_shape, config.train_subset)
-    hook = GateTrainer(net, gate_config, splits["train"].size)
+    trainer = build_run(config, data, gate_config, log=lambda message: None,
+                        progress_stream=io.StringIO())
+    hook = trainer.hooks[-1]
     hook.estimator = make_estimator("removal", gate_config.subset, gate_config.first_subset)
-    trainer = Trainer(net, splits, config, hooks=[hook], log=lambda message: None,
-                      progress_stream=io.StringIO())
     try:
         trainer.load_checkpoint(directory / "checkpoint.npz")
     except ValueError as error:  # a damaged checkpoint, or one of another network

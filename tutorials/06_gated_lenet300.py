@@ -35,13 +35,13 @@ Time on a 2-core CPU
 # %% 1. Options and data
 from _common import rule_share, tutorial_args
 
-from minibern import backend as B
 from minibern.bernoulli.export import export_and_score
 from minibern.bernoulli.config import GateConfig
 from minibern.bernoulli.gated_models import lenet300_100
 from minibern.bernoulli.hook import GateTrainer
 from minibern.data import load_mnist
 from minibern.plots import plot_run
+from minibern.training.config import steps_per_epoch as steps_per_epoch_of
 from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs, write_run_files
 
 
@@ -73,7 +73,7 @@ print("step 2: " + "  ".join(f"{name} {type(layer).__name__}" for name, layer in
 # on 0 or 1 while the average points there (C7). A gate at 0 whose average is confidently
 # positive is certified and frozen (C10); a unit at θ = 0 for 30 visits leaves the arrays (P6).
 # snapshot_every records θ of every gate five times per epoch, for the trajectories.
-steps_per_epoch = -(-splits["train"].size // config.batch_size)
+steps_per_epoch = steps_per_epoch_of(splits["train"].size, config.batch_size)  # ⌈N / B⌉
 gate_config = GateConfig(kappa=args.kappa, snapshot_every=max(1, steps_per_epoch // 5))
 gates = GateTrainer(net, gate_config, n_data=splits["train"].size)
 print(f"step 3: κ = {gate_config.kappa} per unit, estimator {gate_config.estimator}, "

@@ -33,9 +33,7 @@ from _common import gated_run, rule_share, training_tutorial
 
 from minibern import backend as B
 from minibern.bernoulli.config import GateConfig
-from minibern.bernoulli.gated_models import lenet300_100
 from minibern.plots import compare_theta_histograms, compare_theta_trajectories, load_run
-from minibern.training.trainer import run_rngs
 
 np = B.host
 args, data, width, config = training_tutorial(__doc__, out="runs/tutorial7", model="lenet300",
@@ -61,10 +59,8 @@ for label, gate_config in RUNS.items():
 # %% 3. Train both from the same start (same seed: same weights, batch order and gate draws)
 metrics = {}
 for label, gate_config in RUNS.items():
-    net = lenet300_100(width, seed=run_rngs(config.seed)[0], gates=True,
-                       theta_init=gate_config.theta_init)
     print(f"step 3: training with {label} ...")
-    metrics[label], _ = gated_run(net, data, config, gate_config, args.out / FOLDERS[label],
+    metrics[label], _ = gated_run(data, config, gate_config, args.out / FOLDERS[label],
                                   log=lambda line: None)
     seconds = metrics[label]["epoch_seconds"]
     print(f"        {len(seconds)} epochs in {sum(seconds):.1f} s, test error "

@@ -36,9 +36,9 @@ from _common import gated_run, pyplot, rule_share, save, training_tutorial
 
 from minibern import backend as B
 from minibern.bernoulli.config import gate_config_for
-from minibern.bernoulli.gated_models import lenet5_caffe
+from minibern.bernoulli.run import build_network
 from minibern.plots import load_run, plot_run
-from minibern.training.trainer import Hook, run_rngs
+from minibern.training.trainer import Hook
 
 np = B.host
 # --quick halves the widths, not quarters them: at 5 filters conv1 is too small a picture.
@@ -48,7 +48,8 @@ args, data, width, config = training_tutorial(__doc__, out="runs/tutorial8", mod
 # %% 2. A gated LeNet-5-Caffe: conv1 → pool → relu → gate, conv2 → pool → relu → gate, fc1 → gate
 # A filter's gate multiplies its whole feature map: ξ_i h_{i,:,:} (B1). Its price κ is per
 # unit, filter or hidden unit alike (B14).
-net = lenet5_caffe(width, seed=run_rngs(config.seed)[0], gates=True, theta_init=1.0)
+gate_config = gate_config_for("lenet5")  # fewer filters visited per step (see step 4)
+net = build_network(config, gate_config)
 for name, layer in net:
     shapes = {key: tuple(value.shape) for key, value in layer.params.items()}
     if shapes or "gate" in name:
@@ -81,8 +82,7 @@ print(f"step 3: conv1 has {net['gate_conv1'].n_units} filters of "
 # Removal estimator, θ step on the visit averages, decision rule, filters at 0 removed after
 # 30 visits; θ of every gate recorded five times per epoch. The log line per epoch counts the
 # gates at 0 / at 1 / undecided per layer.
-metrics, trainer = gated_run(net, data, config, gate_config_for("lenet5"), args.out,
-                             hooks=[filters])
+metrics, trainer = gated_run(data, config, gate_config, args.out, net=net, hooks=[filters])
 for gate in metrics["gates"]:
     print(f"step 4: {gate['name']:10s} {gate['at_one']:4d} of {gate['total']:4d} at 1, "
           f"{gate['at_zero']:4d} at 0 ({gate['removed']} removed), {gate['undecided']} undecided")

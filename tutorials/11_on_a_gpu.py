@@ -43,8 +43,7 @@ from _common import gated_run, pyplot, save, training_tutorial
 import minibern
 from minibern import backend as B
 from minibern.bernoulli.config import GateConfig
-from minibern.bernoulli.gated_models import lenet300_100
-from minibern.training.trainer import Hook, run_rngs
+from minibern.training.trainer import Hook
 
 np = B.host
 args, data, width, config = training_tutorial(__doc__, out="runs/tutorial11", model="lenet300",
@@ -79,10 +78,9 @@ class TransfersPerStep(Hook):
 def run(backend_name):
     meter = TransfersPerStep()
     with B.use_backend(backend_name):
-        net = lenet300_100(width, seed=run_rngs(config.seed)[0], gates=True, theta_init=1.0)
-        metrics, trainer = gated_run(net, data, config, GateConfig(), args.out / backend_name,
+        metrics, trainer = gated_run(data, config, GateConfig(), args.out / backend_name,
                                      hooks=[meter], log=lambda line: None)
-        weights = {name: B.to_numpy(value) for name, value in net.named_parameters().items()}
+        weights = {name: B.to_numpy(value) for name, value in trainer.net.named_parameters().items()}
     theta = np.asarray(trainer.history["theta_snapshots"][-1])
     print(f"step 3: {backend_name:6s} test error {100 * metrics['test_error']:.2f}%, "
           f"architecture {'-'.join(map(str, metrics['architecture']))}, "

@@ -126,24 +126,19 @@ def rule_share(metrics) -> str:
             "rule, the rest by the θ step alone")
 
 
-def gated_run(net, data, config, gate_config, out=None, *, hooks=(), snapshots_per_epoch=5,
+def gated_run(data, config, gate_config, out=None, *, net=None, hooks=(), snapshots_per_epoch=5,
               log=print):
-    """Tutorial 6's steps 2–4 in one call: move ``data`` to the backend (``config.train_subset``
-    images), record θ ``snapshots_per_epoch`` times per epoch (``gate_config.snapshot_every``),
-    train ``net`` with a :class:`~minibern.bernoulli.hook.GateTrainer` after ``hooks``, and with
-    ``out`` write the run directory (metrics.json, history.npz, checkpoint.npz). Returns
-    ``(metrics, trainer)``."""
-    from dataclasses import replace
+    """Tutorial 6's steps 2–4 in one call, through the package's one way to build a run
+    (:func:`minibern.bernoulli.run.build_run`): the gated network of ``config`` (or ``net``, drawn
+    by :func:`~minibern.bernoulli.run.build_network`), θ recorded ``snapshots_per_epoch`` times
+    per epoch, a :class:`~minibern.bernoulli.hook.GateTrainer` after ``hooks``; trained, and
+    with ``out`` the run directory written (metrics.json, history.npz, checkpoint.npz).
+    Returns ``(metrics, trainer)``."""
+    from minibern.bernoulli.run import build_run
+    from minibern.training.trainer import write_run_files
 
-    from minibern.bernoulli.hook import GateTrainer
-    from minibern.training.trainer import Trainer, device_splits, write_run_files
-
-    splits = device_splits(data, net.input_shape, config.train_subset)
-    steps_per_epoch = -(-splits["train"].size // config.batch_size)
-    gate_config = replace(gate_config,
-                          snapshot_every=max(1, steps_per_epoch // snapshots_per_epoch))
-    gates = GateTrainer(net, gate_config, n_data=splits["train"].size)
-    trainer = Trainer(net, splits, config, hooks=[*hooks, gates], log=log)
+    trainer = build_run(config, data, gate_config, net=net, hooks=hooks, log=log,
+                        snapshots_per_epoch=snapshots_per_epoch)
     metrics = trainer.fit(out)
     if out is not None:
         write_run_files(out, metrics)

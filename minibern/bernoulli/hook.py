@@ -191,5 +191,4 @@ class GateTrainer(Hook):
 
 def _epoch_clock(trainer) -> float:
     """The θ step's clock t: epochs done plus the fraction of this one (so τ is in epochs)."""
-    steps_per_epoch = max(1, -(-trainer.splits["train"].size // trainer.config.batch_size))
-    return trainer.epoch + trainer.step / steps_per_epoch
+    return trainer.epoch + trainer.step / trainer.steps_per_epoch

@@ -31,8 +31,8 @@ def build_network(config: TrainConfig, gate_config: GateConfig | None = None):
                        theta_init=gate_config.theta_init if gate_config else 1.0)
 
 
-def build_run(config: TrainConfig, data, gate_config: GateConfig | None = None, *, hooks=(),
-              log=print, snapshots_per_epoch: int = 0, progress_stream=None) -> Trainer:
+def build_run(config: TrainConfig, data, gate_config: GateConfig | None = None, *, net=None,
+              hooks=(), log=print, snapshots_per_epoch: int = 0, progress_stream=None) -> Trainer:
     """The :class:`~minibern.training.trainer.Trainer` of a run (module docstring).
 
     Parameters
@@ -42,6 +42,9 @@ def build_run(config: TrainConfig, data, gate_config: GateConfig | None = None, 
         Host arrays; ``config.train_subset`` of the training images are used.
     gate_config : GateConfig, optional
         Gate the network and learn θ with these settings; ``None``: an un-gated run.
+    net : minibern.layers.Sequential, optional
+        The run's network, if the caller drew it already with :func:`build_network` (to look
+        at it or hand it to a hook first); default: drawn here.
     hooks : sequence of Hook
         The caller's hooks, run before the gate hook.
     log : callable
@@ -49,7 +52,7 @@ def build_run(config: TrainConfig, data, gate_config: GateConfig | None = None, 
         With gates, record θ this many times per epoch (``gate_config.snapshot_every`` set
         from the steps per epoch); 0 keeps ``gate_config.snapshot_every``.
     """
-    net = build_network(config, gate_config)
+    net = build_network(config, gate_config) if net is None else net
     splits = device_splits(data, net.input_shape, config.train_subset)
     hooks = list(hooks)
     if gate_config is not None:

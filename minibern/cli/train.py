@@ -17,25 +17,35 @@ from pathlib import Path
 from minibern import backend as B
 from minibern.bernoulli.config import (ESTIMATORS, MODEL_VISITS, GateConfig, gate_config_for,
                                        gate_settings)
-from minibern.bernoulli.gated_models import build_model
-from minibern.bernoulli.hook import GateTrainer
 from minibern.bernoulli.pruning import PruningError
+from minibern.bernoulli.run import build_run
 from minibern.kernels import blas
 from minibern.kernels import threads as T
 from minibern.models import MODEL_NAMES
 from minibern.training.lock import RunLocked, run_lock
-from minibern.training.trainer import (OPTIMIZERS, TrainConfig, Trainer, TrainingDiverged,
-                                       check_out_path, check_run_dir, device_splits, run_rngs,
-                                       write_run_files)
+from minibern.training.config import OPTIMIZERS, TrainConfig
+from minibern.training.resume import check_out_path, check_run_dir
+from minibern.training.trainer import TrainingDiverged, write_run_files
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line: the run's own options, then the gates' (defaults from
+    :class:`~minibern.training.config.TrainConfig` and
+    :class:`~minibern.bernoulli.config.GateConfig`)."""
     parser = argparse.ArgumentParser(prog="python -m minibern train",
                                      description="Train a network on MNIST and write a run directory.")
+    _add_run_options(parser)
+    _add_gate_options(parser.add_argument_group(
+        "Bernoulli gates (docs/derivations/bernoulli_objective.md)"))
+    return parser
+
+
+def _add_run_options(parser) -> None:
+    """The network, the data, the optimiser and where the run goes."""
     parser.add_argument("--model", choices=MODEL_NAMES, required=True)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--backend", choices=B.BACKEND_NAMES, default=None,
                         help="array backend (default: $MINIBERN_BACKEND, else numpy)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
@@ -47,20 +57,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA, "
                         "else data/mnist in the checkout or the user cache; fetched if missing)")
     parser.add_argument("--out", required=True, help="run directory to write")
-    parser.add_argument("--width-mult", type=float, default=1.0)
+    parser.add_argument("--width-mult", type=float, default=TrainConfig.width_mult)
     parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--lr-decay", type=float, default=None, metavar="TAU",
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=TrainConfig.optimizer)
+    parser.add_argument("--lr", type=float, default=TrainConfig.lr)
+    parser.add_argument("--lr-decay", type=float, default=TrainConfig.lr_decay, metavar="TAU",
                         help="decay the learning rate per epoch e as lr/(1 + e/TAU)")
-    parser.add_argument("--momentum", type=float, default=0.9)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--init", choices=("he", "glorot"), default="he")
-    parser.add_argument("--init-scale", type=float, default=1.0)
-    parser.add_argument("--train-subset", type=int, default=None,
+    parser.add_argument("--momentum", type=float, default=TrainConfig.momentum)
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
+    parser.add_argument("--init", choices=("he", "glorot"), default=TrainConfig.init)
+    parser.add_argument("--init-scale", type=float, default=TrainConfig.init_scale)
+    parser.add_argument("--train-subset", type=int, default=TrainConfig.train_subset,
                         help="train on the first N of the 55,000 training images (quick runs)")
     parser.add_argument("--quiet", action="store_true", help="log to train.log only")
-    gates = parser.add_argument_group("Bernoulli gates (docs/derivations/bernoulli_objective.md)")
+
+
+def _add_gate_options(gates) -> None:
+    """``--gates`` and every :class:`~minibern.bernoulli.config.GateConfig` setting."""
     gates.add_argument("--gates", action="store_true", help="gate units/filters/inputs and learn θ")
     gates.add_argument("--estimator", choices=ESTIMATORS, default=GateConfig.estimator,
                        help="estimator of Δ_i (docs/derivations/estimators.md)")
@@ -112,7 +125,6 @@ def build_parser() -> argparse.ArgumentParser:
     gates.add_argument("--no-audit", action="store_true",
                        help="skip the end-of-run check of every decision on the whole training "
                             "set, (C11)–(C12)")
-    return parser
 
 
 def config_from_args(args) -> TrainConfig:
@@ -273,16 +285,12 @@ def _train(args, config, gate_config, out, log, log_file) -> int:
         where = args.data or "the default folder"
         raise MemoryError(f"out of memory while reading MNIST from {where}; check that its "
                           "files are MNIST's") from None
-    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0],
-                      init=config.init, init_scale=config.init_scale, gates=args.gates,
-                      theta_init=args.theta_init)
-    splits = device_splits(data, net.input_shape, config.train_subset)
-    log(f"train {config.model} (width x{config.width_mult}) on {splits['train'].size} images, "
+    trainer = build_run(config, data, gate_config, log=log)
+    net = trainer.net
+    log(f"train {config.model} (width x{config.width_mult}) on {trainer.n_train} images, "
         f"backend {B.get_backend().name}, seed {config.seed}, {config.epochs} epochs, "
         f"{T.get_threads()} kernel thread(s), BLAS threads {blas.get_threads() or 'unknown'}"
         + (f", gates: {gate_config}" if gate_config else ""))
-    hooks = [GateTrainer(net, gate_config, splits["train"].size)] if gate_config else []
-    trainer = Trainer(net, splits, config, hooks=hooks, log=log)
     metrics = trainer.fit(out, resume=args.resume)
     try:  # model.npz: the deterministic network (tutorial 10 runs it)
         from minibern.bernoulli.export import export_and_score

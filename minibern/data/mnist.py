@@ -46,6 +46,7 @@ from minibern.data.idx import read_idx
 IMAGE_SHAPE = (28, 28)
 N_TRAIN_FILE = 60_000   # images in the training file
 N_VAL = 5_000           # the last N_VAL of them are the validation set
+N_TRAIN = N_TRAIN_FILE - N_VAL  # the first N_TRAIN of them are the training set (N of (B15))
 N_TEST = 10_000
 N_CLASSES = 10
 
