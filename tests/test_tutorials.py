@@ -161,17 +161,28 @@ def test_tutorial_9_draws_kept_units_against_the_reference(mnist_dir, tmp_path):
         assert len(numbers) == 3 and all(np.isfinite(numbers))
     assert "4 configurations, 12 runs" in line
     assert len(list((tmp_path / "runs" / "robustness").glob("*/metrics.json"))) == 12
+    _assert_pngs(tmp_path, "kept_per_epoch.png")
+    # each run was built with the starting point its name gives, and kept fewer units than it had
+    run = json.loads((tmp_path / "runs" / "robustness" / "width0.25_scale2_seed1" /
+                      "metrics.json").read_text())
+    assert (run["config"]["width_mult"], run["config"]["init_scale"], run["seed"]) == (0.25, 2, 1)
+    assert run["config"]["epochs"] == 3 and run["config"]["train_subset"] == 3000
+    assert sum(run["architecture"]) < sum(run["architecture_start"])
 
 
-def test_tutorial_9_reads_another_grid_against_the_reference_asked_for(tmp_path):
-    """The runner's 40-epoch grid as kept in the repository (no training), against 600-200;
-    a reference that is not in the grid and --quick with --grid are refused."""
+def test_tutorial_9_reads_the_recorded_grids_against_the_reference_asked_for(tmp_path):
+    """The 20- and 40-epoch grids' runs as kept in the repository (no training), against
+    300-100 and 600-200; a reference that is not in the grid and --quick with --grid are
+    refused."""
+    out = _run([REPO / "tutorials" / "09_robustness.py", "--out", tmp_path])
+    assert "reference configuration 'width1_scale1'" in out
+    assert "5 configurations, 15 runs" in _result(out, 9)
     out = _run([REPO / "tutorials" / "09_robustness.py", "--grid", "longer", "--out", tmp_path])
     assert "reference configuration 'gated_40_epochs_width2'" in out
     assert re.search(r"step 5: spread gated_40_epochs_width4(?:\s+\S+\s+[+-][0-9.]+ %){3}",
                      out), out
     assert "within ±15 % of gated_40_epochs_width2" in _result(out, 9)
-    _assert_pngs(tmp_path, "robustness.png")
+    _assert_pngs(tmp_path, "robustness.png", "kept_per_epoch.png")
     for extra, named in ((["--grid", "longer", "--reference", "width1_scale1"], "--reference"),
                          (["--grid", "longer", "--quick"], "--quick"),
                          (["--quick", "--reference", "width0.25_scale1"], "--reference")):
