@@ -28,7 +28,8 @@ output changes by no more than the fit's residual. Only gates on dense activatio
 Cost per step, per gate layer of width n with m visits and B examples: (R1) B·(n+1)² multiply-
 adds, s² B·(n+1)·m, the partial forwards of the B·m pairs for s² (all of them: the fit is rarely
 0) and of the pairs with ξ = 0 for s¹, against the paper's estimate's pairs with a ≠ 0; every
-``REFRESH_EVERY`` steps and at every fold an (n+1)³ inversion on the host.
+``REFRESH_EVERY`` steps an (n+1)³ inversion on the host; a fold of |L| units among |S| off
+ones, |S|³ + (n+1)·|S|² + (n+1)·|L|·M.
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ class CompensatedEstimator(RemovalEstimator):
             before = theta_before[found.name]
             leaving = np.flatnonzero((before > 0) & (found.gate.theta == 0))
             if leaving.size and found.name in self.grams:
-                fold_units(net[found.consumer], self.grams[found.name], before, leaving)
+                fold_units(net[found.consumer], self.grams[found.name], before,
+                           found.gate.theta, leaving)
                 folded[found.name] = int(leaving.size)
         return folded
 
@@ -136,19 +138,24 @@ class CompensatedEstimator(RemovalEstimator):
                                                   if f"{field}/{name}" in state})
 
 
-def fold_units(consumer, gram: RunningGram, theta_before, leaving) -> None:
-    """(R6): W_{K′} += B_L (θ⁻_L ⊙ W_L), b += (its constant row) on the consumer ``Dense``; the
-    regressors are the units with θ⁻ > 0, re-fitted jointly on those that stay. C is
-    recomputed from the same Gram with θ⁻'s regressors."""
-    regressors = theta_before > 0
-    coefficients, rest = joint_refit(B.to_numpy(gram.gram), regressors, leaving, gram.ridge)
+def fold_units(consumer, gram: RunningGram, theta_before, theta, leaving) -> None:
+    """(R6): W_{K′} += B_L (θ⁻_L ⊙ W_L), b += (its constant row) on the consumer ``Dense``,
+    with the last refresh's P: the leaving units are re-fitted jointly on its regressors that
+    are still on (θ > 0); a leaving unit that was no regressor then is left as it is."""
+    if gram.inverse is None:
+        return
+    regressors = gram.index[:-1]
+    leaving = leaving[np.isin(leaving, regressors)]
+    if leaving.size == 0:
+        return
+    off = regressors[theta[regressors] == 0]
+    coefficients, rest = joint_refit(gram.inverse, gram.index, leaving, off)
     weight, bias = consumer.params["W"], consumer.params["b"]
     shares = B.asarray(theta_before[leaving], dtype=weight.dtype)[:, None] \
         * weight[B.asarray(leaving)]  # θ⁻_i W_i, (|L|, M)
     moved = B.asarray(coefficients, dtype=weight.dtype) @ shares  # (|K̄′|, M)
     weight[B.asarray(rest[:-1])] += moved[:-1]  # (R6)
     bias += moved[-1]  # (R6)
-    gram.recompute(regressors & ~np.isin(np.arange(regressors.size), leaving))
 
 
 def _check_supported(net, found) -> None:

@@ -24,8 +24,11 @@ together is re-fitted jointly on the rest, :math:`\bar K' = \bar K \setminus L`:
 .. math::
     B_L = -P_{\bar K' L}\,(P_{LL})^{-1}                                                \tag{R6}
 
-G lives on the device (one (n+1)² product a step), P and C are computed on the host every
-``refresh`` steps and whenever units leave (O(n³)), and C goes to the device once per refresh.
+G lives on the device (one (n+1)² product a step, in the activations' precision, summed into
+float64), P and C are computed on the host every ``refresh`` steps (O(n³)), and C goes to the
+device once per refresh. Between refreshes K stays as it was: a unit that went off since only
+multiplies zeros in (R4), and the fold (R6) leaves it out with the Schur step of
+:func:`joint_refit`.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ GRAM_DECAY = 0.99
 #: r of (R2): the ridge relative to the units' mean squared activation.
 RIDGE = 1e-3
 #: Steps between recomputations of P and C (R2)–(R3).
-REFRESH_EVERY = 20
+REFRESH_EVERY = 50
 
 
 def ridge_inverse(gram, regressors, ridge: float = RIDGE):
@@ -53,29 +56,31 @@ def ridge_inverse(gram, regressors, ridge: float = RIDGE):
     return np.linalg.inv(h), index
 
 
-def refit_coefficients(gram, regressors, ridge: float = RIDGE):
-    """C of (R3), host float64 (n + 1, n), from the host Gram ``gram`` (n + 1, n + 1)."""
+def refit_coefficients(gram, p, index):
+    """C of (R3), host float64 (n + 1, n), from the host Gram ``gram`` (n + 1, n + 1) and
+    :func:`ridge_inverse`'s ``p`` over the regressors ``index`` (the constant last)."""
     n = gram.shape[0] - 1
-    p, index = ridge_inverse(gram, regressors, ridge)
     coefficients = np.zeros((n + 1, n))
     inside = index[:-1]
     own = np.arange(inside.size)
     coefficients[np.ix_(index, inside)] = -p[:, own] / p[own, own]  # (R3), i ∈ K
-    outside = np.flatnonzero(~regressors)
+    outside = np.setdiff1d(np.arange(n), inside)
     coefficients[np.ix_(index, outside)] = p @ gram[np.ix_(index, outside)]  # (R3), i ∉ K
     coefficients[outside, outside] = -1.0
     return coefficients
 
 
-def joint_refit(gram, regressors, leaving, ridge: float = RIDGE):
-    """B_L of (R6): coefficients of the units ``leaving`` (host ints, all in ``regressors``)
-    on the other regressors and the constant, host float64 (|K̄′|, |L|), and K̄′'s indices
-    into ``gram`` (the constant last)."""
-    p, index = ridge_inverse(gram, regressors, ridge)
-    position = np.searchsorted(index, leaving)
-    rest = np.setdiff1d(np.arange(index.size), position)
-    return -p[np.ix_(rest, position)] @ np.linalg.inv(p[np.ix_(position, position)]), \
-        index[rest]  # (R6)
+def joint_refit(p, index, leaving, off):
+    """B_L of (R6) from :func:`ridge_inverse`'s ``p`` over ``index``: the coefficients of the
+    units ``leaving`` (host ints, in ``index``) on the regressors that stay on, host float64
+    (|K̄′|, |L|), and K̄′'s indices (the constant last). ``off`` (host ints, in ``index``,
+    ``leaving`` among them) are the regressors to leave out: the leaving units and those
+    already off. A multi-output regression's coefficients depend only on its regressors, so
+    regressing all of ``off`` jointly and keeping the columns of ``leaving`` is (R6)."""
+    out = np.searchsorted(index, off)
+    rest = np.setdiff1d(np.arange(index.size), out)
+    joint = -p[np.ix_(rest, out)] @ np.linalg.inv(p[np.ix_(out, out)])  # (R6)
+    return joint[:, np.searchsorted(off, leaving)], index[rest]
 
 
 class RunningGram:
@@ -92,6 +97,8 @@ class RunningGram:
     ----------
     gram : device float64 (n + 1, n + 1)
     coefficients : device float64 (n + 1, n) or None before the first :meth:`refresh`
+    inverse, index : host float64 (|K| + 1, |K| + 1), host ints (|K| + 1,)
+        P of (R2) over the regressors K̄ of the last refresh, and their indices.
     age : int
         Updates since C was computed.
     """
@@ -100,16 +107,17 @@ class RunningGram:
                  refresh: int = REFRESH_EVERY):
         self.decay, self.ridge, self.refresh_every = decay, ridge, refresh
         self.gram = B.zeros((n_units + 1, n_units + 1), dtype="float64")
-        self.coefficients, self.age = None, 0
+        self.coefficients = self.inverse = self.index = None
+        self.age = 0
 
     def update(self, a) -> None:
         """(R1) with the batch's activations ``a`` (device (B, n))."""
         xp = B.get_array_module(a)
-        x = xp.empty((a.shape[0], a.shape[1] + 1), dtype=xp.float64)
+        x = xp.empty((a.shape[0], a.shape[1] + 1), dtype=a.dtype)
         x[:, :-1] = a
         x[:, -1] = 1.0
         self.gram *= self.decay
-        self.gram += x.T @ x  # (R1)
+        self.gram += x.T @ x  # (R1), the batch's sum in the activations' precision
         self.age += 1
 
     def current(self, theta):
@@ -120,7 +128,9 @@ class RunningGram:
 
     def recompute(self, regressors) -> None:
         """C of (R3) with the regressors K (host bool (n,))."""
-        c = refit_coefficients(B.to_numpy(self.gram), regressors, self.ridge)
+        gram = B.to_numpy(self.gram)
+        self.inverse, self.index = ridge_inverse(gram, regressors, self.ridge)  # (R2)
+        c = refit_coefficients(gram, self.inverse, self.index)  # (R3)
         self.coefficients, self.age = B.asarray(c), 0
 
     def keep(self, keep) -> None:
@@ -128,15 +138,19 @@ class RunningGram:
         C is recomputed at the next :meth:`current`."""
         index = B.asarray(np.flatnonzero(np.append(keep, True)))
         self.gram = self.gram[index][:, index]
-        self.coefficients = None
+        self.coefficients = self.inverse = self.index = None
 
     def state_dict(self) -> dict:
         state = {"gram": B.to_numpy(self.gram), "refit_age": np.asarray(self.age)}
         if self.coefficients is not None:
-            state["refit"] = B.to_numpy(self.coefficients)
+            state.update(refit=B.to_numpy(self.coefficients), refit_inverse=self.inverse,
+                         refit_index=self.index)
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.gram = B.asarray(state["gram"])
         self.age = int(state["refit_age"])
-        self.coefficients = B.asarray(state["refit"]) if "refit" in state else None
+        self.coefficients = self.inverse = self.index = None
+        if "refit" in state:
+            self.coefficients = B.asarray(state["refit"])
+            self.inverse, self.index = state["refit_inverse"], state["refit_index"]
