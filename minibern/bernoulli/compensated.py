@@ -34,7 +34,7 @@ ones, |S|³ + (n+1)·|S|² + (n+1)·|L|·M.
 from __future__ import annotations
 
 from minibern import backend as B
-from minibern.bernoulli.estimators import RemovalEstimator
+from minibern.bernoulli.estimators import REGISTERED, RemovalEstimator
 from minibern.bernoulli.flip_products import output_layer_losses
 from minibern.bernoulli.refit import RIDGE, RunningGram, joint_refit
 from minibern.bernoulli.topology import gate_sites
@@ -156,6 +156,9 @@ def fold_units(consumer, gram: RunningGram, theta_before, theta, leaving) -> Non
     moved = B.asarray(coefficients, dtype=weight.dtype) @ shares  # (|K̄′|, M)
     weight[B.asarray(rest[:-1])] += moved[:-1]  # (R6)
     bias += moved[-1]  # (R6)
+
+
+REGISTERED[CompensatedEstimator.name] = CompensatedEstimator  # --estimator compensated
 
 
 def _check_supported(net, found) -> None:

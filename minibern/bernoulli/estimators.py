@@ -205,6 +205,11 @@ class RemovalEstimator:
         return found.consumer
 
 
+#: Estimators that build on these in modules of their own, by name: each module adds its class
+#: here (importing it from this module would be a cycle), and the package imports them all.
+REGISTERED = {}
+
+
 def make_estimator(name: str, subset: int | None = 16, first_subset: int | None = None):
     """An estimator by name: ``"first-order"``, ``"removal"``, ``"exact"`` or ``"compensated"``."""
     if name == "first-order":
@@ -213,7 +218,6 @@ def make_estimator(name: str, subset: int | None = 16, first_subset: int | None 
         return RemovalEstimator(subset, first_subset)
     if name == "exact":
         return ExactEstimator()
-    if name == "compensated":  # (R4), docs/derivations/compensated.md
-        from minibern.bernoulli.compensated import CompensatedEstimator
-        return CompensatedEstimator(subset, first_subset)
+    if name in REGISTERED:
+        return REGISTERED[name](subset, first_subset)
     raise ValueError(f"unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}")
