@@ -177,3 +177,38 @@ def test_the_early_bound_is_recorded_only_when_on():
     assert (on["theta_bound"], on["theta_bound_epochs"]) == (0.05, 3.0)
     with pytest.raises(ValueError, match="theta_bound must lie in"):
         GateConfig(theta_bound=0.5).validate()
+
+
+def _gated_trainer(mnist, gate_config, **overrides):
+    from minibern.bernoulli.gated_models import build_model
+    from minibern.bernoulli.hook import GateTrainer
+    from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
+    config = TrainConfig(**{"model": "lenet300", "epochs": 2, "train_subset": 1000,
+                            "width_mult": 0.2, **overrides})
+    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0], gates=True)
+    splits = device_splits(mnist, net.input_shape, config.train_subset)
+    hook = GateTrainer(net, gate_config, splits["train"].size)
+    return Trainer(net, splits, config, hooks=[hook], log=lambda *_: None), hook
+
+
+def test_a_pruned_compensated_run_resumes_exactly_with_its_gram_from_the_checkpoint(mnist,
+                                                                                    tmp_path):
+    config = GateConfig(estimator="compensated", subset=8, theta_lr=50.0, kappa=3.0,
+                        prune_patience=3)
+    straight, straight_hook = _gated_trainer(mnist, config)
+    straight.fit()
+    first, first_hook = _gated_trainer(mnist, config, epochs=1)
+    first.fit(tmp_path)
+    assert sum(g.n_removed for _, _, g in first_hook.gates) > 0  # pruned when saved
+    assert all(gram.gram.shape[0] == gate.n_units + 1  # the Gram followed the pruning
+               for _, name, gate in first_hook.gates
+               for gram in [first_hook.estimator.grams[name]])
+    resumed, hook = _gated_trainer(mnist, config)
+    resumed.fit(tmp_path, resume=True)
+    for (_, name, a), (_, _, b) in zip(straight_hook.gates, hook.gates):
+        np.testing.assert_array_equal(a.theta, b.theta, err_msg=name)
+        np.testing.assert_array_equal(B.to_numpy(straight_hook.estimator.grams[name].gram),
+                                      B.to_numpy(hook.estimator.grams[name].gram), err_msg=name)
+    for key, value in straight.net.named_parameters().items():
+        np.testing.assert_array_equal(B.to_numpy(value),
+                                      B.to_numpy(resumed.net.named_parameters()[key]), err_msg=key)

@@ -129,33 +129,14 @@ class CompensatedEstimator(RemovalEstimator):
                 for key, value in gram.state_dict().items()}
 
     def load_state_dict(self, state: dict) -> None:
+        """The Grams and coefficients of :meth:`state_dict` (from a checkpoint's hook state)."""
         for key in state:
             if key.startswith("gram/"):
                 name = key[len("gram/"):]
                 self.grams[name] = RunningGram(state[key].shape[0] - 1, ridge=self.ridge)
                 self.grams[name].load_state_dict({field: state[f"{field}/{name}"]
-                                                  for field in ("gram", "refit_age", "refit")
+                                                  for field in RunningGram.FIELDS
                                                   if f"{field}/{name}" in state})
-
-
-def fold_units(consumer, gram: RunningGram, theta_before, theta, leaving) -> None:
-    """(R6): W_{K′} += B_L (θ⁻_L ⊙ W_L), b += (its constant row) on the consumer ``Dense``,
-    with the last refresh's P: the leaving units are re-fitted jointly on its regressors that
-    are still on (θ > 0); a leaving unit that was no regressor then is left as it is."""
-    if gram.inverse is None:
-        return
-    regressors = gram.index[:-1]
-    leaving = leaving[np.isin(leaving, regressors)]
-    if leaving.size == 0:
-        return
-    off = regressors[theta[regressors] == 0]
-    coefficients, rest = joint_refit(gram.inverse, gram.index, leaving, off)
-    weight, bias = consumer.params["W"], consumer.params["b"]
-    shares = B.asarray(theta_before[leaving], dtype=weight.dtype)[:, None] \
-        * weight[B.asarray(leaving)]  # θ⁻_i W_i, (|L|, M)
-    moved = B.asarray(coefficients, dtype=weight.dtype) @ shares  # (|K̄′|, M)
-    weight[B.asarray(rest[:-1])] += moved[:-1]  # (R6)
-    bias += moved[-1]  # (R6)
 
 
 REGISTERED[CompensatedEstimator.name] = CompensatedEstimator  # --estimator compensated

@@ -103,6 +103,9 @@ class RunningGram:
         Updates since C was computed.
     """
 
+    #: What :meth:`state_dict` saves (a checkpoint's ``"<field>/<gate name>"``).
+    FIELDS = ("gram", "refit_age", "refit", "refit_inverse", "refit_index")
+
     def __init__(self, n_units: int, decay: float = GRAM_DECAY, ridge: float = RIDGE,
                  refresh: int = REFRESH_EVERY):
         self.decay, self.ridge, self.refresh_every = decay, ridge, refresh
