@@ -25,11 +25,11 @@ output changes by no more than the fit's residual. Only gates on dense activatio
 ``Dense`` consumer are supported: a gate on conv filters (a block of H·W inputs per unit, or a
 ``Conv2D`` consumer) raises NotImplementedError.
 
-Cost per step, per gate layer of width n with m visits and B examples: (R1) B·(n+1)² multiply-
-adds, s² B·(n+1)·m, the partial forwards of the B·m pairs for s² (all of them: the fit is rarely
-0) and of the pairs with ξ = 0 for s¹, against the paper's estimate's pairs with a ≠ 0; every
-``REFRESH_EVERY`` steps an (n+1)³ inversion on the host; a fold of |L| units among |S| off
-ones, |S|³ + (n+1)·|S|² + (n+1)·|L|·M.
+Cost per step, per gate layer of width n with m visits and B examples: (R1) B·(n+1)²
+multiply-adds, s² B·(n+1)·m, the partial forwards of the B·m pairs for s² (all of them: the
+fit is rarely 0) and of the pairs with ξ = 0 for s¹, against the paper's estimate's pairs
+with a ≠ 0; every ``REFRESH_EVERY`` steps an (n+1)³ inversion on the host; a fold of |L|
+units among |S| off ones, |S|³ + (n+1)·|S|² + (n+1)·|L|·M.
 """
 from __future__ import annotations
 
@@ -137,6 +137,26 @@ class CompensatedEstimator(RemovalEstimator):
                 self.grams[name].load_state_dict({field: state[f"{field}/{name}"]
                                                   for field in RunningGram.FIELDS
                                                   if f"{field}/{name}" in state})
+
+
+def fold_units(consumer, gram: RunningGram, theta_before, theta, leaving) -> None:
+    """(R6): W_{K′} += B_L (θ⁻_L ⊙ W_L), b += (its constant row) on the consumer ``Dense``,
+    with the last refresh's P: the leaving units are re-fitted jointly on its regressors that
+    are still on (θ > 0); a leaving unit that was no regressor then is left as it is."""
+    if gram.inverse is None:
+        return
+    regressors = gram.index[:-1]
+    leaving = leaving[np.isin(leaving, regressors)]
+    if leaving.size == 0:
+        return
+    off = regressors[theta[regressors] == 0]
+    coefficients, rest = joint_refit(gram.inverse, gram.index, leaving, off)
+    weight, bias = consumer.params["W"], consumer.params["b"]
+    shares = B.asarray(theta_before[leaving], dtype=weight.dtype)[:, None] \
+        * weight[B.asarray(leaving)]  # θ⁻_i W_i, (|L|, M)
+    moved = B.asarray(coefficients, dtype=weight.dtype) @ shares  # (|K̄′|, M)
+    weight[B.asarray(rest[:-1])] += moved[:-1]  # (R6)
+    bias += moved[-1]  # (R6)
 
 
 REGISTERED[CompensatedEstimator.name] = CompensatedEstimator  # --estimator compensated
