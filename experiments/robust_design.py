@@ -27,6 +27,7 @@ CONFIGURATIONS = (
     ("θ bound to epoch 2 (R7)", "compensated", "bound2_width{width}"),
     ("compensated (R4)–(R6)", "compensated", "compensated_width{width}"),
     ("compensated + θ bound", "compensated", "compensated_bound2_width{width}"),
+    ("compensated, κ = 2", "compensated", "compensated_kappa2_width{width}"),
 )
 WIDTHS = ("1", "2", "4")
 OFFLINE_FILE = "compensated_removal.json"
