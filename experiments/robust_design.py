@@ -5,7 +5,7 @@ The paper's title claim is that the method finds the same network from every sta
 table puts side by side, per configuration, the kept units per gate layer from 300-100, 600-200
 and 1200-400 (means over the seeds run) and the largest deviation of a layer's kept units from
 their mean over the three starts (the issue's target: within ±15 %), with the test error, the
-share of gates at a vertex and the share of those at 0 that the decision rule decided. The
+share of gates at a vertex and the share of all gates that the decision rule certified. The
 default's runs are the ``robustness`` grid's ``width*_scale1``; the departures' are the
 ``compensated`` grid's (docs/derivations/compensated.md).
 
@@ -78,14 +78,14 @@ def markdown(root: Path) -> str:
         return ""
     header = ["configuration", "seeds (per start)", "kept from 300-100", "from 600-200",
               "from 1200-400", "largest deviation from the mean over starts, per layer",
-              "test error % per start", "gates at 0 or 1 %", "decided by the rule %"]
+              "test error % per start", "gates at 0 or 1 %", "certified by the rule %"]
     return "\n".join([
         "## robust by design: the same network from every start? (issue 25)\n",
         "Kept units per gate layer (input pixels / h1 / h2 are the three numbers; means over "
         "the seeds run) from each start, the largest deviation of a layer's kept units from "
         "their mean over the three starts (the target: within ±15 %), the final test error "
-        "per start, the share of gates within 1e-3 of 0 or 1, and the share of the removed "
-        "gates that the decision rule (C9) decided. Default: grid `robustness`; the "
+        "per start, the share of gates within 1e-3 of 0 or 1, and the share of all gates that "
+        "the decision rule (C9) certified (metrics.json's `decisions.share_by_rule`). Default: grid `robustness`; the "
         "departures (docs/derivations/compensated.md): grid `compensated`.\n",
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
 
