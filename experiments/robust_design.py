@@ -85,8 +85,9 @@ def markdown(root: Path) -> str:
         "the seeds run) from each start, the largest deviation of a layer's kept units from "
         "their mean over the three starts (the target: within ±15 %), the final test error "
         "per start, the share of gates within 1e-3 of 0 or 1, and the share of all gates that "
-        "the decision rule (C9) certified (metrics.json's `decisions.share_by_rule`). Default: grid `robustness`; the "
-        "departures (docs/derivations/compensated.md): grid `compensated`.\n",
+        "the decision rule (C9) certified (metrics.json's `decisions.share_by_rule`). "
+        "Default: grid `robustness`; the departures (docs/derivations/compensated.md): grid "
+        "`compensated`.\n",
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
 
 
