@@ -159,6 +159,28 @@ GRIDS = {
                                                                "--width-mult", width]
                            for name, width in (("width2", "2"), ("width4", "4"))}, seeds=(0,))},
     },
+    "compensated": {
+        "about": "issue 25's two departures from 300-100, 600-200 and 1200-400: θ kept inside "
+                 "[0.05, 0.95] for the first two epochs (R7, seed 0), the compensated removal "
+                 "estimator (R1)–(R6) of docs/derivations/compensated.md (seeds 0–2), and both "
+                 "(seed 0), and the compensated estimator at κ = 2 (seed 0); the default's runs are the "
+                 "`robustness` grid's `width*_scale1`",
+        "reference": {f"{name}_width{width}": f"{name}_width1"
+                      for name in ("bound2", "compensated", "compensated_bound2",
+                                   "compensated_kappa2")
+                      for width in ("1", "2", "4")},
+        "runs": {name: args for configuration, extra, seeds in (
+                     ("bound2", ["--theta-bound-epochs", "2"], (0,)),
+                     ("compensated", ["--estimator", "compensated"], SEEDS),
+                     ("compensated_bound2", ["--estimator", "compensated",
+                                             "--theta-bound-epochs", "2"], (0,)),
+                     ("compensated_kappa2", ["--estimator", "compensated", "--kappa", "2"],
+                      (0,)))
+                 for name, args in seeded({
+                     f"{configuration}_width{width}": [*LENET300, "--gates", *extra,
+                                                       "--width-mult", width]
+                     for width in ("1", "2", "4")}, seeds=seeds).items()},
+    },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",
         "runs": seeded({

@@ -43,6 +43,8 @@ from error_gap import markdown as error_gap_markdown  # noqa: E402
 from grids import GRIDS, RECORDED_ONLY  # noqa: E402
 from moving_weights import markdown as moving_weights_markdown  # noqa: E402
 from published import published_markdown  # noqa: E402
+from robust_design import markdown as robust_design_markdown  # noqa: E402
+from robust_design import offline_markdown as compensated_removal_markdown  # noqa: E402
 from vertex_cost import markdown as vertex_cost_markdown  # noqa: E402
 
 DEFAULT_ROOT = Path(__file__).resolve().parent / "runs"
@@ -371,7 +373,8 @@ def write_results(root: Path, path: Path) -> str:
                 parts.append(f"\nKept units per layer against {named} (means):\n\n"
                              + markdown(spread_header, spread_rows))
     for section in (early_pruning_markdown, epoch_seconds_markdown, error_gap_markdown,
-                    vertex_cost_markdown, moving_weights_markdown):
+                    vertex_cost_markdown, moving_weights_markdown, robust_design_markdown,
+                    compensated_removal_markdown):
         found = section(root)  # "" when none of its runs or files exist
         if found:
             parts.append(found)

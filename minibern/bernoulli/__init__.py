@@ -2,3 +2,5 @@
 
 Guenter & Sideris, "Robust Learning of Parsimonious Deep Neural Networks", arXiv 2205.04650.
 """
+
+from minibern.bernoulli import compensated  # noqa: E402,F401  (registers --estimator compensated)

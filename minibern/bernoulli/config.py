@@ -18,7 +18,7 @@ from minibern.training.resume import RETIRED_SETTINGS
 np = B.host
 
 #: ``estimator`` names (:func:`minibern.bernoulli.estimators.make_estimator`).
-ESTIMATORS = ("first-order", "removal", "exact")
+ESTIMATORS = ("first-order", "removal", "exact", "compensated")
 
 #: The removed snap rules' settings at the values that turned them off (``snap_tol`` = 0; the
 #: patiences were then unused). A checkpoint saved with other values used them and cannot be
@@ -38,8 +38,11 @@ class GateConfig:
     fewer (:data:`MODEL_VISITS`, :func:`gate_config_for`, which the CLI uses). ``average_visits``
     is W of (C3); ``decide_alpha`` the level α of the decision rule (C9), 0 to turn it off;
     ``audit`` the end-of-run check (C11)–(C12). ``kappa_per_param`` and
-    ``kappa_expected_params`` price a unit by its parameters, (B14) and (B14′). What these
-    defaults give on MNIST, with and without the rule: docs/RESULTS.md.
+    ``kappa_expected_params`` price a unit by its parameters, (B14) and (B14′).
+    ``theta_bound_epochs`` E > 0 keeps θ inside [b, 1 − b], b = ``theta_bound``, until epoch E,
+    so that no estimate made at near-random weights puts a gate on a vertex, (R7) of
+    docs/derivations/compensated.md (0: off). What these defaults give on MNIST, with and
+    without the rule: docs/RESULTS.md.
     """
 
     estimator: str = "removal"
@@ -62,12 +65,14 @@ class GateConfig:
     decide_min_visits: int = 10
     decide_at_one: bool = False
     audit: bool = True
+    theta_bound: float = 0.05
+    theta_bound_epochs: float = 0.0
 
     def validate(self) -> "GateConfig":
         """Raise ValueError naming the first bad field, its value and the fix (NaN and infinity
         are refused everywhere)."""
         for name in ("kappa", "theta_lr", "theta_init", "gamma", "theta_decay", "theta_warmup",
-                     "decide_alpha"):
+                     "decide_alpha", "theta_bound", "theta_bound_epochs"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float))
                                           and not isinstance(value, bool) and math.isfinite(value)):
@@ -99,6 +104,12 @@ class GateConfig:
         if not 0 <= self.decide_alpha < 1:
             raise ValueError(f"decide_alpha must lie in [0, 1) (0: no decision rule), got "
                              f"{self.decide_alpha!r}; use e.g. --decide-alpha 0.05")
+        if not 0 < self.theta_bound < 0.5:
+            raise ValueError(f"theta_bound must lie in (0, 0.5), got {self.theta_bound!r}; use "
+                             "e.g. --theta-bound 0.05")
+        if not self.theta_bound_epochs >= 0:
+            raise ValueError(f"theta_bound_epochs must be >= 0 (epochs; 0: off), got "
+                             f"{self.theta_bound_epochs!r}")
         for name in ("prune_patience", "decide_min_visits"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -126,10 +137,19 @@ def gate_config_for(model: str, **settings) -> GateConfig:
     return GateConfig(**{**MODEL_VISITS.get(model, {}), **settings})
 
 
+#: Settings a run records only when they are on (``theta_bound_epochs`` > 0): runs without them
+#: write the same files as before the settings existed.
+RECORDED_WHEN_ON = {"theta_bound_epochs": ("theta_bound", "theta_bound_epochs")}
+
+
 def recorded_config(config: GateConfig) -> dict:
     """The settings as a run records them: every field, and the :data:`RETIRED` ones at their
-    off values, in the order the fields once had."""
+    off values, in the order the fields once had; :data:`RECORDED_WHEN_ON` only when on."""
     fields = asdict(config)
+    for switch, names in RECORDED_WHEN_ON.items():
+        if not fields[switch]:
+            for name in names:
+                del fields[name]
     before, after = list(fields)[:12], list(fields)[12:]
     return {**{key: fields[key] for key in before}, **RETIRED,
             **{key: fields[key] for key in after}}

@@ -27,6 +27,9 @@ this step.
     ``subset`` candidates (unbiased for the gates it visits).
 ``exact``  (E9), :class:`minibern.bernoulli.exact.ExactEstimator`
     Enumerates all 2^G joint masks (G ≤ 12): the oracle for tests.
+``compensated``  (R4), :class:`minibern.bernoulli.compensated.CompensatedEstimator`
+    The removal estimate with the consumer re-fitted for the removed unit (a departure from
+    the paper: docs/derivations/compensated.md).
 """
 from __future__ import annotations
 
@@ -231,12 +234,19 @@ def pair_sums(net, flips, n_visited: int, labels):
     return per_pair.sum(axis=0)  # Σ_n of (E8)
 
 
+#: Estimators that build on these in modules of their own, by name: each module adds its class
+#: here (importing it from this module would be a cycle), and the package imports them all.
+REGISTERED = {}
+
+
 def make_estimator(name: str, subset: int | None = 16, first_subset: int | None = None):
-    """An estimator by name: ``"first-order"``, ``"removal"`` or ``"exact"``."""
+    """An estimator by name: ``"first-order"``, ``"removal"``, ``"exact"`` or ``"compensated"``."""
     if name == "first-order":
         return FirstOrderEstimator()
     if name == "removal":
         return RemovalEstimator(subset, first_subset)
     if name == "exact":
         return ExactEstimator()
+    if name in REGISTERED:
+        return REGISTERED[name](subset, first_subset)
     raise ValueError(f"unknown estimator {name!r}; expected one of {', '.join(ESTIMATORS)}")

@@ -84,7 +84,11 @@ class GateTrainer(Hook):
         candidates = self.theta_step.candidates()
         estimates = self.estimator.estimate(self.net, trainer.batch_images, trainer.batch_labels,
                                             rng=trainer.hook_rng, candidates=candidates)
+        fold = getattr(self.estimator, "fold", None)  # the compensated estimator's (R6)
+        before = fold and {name: gate.theta.copy() for _, name, gate in self.gates}
         self.theta_step.step(self.gates, estimates, candidates, _epoch_clock(trainer))
+        if fold:
+            fold(self.net, before)  # (R6): shares of the units put on 0 into the others
         flat = self.theta_step.flat  # every layer's units side by side: one call each
         grad, movable = self.theta_step.moved
         decide(flat.theta, flat.state, movable, self.config)  # (C8)–(C10)
@@ -109,6 +113,8 @@ class GateTrainer(Hook):
 
     def _remove(self, name, keep, optimizer) -> None:
         remove_units(self.net, name, keep, optimizer)  # (P1)–(P5)
+        if hasattr(self.estimator, "keep"):  # the compensated estimator's Gram (R1)
+            self.estimator.keep(name, keep)
         self.removed_certified[name] += int((self.states[name].certified & ~keep).sum())
         self.theta_step.keep(name, keep)
         self.recorder.keep(name, keep)
@@ -162,6 +168,8 @@ class GateTrainer(Hook):
                         **self.states[name].state_dict()}
             state.update({f"{key}/{name}": value for key, value in per_gate.items()})
         state.update(self.recorder.state_dict())
+        if hasattr(self.estimator, "state_dict"):  # the compensated estimator's Gram (R1)
+            state.update(self.estimator.state_dict())
         if self.would_be_pruned is not None:
             state.update(self.would_be_pruned.state_dict())
         return state
@@ -183,6 +191,8 @@ class GateTrainer(Hook):
         with ``prune=True`` the always-zero ``marked``/... of older checkpoints are ignored)."""
         self.theta_step.load(self.gates, state)
         self.recorder.load_state_dict(state)
+        if hasattr(self.estimator, "load_state_dict"):
+            self.estimator.load_state_dict(state)
         if self.would_be_pruned is not None:
             self.would_be_pruned.load_state_dict(state)
         for _, name, _ in self.gates:

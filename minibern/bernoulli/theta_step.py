@@ -16,8 +16,9 @@ For every gate layer and every *movable* gate i (not frozen) that the estimator 
 
 where m of the layer's n movable gates were visited (the n/m scale moves every movable gate by
 η ḡ in expectation) and η_t is the Robbins–Monro step (B21) on the epoch clock t.
-``--no-hyperprior`` puts the fixed-γ KL gradient (B6) in place of κ_i/N and projects onto
-[1e-6, 1 − 1e-6]. :class:`ThetaStep` is the only writer of ``gate.theta`` (pruning only slices
+With ``theta_bound_epochs`` E > 0 the box is [b, 1 − b] while t < E (R7 of
+docs/derivations/compensated.md). ``--no-hyperprior`` puts the fixed-γ KL gradient (B6) in
+place of κ_i/N and projects onto [1e-6, 1 − 1e-6]. :class:`ThetaStep` is the only writer of ``gate.theta`` (pruning only slices
 it); it owns the visit averages (:class:`~minibern.bernoulli.state.GateState`) and the unit
 prices (:class:`~minibern.bernoulli.prices.UnitPrices`).
 """
@@ -61,7 +62,7 @@ class ThetaStep:
 
     def __init__(self, net, config, n_data: int):
         self.config, self.n_data = config, n_data
-        bounds = (0.0, 1.0) if config.hyperprior else (1e-6, 1 - 1e-6)
+        self.bounds = bounds = (0.0, 1.0) if config.hyperprior else (1e-6, 1 - 1e-6)
         self.sgd = ProjectedSGD(config.theta_lr, config.theta_decay, bounds=bounds,
                                 warmup=config.theta_warmup)
         gates = gate_layers(net)
@@ -88,6 +89,7 @@ class ThetaStep:
         unit but the n/m scale, which is per layer); :attr:`moved` keeps ĝ and moved flat.
         """
         self.prices.follow(gates)  # (B14′) only: κ_i at this step's expected widths
+        self.sgd.bounds = self._box(clock)  # (R7): [b, 1 − b] early, else (B20)'s box
         flat = self._bound(gates)
         delta = flat.join({name: estimates[name][0] for name in flat.names})
         visited = flat.join({name: estimates[name][1] for name in flat.names})
@@ -114,6 +116,13 @@ class ThetaStep:
 
     def _prior_gradients(self, gates) -> dict:
         return {name: self._prior_gradient(name, gate.theta) for _, name, gate in gates}
+
+    def _box(self, clock: float) -> tuple:
+        """The box θ is projected onto at epoch ``clock``: [b, 1 − b] before
+        ``theta_bound_epochs`` (R7), else the run's box (B20)."""
+        if clock < self.config.theta_bound_epochs:
+            return (self.config.theta_bound, 1.0 - self.config.theta_bound)  # (R7)
+        return self.bounds
 
     def _prior_gradient(self, name, theta):
         """κ_i/N (B15), or with ``hyperprior=False`` the fixed-γ KL gradient (B6)."""

@@ -92,6 +92,11 @@ def _add_gate_options(gates) -> None:
     gates.add_argument("--theta-warmup", type=float, default=GateConfig.theta_warmup,
                        help="t_w in epochs: the θ step ramps up linearly over the first t_w "
                             "epochs, (B21′) (0: no ramp)")
+    gates.add_argument("--theta-bound-epochs", type=float, default=GateConfig.theta_bound_epochs,
+                       metavar="E", help="keep θ inside [b, 1 − b] until epoch E, so that no "
+                       "estimate at near-random weights puts a gate on 0 or 1 (0: off)")
+    gates.add_argument("--theta-bound", type=float, default=GateConfig.theta_bound, metavar="B",
+                       help="b of --theta-bound-epochs")
     gates.add_argument("--theta-init", type=float, default=GateConfig.theta_init, help="θ₀ in [0, 1]")
     gates.add_argument("--no-hyperprior", action="store_true",
                        help="ablation: fixed γ = 0.5 (KL term) instead of the flattening hyper-prior")
@@ -153,7 +158,8 @@ def gate_config_from_args(args) -> GateConfig:
         prune_patience=args.prune_patience, snapshot_every=args.snapshot_every,
         average_visits=args.average_visits, decide_alpha=args.decide_alpha,
         decide_min_visits=args.decide_min_visits, decide_at_one=args.decide_at_one,
-        audit=not args.no_audit)
+        audit=not args.no_audit, theta_bound=args.theta_bound,
+        theta_bound_epochs=args.theta_bound_epochs)
 
 
 class Terminated(Exception):
