@@ -160,7 +160,8 @@ GRIDS = {
                            for name, width in (("width2", "2"), ("width4", "4"))}, seeds=(0,))},
     },
     "compensated": {
-        "about": "issue 25's two departures from 300-100, 600-200 and 1200-400: θ kept inside "
+        "about": "two departures for a width that does not depend on the start, from "
+                 "300-100, 600-200 and 1200-400: θ kept inside "
                  "[0.05, 0.95] for the first two epochs (R7, seed 0), the compensated removal "
                  "estimator (R1)–(R6) of docs/derivations/compensated.md (seeds 0–2), and both "
                  "(seed 0), and the compensated estimator at κ = 2 (seed 0); the default's runs are the "

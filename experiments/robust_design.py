@@ -1,4 +1,4 @@
-"""The robust-by-design sections of docs/RESULTS.md (issue 25): kept units per start with and
+"""The robust-by-design sections of docs/RESULTS.md: kept units per start with and
 without each departure, and the offline test of removal priced with the consumer re-fitted.
 
 The paper's title claim is that the method finds the same network from every start. The first
@@ -80,7 +80,7 @@ def markdown(root: Path) -> str:
               "from 1200-400", "largest deviation from the mean over starts, per layer",
               "test error % per start", "gates at 0 or 1 %", "certified by the rule %"]
     return "\n".join([
-        "## robust by design: the same network from every start? (issue 25)\n",
+        "## robust by design: the same network from every start?\n",
         "Kept units per gate layer (input pixels / h1 / h2 are the three numbers; means over "
         "the seeds run) from each start, the largest deviation of a layer's kept units from "
         "their mean over the three starts (the target: within ±15 %), the final test error "
@@ -110,7 +110,7 @@ def offline_markdown(root: Path) -> str:
     header = ["start", "seed", "exported (inputs / h1 / h2)", "greedy, weights held",
               "greedy, consumer re-fitted", "test error % exported", "held", "re-fitted"]
     return "\n".join([
-        "## removal priced with the consumer re-fitted: the offline test (issue 25)\n",
+        "## removal priced with the consumer re-fitted: the offline test\n",
         "`experiments/compensated_removal.py` on the exported networks of finished gated "
         "LeNet-300-100 runs (default recipe, 20 epochs): greedy removal, last hidden layer "
         "first, of the unit whose removal raises the summed training loss least, while that "
