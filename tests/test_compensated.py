@@ -212,3 +212,18 @@ def test_a_pruned_compensated_run_resumes_exactly_with_its_gram_from_the_checkpo
     for key, value in straight.net.named_parameters().items():
         np.testing.assert_array_equal(B.to_numpy(value),
                                       B.to_numpy(resumed.net.named_parameters()[key]), err_msg=key)
+
+
+def test_a_model_with_conv_gates_is_refused_before_the_run_starts(tmp_path):
+    from minibern.bernoulli.config import gate_config_for
+    from minibern.cli import train as cli
+
+    with pytest.raises(ValueError, match="lenet5"):
+        gate_config_for("lenet5", estimator="compensated")
+    gate_config_for("lenet300", estimator="compensated").validate()  # LeNet-300-100 is accepted
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--model", "lenet5", "--gates", "--estimator", "compensated", "--out", str(out),
+                  "--quiet"])
+    assert exit_info.value.code == 2
+    assert not out.exists()

@@ -7,7 +7,8 @@ What you learn
     the un-gated baseline that tutorial 6 prunes.
 Read alongside
     docs/derivations/layers.md — (L0) the chain rule, (L1)–(L4) dense, (L5)–(L6) ReLU,
-    (L18)–(L19) the loss, (O2) Adam; then minibern/models.py and minibern/training/trainer.py.
+    (L18)–(L19) the loss, (O2) Adam; then minibern/models.py, minibern/training/config.py and
+    minibern/training/trainer.py.
 Figures (in --out)
     loss.png, val_error.png, epoch_seconds.png (`python -m minibern plot DIR` redraws them).
 Time on a 2-core CPU

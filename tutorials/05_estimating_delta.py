@@ -13,7 +13,7 @@ What you learn
 Read alongside
     docs/derivations/bernoulli_objective.md (B16)–(B17) — why Δ_i is the exact slope of the
     expected loss in θ_i; docs/derivations/estimators.md — (E1)–(E2) the gate layer, (E3) the
-    first-order estimator, (E4)–(E8) removal, (E9) exact; then minibern/bernoulli/estimators.py.
+    first-order estimator, (E4)–(E8) removal, (E9) exact; then minibern/bernoulli/estimators.py (with flip_products.py) and exact.py.
 Figures (in --out)
     delta_estimators.png — per gate: the exact Δ, each estimator's mean ± 2 standard errors
     (bias), each estimator's standard deviation per minibatch (variance), and the spread of

@@ -15,7 +15,8 @@ Read alongside
     docs/derivations/estimators.md — (E4)–(E8) the removal estimator, (E10) the θ-gradient;
     docs/derivations/convergence.md — (C3)–(C7) the step on visit averages, (C8)–(C10) the
     decision rule, (C11)–(C12) the audit; docs/derivations/pruning.md — (P1)–(P6) physical
-    removal; then minibern/bernoulli/gate.py, averaging.py, rules.py and hook.py. Measured
+    removal; then minibern/bernoulli/gate.py, estimators.py, theta_step.py (with prices.py and
+    averaging.py), rules.py, prune_trigger.py and hook.py, which runs them in that order. Measured
     results over seeds, with and without the decision rule: docs/RESULTS.md; step costs:
     docs/BENCHMARKS.md.
 Figures (in --out, drawn from the run directory alone: `python -m minibern plot DIR` redraws them)

@@ -3,4 +3,4 @@
 Guenter & Sideris, "Robust Learning of Parsimonious Deep Neural Networks", arXiv 2205.04650.
 """
 
-from minibern.bernoulli import compensated  # noqa: E402,F401  (registers --estimator compensated)
+from minibern.bernoulli import compensated  # noqa: F401  (registers --estimator compensated)

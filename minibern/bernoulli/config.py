@@ -20,9 +20,10 @@ np = B.host
 #: ``estimator`` names (:func:`minibern.bernoulli.estimators.make_estimator`).
 ESTIMATORS = ("first-order", "removal", "exact", "compensated")
 
-#: The removed snap rules' settings at the values that turned them off (``snap_tol`` = 0; the
-#: patiences were then unused). A checkpoint saved with other values used them and cannot be
-#: continued by this code.
+#: The removed snap rules' settings at the values that turned them off (``snap_tol`` = 0) and
+#: their default patiences. A checkpoint saved with other values cannot be continued by this
+#: code (also one whose patiences differ while ``snap_tol`` was 0, although they were unused
+#: then: such a run resumes with the code that trained it).
 RETIRED = {"snap_tol": 0.0, "keep_patience": 50, "keep_after": 5.0, "zero_patience": 30}
 RETIRED_SETTINGS.update({("gates", key): " (a setting of the snap rules, which this code no "
                          "longer has: continue that run with the code that trained it)"
@@ -134,7 +135,17 @@ MODEL_VISITS = {"lenet5": {"first_subset": 2, "subset": 4}}
 def gate_config_for(model: str, **settings) -> GateConfig:
     """:class:`GateConfig` with ``model``'s visits per step (:data:`MODEL_VISITS`), then
     ``settings`` (which win)."""
-    return GateConfig(**{**MODEL_VISITS.get(model, {}), **settings})
+    config = GateConfig(**{**MODEL_VISITS.get(model, {}), **settings})
+    if config.estimator in DENSE_ONLY and model not in DENSE_ONLY[config.estimator]:
+        raise ValueError(f"--estimator {config.estimator} re-fits dense consumers only "
+                         f"({', '.join(DENSE_ONLY[config.estimator])}), not {model}'s conv gates; "
+                         "use --estimator removal for this model")
+    return config
+
+
+#: Estimators that support only some models' gates: ``{estimator: models}`` (the compensated
+#: estimate re-fits a Dense consumer of dense activations, docs/derivations/compensated.md).
+DENSE_ONLY = {"compensated": ("lenet300",)}
 
 
 #: Settings a run records only when they are on (``theta_bound_epochs`` > 0): runs without them
@@ -150,7 +161,8 @@ def recorded_config(config: GateConfig) -> dict:
         if not fields[switch]:
             for name in names:
                 del fields[name]
-    before, after = list(fields)[:12], list(fields)[12:]
+    split = list(fields).index("prune")  # where the retired settings stood
+    before, after = list(fields)[:split], list(fields)[split:]
     return {**{key: fields[key] for key in before}, **RETIRED,
             **{key: fields[key] for key in after}}
 

@@ -96,7 +96,7 @@ class RunningGram:
     Attributes
     ----------
     gram : device float64 (n + 1, n + 1)
-    coefficients : device float64 (n + 1, n) or None before the first :meth:`refresh`
+    coefficients : device float64 (n + 1, n) or None before the first :meth:`current`
     inverse, index : host float64 (|K| + 1, |K| + 1), host ints (|K| + 1,)
         P of (R2) over the regressors K̄ of the last refresh, and their indices.
     age : int

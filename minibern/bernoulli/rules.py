@@ -58,7 +58,7 @@ def certify_rule(theta, mean, standard_error, visits, alpha: float, min_visits: 
     bound = sequential_threshold(visits, alpha) * standard_error
     certified = (theta == 0.0) & (mean - bound > 0.0)  # (C10)
     if at_one:
-        certified |= (theta == 1.0) & (mean + bound < 0.0)  # (C10)
+        certified |= (theta == 1.0) & (mean + bound < 0.0)  # (C10′)
     return (visits >= min_visits) & certified
 
 

@@ -1,7 +1,9 @@
 """One way to build a run: the network, its data splits, the gate hook and the trainer.
 
-The CLI (``python -m minibern train``), the tutorials, the experiments and the benchmarks all
-build a run here, so a run of theirs is the run the CLI would make with the same settings:
+The CLI (``python -m minibern train``), the tutorials that train a gated network as a whole
+(7–9, 11) and ``experiments/moving_weights.py`` build a run here, so a run of theirs is the run
+the CLI would make with the same settings (tutorial 6 builds the same pieces one by one, to
+show them):
 
 1. the network of ``config.model`` at ``config.width_mult``, its weights drawn from the run's
    weight stream (:func:`~minibern.training.trainer.run_rngs`), gated at the paper's sites

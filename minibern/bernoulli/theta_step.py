@@ -15,7 +15,8 @@ For every gate layer and every *movable* gate i (not frozen) that the estimator 
                                                                           \tag{B20, C6}
 
 where m of the layer's n movable gates were visited (the n/m scale moves every movable gate by
-η ḡ in expectation) and η_t is the Robbins–Monro step (B21) on the epoch clock t.
+η ḡ in expectation) and η_t is the Robbins–Monro step (B21) on the epoch clock t. A gate on a
+vertex stays there exactly while ḡ points at it (C7): the clip is what lets θ reach 0 or 1.
 With ``theta_bound_epochs`` E > 0 the box is [b, 1 − b] while t < E (R7 of
 docs/derivations/compensated.md). ``--no-hyperprior`` puts the fixed-γ KL gradient (B6) in
 place of κ_i/N and projects onto [1e-6, 1 − 1e-6]. :class:`ThetaStep` is the only writer of ``gate.theta`` (pruning only slices

@@ -8,7 +8,7 @@ threads at once. :func:`over_blocks` does that for the kernels that cost the mos
 col2im (:mod:`minibern.kernels.im2col`), max pooling (:mod:`minibern.kernels.pool`), and
 the matrix products of the fast Conv2D and Dense kernels (:mod:`minibern.kernels.conv`,
 :mod:`minibern.kernels.dense`: forward and input gradient by blocks of examples, weight
-gradient by blocks of its columns). The reference kernels (:mod:`minibern.kernels`) never
+gradient by blocks of its columns). The reference layers (:mod:`minibern.layers`) never
 split.
 
 **Which numbers.** A block's outputs are computed by the same operations on the same inputs

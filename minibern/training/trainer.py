@@ -72,7 +72,7 @@ class Hook:
 
     def settings(self) -> dict:
         """``{section: {field: value}}``: settings a resumed run must share with its checkpoint
-        (compared by :func:`resume_problems`)."""
+        (compared by :func:`~minibern.training.resume.resume_problems`)."""
         return {}
 
     def load_structure(self, state: dict) -> None:
