@@ -180,15 +180,13 @@ def test_the_early_bound_is_recorded_only_when_on():
 
 
 def _gated_trainer(mnist, gate_config, **overrides):
-    from minibern.bernoulli.gated_models import build_model
-    from minibern.bernoulli.hook import GateTrainer
-    from minibern.training.trainer import TrainConfig, Trainer, device_splits, run_rngs
+    """A small gated LeNet-300-100 run, built as the CLI builds one; (trainer, gate hook)."""
+    from minibern.bernoulli.run import build_run
+    from minibern.training.trainer import TrainConfig
     config = TrainConfig(**{"model": "lenet300", "epochs": 2, "train_subset": 1000,
                             "width_mult": 0.2, **overrides})
-    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0], gates=True)
-    splits = device_splits(mnist, net.input_shape, config.train_subset)
-    hook = GateTrainer(net, gate_config, splits["train"].size)
-    return Trainer(net, splits, config, hooks=[hook], log=lambda *_: None), hook
+    trainer = build_run(config, mnist, gate_config, log=lambda *_: None)
+    return trainer, trainer.hooks[-1]
 
 
 def test_a_pruned_compensated_run_resumes_exactly_with_its_gram_from_the_checkpoint(mnist,

@@ -9,14 +9,13 @@ from minibern import backend as B
 from minibern import layers as L
 from minibern.bernoulli.gate import BernoulliGate
 from minibern.bernoulli.config import GateConfig
-from minibern.bernoulli.gated_models import build_model, lenet5_caffe, lenet300_100
-from minibern.bernoulli.hook import GateTrainer
+from minibern.bernoulli.gated_models import lenet5_caffe, lenet300_100
 from minibern.bernoulli.pruning import PruningError, remove_units
 from minibern.bernoulli.topology import kept_units
 from minibern.losses import softmax_cross_entropy
 from minibern.optim import SGD, Adam
 from minibern.training.summary import summarize
-from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
+from minibern.training.trainer import Hook, TrainConfig
 
 
 def _set_theta(net, rng, off_share=0.4):
@@ -177,12 +176,12 @@ def test_summary_counts_after_pruning_match_hand_computed_values():
 
 # -- inside training ----------------------------------------------------------------------------
 def _gated_trainer(mnist, gate_config, **overrides):
+    """A small gated LeNet-300-100 run, built as the CLI builds one; (trainer, gate hook)."""
+    from minibern.bernoulli.run import build_run
     config = TrainConfig(**{"model": "lenet300", "epochs": 2, "train_subset": 1000,
                             "width_mult": 0.2, **overrides})
-    net = build_model(config.model, config.width_mult, seed=run_rngs(config.seed)[0], gates=True)
-    splits = device_splits(mnist, net.input_shape, config.train_subset)
-    hook = GateTrainer(net, gate_config, splits["train"].size)
-    return Trainer(net, splits, config, hooks=[hook], log=lambda *_: None), hook
+    trainer = build_run(config, mnist, gate_config, log=lambda *_: None)
+    return trainer, trainer.hooks[-1]
 
 
 PRUNING = GateConfig(estimator="removal", subset=8, theta_lr=50.0, kappa=3.0, prune_patience=3)

@@ -78,12 +78,16 @@ class CompensatedEstimator(RemovalEstimator):
             raise RuntimeError("run net.forward on the batch before the compensated estimator")
         base_loss = per_example_cross_entropy(net.outputs[-1], labels)
         sites = gate_sites(net)
-        out = {}
-        for found, visit in zip(sites, self._visits(sites, rng, candidates)):
+        visits = self._visits(sites, rng, candidates)
+        sums = [self._layer_sums(net, found, B.asarray(visit), labels, base_loss)
+                for found, visit in zip(sites, visits) if visit.size]
+        xp = B.get_array_module(base_loss)
+        sums = B.to_numpy(xp.concatenate(sums)) / labels.shape[0] if sums else np.zeros(0)  # (E8)
+        out, start = {}, 0  # one copy of every layer's sums to the host
+        for found, visit in zip(sites, visits):
             delta = np.zeros(found.gate.n_units)
-            if visit.size:
-                sums = self._layer_sums(net, found, B.asarray(visit), labels, base_loss)
-                delta[visit] = B.to_numpy(sums) / labels.shape[0]  # (E8)
+            delta[visit] = sums[start:start + visit.size]
+            start += visit.size
             visited = np.zeros(found.gate.n_units, dtype=bool)
             visited[visit] = True
             out[found.name] = (delta, visited)
