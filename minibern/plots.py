@@ -6,18 +6,21 @@ Matplotlib is optional (``pip install "minibern[plots]"``) and imported only her
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from minibern.backend import host as np
 
 
 def pyplot():
-    """matplotlib's pyplot on the Agg backend (files only: no display needed)."""
+    """matplotlib's pyplot: on the Agg backend (files only: no display needed), except inside a
+    Jupyter kernel, whose inline backend is kept so that figures also show in the notebook."""
     try:
         import matplotlib
     except ImportError as error:
         raise RuntimeError("plotting needs matplotlib: pip install \"minibern[plots]\"") from error
-    matplotlib.use("Agg")
+    if "ipykernel" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -238,3 +238,30 @@ def test_plot_command_refuses_a_missing_or_broken_run_directory(tmp_path):
                               env={**os.environ, "MPLBACKEND": "Agg"}, cwd=REPO, timeout=120)
         assert done.returncode != 0
         assert message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_run_as_a_notebook_a_tutorial_figure_is_saved_and_shown_inline(tmp_path, monkeypatch):
+    """Inside a Jupyter kernel the inline backend is kept (no switch to Agg) and every saved
+    figure is also handed to IPython's ``display``; as a script nothing is displayed."""
+    matplotlib = pytest.importorskip("matplotlib")
+    import types
+
+    monkeypatch.syspath_prepend(str(REPO / "tutorials"))
+    common = __import__("_common")
+    shown = []
+    monkeypatch.setattr(common, "_display", shown.append)
+    monkeypatch.setattr(common, "_png", lambda path: ("image", str(path)))
+    plt = common.pyplot()
+    fig, _ = plt.subplots()
+    script_path = common.save(fig, tmp_path / "script.png")
+    assert shown == [] and script_path.read_bytes()[:8] == PNG
+
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    before = matplotlib.get_backend()
+    monkeypatch.setattr(matplotlib, "use", lambda name: pytest.fail(f"switched to {name}"))
+    plt = common.pyplot()
+    fig, _ = plt.subplots()
+    common.save(fig, tmp_path / "inline.png")
+    assert shown == [fig] and matplotlib.get_backend() == before
+    assert common.show([tmp_path / "inline.png"]) == [tmp_path / "inline.png"]
+    assert shown[-1] == ("image", str(tmp_path / "inline.png"))

@@ -18,7 +18,7 @@ Time on a 2-core CPU
     python tutorials/03_lenet300_without_gates.py --out runs/tutorial3
 """
 # %% 1. Options and data
-from _common import tutorial_args
+from _common import show, tutorial_args
 
 from minibern.data import load_mnist
 from minibern.models import lenet300_100
@@ -54,7 +54,7 @@ losses = metrics["train_loss"]
 print("step 3: mean training loss per epoch: " + " → ".join(f"{v:.4f}" for v in losses))
 
 # %% 4. Figures, drawn from the run directory alone
-paths = plot_run(args.out)
+paths = show(plot_run(args.out))
 
 # %% Result
 print(f"tutorial 3: LeNet-300-100, {metrics['epochs']} epochs, training loss {losses[0]:.4f} → "

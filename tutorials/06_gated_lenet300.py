@@ -34,7 +34,7 @@ Time on a 2-core CPU
     python tutorials/06_gated_lenet300.py --out runs/tutorial6
 """
 # %% 1. Options and data
-from _common import rule_share, tutorial_args
+from _common import rule_share, show, tutorial_args
 
 from minibern.bernoulli.export import export_and_score
 from minibern.bernoulli.config import GateConfig
@@ -98,7 +98,7 @@ for gate in metrics["gates"]:
           f"{gate['undecided']:4d} undecided")
 
 # %% 6. Figures, drawn from the run directory alone
-paths = plot_run(args.out)
+paths = show(plot_run(args.out))
 print(f"step 6: {len(paths)} figures: {', '.join(p.name for p in paths)}")
 
 # %% Result

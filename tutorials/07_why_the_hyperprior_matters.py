@@ -29,7 +29,7 @@ Time on a 2-core CPU
     python tutorials/07_why_the_hyperprior_matters.py --out runs/tutorial7
 """
 # %% 1. Options, data and the run's settings (tutorial 6's, at half the widths in --quick)
-from _common import gated_run, rule_share, training_tutorial
+from _common import gated_run, rule_share, show, training_tutorial
 
 from minibern import backend as B
 from minibern.bernoulli.config import GateConfig
@@ -108,8 +108,8 @@ for label in RUNS:
 
 # %% 6. Figures: the two runs' trajectories and final histograms, one row each
 runs = {label: args.out / FOLDERS[label] for label in RUNS}
-figures = [compare_theta_trajectories(runs, args.out / "ablation_trajectories.png"),
-           compare_theta_histograms(runs, args.out / "ablation_hist.png")]
+figures = show([compare_theta_trajectories(runs, args.out / "ablation_trajectories.png"),
+                compare_theta_histograms(runs, args.out / "ablation_hist.png")])
 print(f"step 6: {', '.join(p.name for p in figures)}")
 
 # %% Result

@@ -32,7 +32,7 @@ Time on a 2-core CPU
     python tutorials/08_gated_lenet5.py --out runs/tutorial8
 """
 # %% 1. Options, data and the run's settings (tutorial 6's, at half the widths in --quick)
-from _common import gated_run, pyplot, rule_share, save, training_tutorial
+from _common import gated_run, pyplot, rule_share, save, show, training_tutorial
 
 from minibern import backend as B
 from minibern.bernoulli.config import gate_config_for
@@ -116,7 +116,7 @@ for row, (group, what) in enumerate(((kept, "kept"), (off, "off"))):
             ax.axis("off")
     axes[row, 0].set_ylabel(f"{what} ({len(group)})", fontsize=8)
 fig.suptitle("conv1's 5×5 filters (red > 0 > blue): kept above, switched off below", fontsize=9)
-figures = plot_run(args.out) + [save(fig, args.out / "conv1_filters.png")]
+figures = show(plot_run(args.out)) + [save(fig, args.out / "conv1_filters.png")]
 print(f"step 6: {len(figures)} figures: {', '.join(p.name for p in figures)}")
 
 # %% Result

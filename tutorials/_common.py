@@ -21,11 +21,42 @@ from pathlib import Path
 
 import minibern
 from minibern.cli.__main__ import describe_failure
-from minibern.plots import pyplot, save_figure as save  # noqa: F401 (re-exported)
+from minibern.plots import pyplot, save_figure  # noqa: F401 (pyplot re-exported)
 
 
 def _in_notebook() -> bool:
     return "ipykernel" in sys.modules
+
+
+def save(fig, path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (:func:`minibern.plots.save_figure`) and return the path;
+    run as a notebook, the figure is also shown inline under its cell."""
+    if _in_notebook():
+        fig.tight_layout()
+        _display(fig)
+    return save_figure(fig, path)
+
+
+def show(paths) -> list[Path]:
+    """Return ``paths``, the PNGs a plotting call saved (e.g. :func:`minibern.plots.plot_run`);
+    run as a notebook, also show each of them inline."""
+    paths = [Path(p) for p in paths]
+    if _in_notebook():
+        for path in paths:
+            _display(_png(path))
+    return paths
+
+
+def _display(shown) -> None:
+    from IPython.display import display
+
+    display(shown)
+
+
+def _png(path):
+    from IPython.display import Image
+
+    return Image(filename=str(path))
 
 
 def _report_failure(kind, error, trace) -> None:
