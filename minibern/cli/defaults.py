@@ -39,6 +39,13 @@ def recipe_help(field: str) -> str:
     return f"default: the recipe docs/RESULTS.md reports ({values}), with or without --gates"
 
 
+def recipe_args(model: str) -> list[str]:
+    """``model``'s recipe as command-line arguments, e.g. ``["--epochs", "20", "--lr-decay",
+    "5"]`` (for a runner that spells out every run's settings)."""
+    return [text for field, value in RECIPES.get(model, {}).items()
+            for text in (f"--{field.replace('_', '-')}", f"{value:g}")]
+
+
 def given_options(build_parser, argv) -> set:
     """The ``dest`` of every option the command line ``argv`` gives (``build_parser()`` parsed
     with every default suppressed)."""

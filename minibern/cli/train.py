@@ -4,6 +4,12 @@ The run directory (``--out``) receives ``metrics.json``, ``history.npz``, ``chec
 (every epoch, atomically) and ``train.log``. ``--resume`` continues a killed run from its last
 checkpoint; on the CPU backends, with the same thread counts, the result is bit-identical to an
 uninterrupted run.
+
+With no other flag a run is the recipe docs/RESULTS.md reports for its model
+(:data:`~minibern.cli.defaults.RECIPES`: its epochs and learning-rate decay), with or without
+``--gates``; a gated run records θ several times per epoch
+(:data:`~minibern.cli.defaults.SNAPSHOTS_PER_EPOCH`). ``--resume`` continues with the
+settings the checkpoint recorded (:mod:`minibern.cli.defaults`).
 """
 from __future__ import annotations
 
