@@ -190,6 +190,10 @@ def draw_theta_trajectories(axes, run_dir, per_layer: int = 40, seed: int = 0,
     metrics, history = load_run(run_dir)
     snaps, epochs = history["theta_snapshots"], _snapshot_epochs(history)
     blocks = _gate_blocks(metrics, history)
+    start = (metrics.get("gate_config") or {}).get("theta_init")
+    if start is not None:  # every gate starts at θ₀ at epoch 0 (not counted by the titles)
+        snaps = np.vstack([np.full((1, snaps.shape[1]), float(start)), snaps])
+        epochs = np.concatenate([[0.0], epochs])
     if len(axes) != len(blocks):
         raise ValueError(f"{run_dir} has {len(blocks)} gate layers, {len(axes)} axes were given")
     rng = np.random.default_rng(seed)
@@ -203,7 +207,7 @@ def draw_theta_trajectories(axes, run_dir, per_layer: int = 40, seed: int = 0,
         for vertex in (0.0, 1.0):
             ax.axhline(vertex, color="k", ls="--", lw=0.6)
         ax.set_title(f"{label}{name}: {len(sample)} of {layer.shape[1]} gates\n"
-                     f"{_vertex_note(layer)}", fontsize=8)
+                     f"{_vertex_note(layer[1:] if start is not None else layer)}", fontsize=8)
         ax.set_ylim(-0.08, 1.08)
         ax.grid(alpha=0.3)
         integer_epochs(ax, f"epoch ({_snapshots_per_epoch(history)} θ snapshots per epoch)")

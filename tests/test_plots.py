@@ -13,13 +13,13 @@ pytestmark = pytest.mark.host_only
 
 def _run_dir(folder, theta):
     """A gated run directory of one gate layer: ``theta`` (snapshots × gates), five snapshots
-    per epoch."""
+    per epoch, from θ₀ = 1."""
     snapshots, gates = theta.shape
     epochs = snapshots // 5
     folder.mkdir()
     (folder / "metrics.json").write_text(json.dumps({
         "model": "lenet300", "seed": 0, "backend": "numpy", "test_error": 0.1,
-        "gates": [{"name": "gate1", "total": gates}]}))
+        "gates": [{"name": "gate1", "total": gates}], "gate_config": {"theta_init": 1.0}}))
     np.savez(folder / "history.npz", train_loss=np.linspace(1, 0.5, epochs),
              val_error=np.full(epochs, 0.1), epoch_seconds=np.ones(epochs),
              theta_snapshots=theta, theta_snapshot_steps=np.arange(1, snapshots + 1) * 10,
@@ -41,7 +41,7 @@ def _trajectories(run):
 def test_trajectories_that_stay_inside_say_so_and_show_the_vertices(tmp_path):
     rng = np.random.default_rng(0)
     inside = rng.uniform(0.01, 0.99, size=(15, 8))  # 3 epochs, never 0 or 1
-    inside[4, 2], inside[9, 7] = 1e-4, 1 - 2e-3  # the closest approaches, not in the sample
+    inside[4, 2], inside[9, 7] = 1e-4, 1 - 2e-3  # the closest approaches (θ₀ = 1 not counted)
     title, (low, high), ticks, xlabel = _trajectories(_run_dir(tmp_path / "fixed", inside))
     assert "none ever at 0 or 1: θ from 1.0e-04 to 1 − 2.0e-03" in title
     assert low < 0 and high > 1  # the dashed vertices lie inside the drawing
