@@ -210,13 +210,15 @@ def draw_theta_trajectories(axes, run_dir, per_layer: int = 40, seed: int = 0,
                      f"{_vertex_note(layer[1:] if start is not None else layer)}", fontsize=8)
         ax.set_ylim(-0.08, 1.08)
         ax.grid(alpha=0.3)
-        integer_epochs(ax, f"epoch ({_snapshots_per_epoch(history)} θ snapshots per epoch)")
+        ax.set_xlim(epochs[0], epochs[-1])
+        integer_epochs(ax, f"epoch ({_snapshots_per_epoch(history)} per epoch)")
     axes[0].set_ylabel("θ (probability the unit is kept)", fontsize=8)
 
 
 def _snapshots_per_epoch(history) -> str:
+    """``5 θ snapshots`` (per epoch), ``1 θ snapshot``."""
     count = len(history["theta_snapshot_steps"]) / max(len(history["train_loss"]), 1)
-    return f"{count:.0f}" if count >= 1 else f"{count:.1f}"
+    return f"{count:.0f} θ snapshot{'' if round(count) == 1 else 's'}"
 
 
 def _trajectory_legend(fig, title: str) -> tuple:
