@@ -26,10 +26,11 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, path) -> Path:
-    """Save ``fig`` as a PNG at ``path`` (tight layout, 120 dpi), close it, return the path."""
+def save_figure(fig, path, rect=None) -> Path:
+    """Save ``fig`` as a PNG at ``path`` (tight layout inside ``rect``, the figure's fraction
+    (left, bottom, right, top) left to the axes; 120 dpi), close it, return the path."""
     plt = pyplot()
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
@@ -44,53 +45,73 @@ def load_run(run_dir) -> tuple[dict, dict]:
     return metrics, history
 
 
+def integer_epochs(ax, label: str = "epoch") -> None:
+    """Label ``ax``'s x axis with whole epochs (no 'epoch 1.0' ticks)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def epoch_label(epoch: float) -> str:
+    """``epoch 3`` at an epoch's end, ``epoch 2.4`` within one (θ snapshots)."""
+    return f"epoch {epoch:.0f}" if abs(epoch - round(epoch)) < 1e-9 else f"epoch {epoch:.1f}"
+
+
+def _run_label(metrics) -> str:
+    return f"{metrics['model']}, seed {metrics['seed']}, backend {metrics['backend']}"
+
+
+#: plot_training's figures: (file, history key, y label, scale, the question it answers).
+TRAINING_PANELS = (
+    ("loss.png", "train_loss", "mean training loss (cross-entropy, nats)", "log",
+     "Is the training loss still falling?"),
+    ("val_error.png", "val_error", "validation error (%)", "linear",
+     "How does the validation error evolve?"),
+    ("epoch_seconds.png", "epoch_seconds", "time per epoch (s)", "linear",
+     "How long does each epoch take?"))
+
+
 def plot_training(run_dir, out_dir=None) -> list[Path]:
     """Training loss, validation error and seconds per epoch, one PNG each; returns the paths."""
     plt = pyplot()
-    from matplotlib.ticker import MaxNLocator
-
     metrics, history = load_run(run_dir)
     out_dir = Path(out_dir or run_dir)
     epochs = np.arange(1, len(history["train_loss"]) + 1)
-    title = f"{metrics['model']}, seed {metrics['seed']}, backend {metrics['backend']}"
-    panels = [("loss.png", history["train_loss"], "mean training loss", "log"),
-              ("val_error.png", 100 * history["val_error"], "validation error (%)", "linear"),
-              ("epoch_seconds.png", history["epoch_seconds"], "seconds per epoch", "linear")]
     paths = []
-    for filename, values, label, scale in panels:
-        fig, ax = plt.subplots(figsize=(5, 3.2))
-        ax.plot(epochs, values, marker="o")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+    for filename, key, ylabel, scale, question in TRAINING_PANELS:
+        values = 100 * history[key] if key == "val_error" else history[key]
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        ax.plot(epochs, values, marker="o", label=key.replace("_", " ") + " per epoch")
+        ax.set_ylabel(ylabel)
         ax.set_yscale(scale)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(f"{question}\n{_run_label(metrics)}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        if filename == "val_error.png":
+        integer_epochs(ax)
+        if key == "val_error":
             ax.axhline(100 * metrics["test_error"], color="C3", ls="--",
                        label=f"final test error {100 * metrics['test_error']:.2f}%")
-            ax.legend(fontsize=8)
+        ax.legend(fontsize=8)
         paths.append(save_figure(fig, out_dir / filename))
     return paths
 
 
-def _line_panel(plt, epochs, curves, ylabel, yscale, path, ylim=None) -> Path:
-    """One PNG of ``(values, label)`` curves against the epoch."""
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for values, label, *style in curves:  # optional style: (colour, line style)
+def _line_panel(plt, epochs, curves, ylabel, yscale, path, title, ylim=None) -> Path:
+    """One PNG of ``(values, label[, (colour, line style)])`` curves against the epoch, with a
+    legend beside the axes and ``title`` (the question the figure answers)."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    for values, label, *style in curves:
         color, linestyle = style[0] if style else (None, "-")
         ax.plot(epochs, values, marker="o" if linestyle == "-" else None, label=label,
                 color=color, linestyle=linestyle)
-    ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_yscale(yscale)
     if ylim:
         ax.set_ylim(*ylim)
-    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     ax.grid(alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    integer_epochs(ax)
     return save_figure(fig, path)
 
 
@@ -106,17 +127,24 @@ def plot_gates(run_dir, out_dir=None) -> list[Path]:
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     paths = [plot_theta_histograms(run_dir, out_dir)]
 
-    curves = [(100 * history[key], label) for key, label in
-              (("decided_1e-2", "within 0.01 of 0 or 1"), ("decided_1e-3", "within 1e-3"))]
-    paths.append(_line_panel(plt, epochs, curves, "gates decided (%)", "linear",
-                             out_dir / "theta_decided.png", ylim=(0, 100)))
+    title = _run_label(metrics)
+    curves = [(100 * history[key], f"θ within {within} of 0 or 1") for key, within in
+              (("decided_1e-2", "0.01"), ("decided_1e-3", "1e-3"))]
+    paths.append(_line_panel(plt, epochs, curves, "gates decided (% of all gates)", "linear",
+                             out_dir / "theta_decided.png", ylim=(0, 100),
+                             title=f"How many gates has θ driven to 0 or 1?\n{title}"))
     curves = []
     for index, gate in enumerate(metrics["gates"]):
         color = f"C{index}"
-        curves.append((history[f"kept_{gate['name']}"], f"{gate['name']} kept (θ ≥ ½)", (color, "-")))
+        curves.append((history[f"kept_{gate['name']}"], f"{gate['name']}: kept (θ ≥ ½)",
+                       (color, "-")))
         if f"units_{gate['name']}" in history:
-            curves.append((history[f"units_{gate['name']}"], "in the arrays", (color, "--")))
-    paths.append(_line_panel(plt, epochs, curves, "units", "log", out_dir / "units_per_layer.png"))
+            curves.append((history[f"units_{gate['name']}"],
+                           f"{gate['name']}: still in the arrays", (color, "--")))
+    paths.append(_line_panel(plt, epochs, curves, "units at the epoch's end (log scale)", "log",
+                             out_dir / "units_per_layer.png",
+                             title="How many units does each layer keep, epoch by epoch?"
+                                   f"\n{title}"))
     return paths
 
 
@@ -139,14 +167,33 @@ def _snapshot_epochs(history):
     return steps * len(history["train_loss"]) / max(steps[-1], 1.0)
 
 
+#: θ trajectories' colours by where a gate ended, and their legend.
+ENDS = (("C0", "ends at 1 (kept)"), ("C3", "ends at 0 (removed)"), ("0.5", "ends between"))
+
+
+def _vertex_note(layer) -> str:
+    """How close the gates of ``layer`` (snapshots × gates) came to the vertices 0 and 1 over
+    the whole run: the counts at the end if some reached one, else the closest approach."""
+    final = layer[-1]
+    if np.isin(layer, (0.0, 1.0)).any():
+        return f"at the end {int((final == 1).sum())} at 1, {int((final == 0).sum())} at 0"
+    return (f"none ever at 0 or 1: θ from {layer.min():.1e} to 1 − {1 - layer.max():.1e}")
+
+
 def draw_theta_trajectories(axes, run_dir, per_layer: int = 40, seed: int = 0,
                             label: str = "") -> None:
     """Draw θ of a random sample of ``per_layer`` gates per gate layer of ``run_dir`` over
-    training, one gate layer per axis of ``axes``, coloured by where θ ended (1: blue, 0: red,
-    between: grey); ``label`` starts each panel's title."""
+    training, one gate layer per axis of ``axes``, coloured by where θ ended (:data:`ENDS`);
+    ``label`` starts each panel's title, which says how close the layer's gates (all of them,
+    over the whole run) came to 0 and 1. The vertices are drawn dashed, inside the y range, so
+    that a θ that stays strictly inside is seen not to touch them."""
     metrics, history = load_run(run_dir)
     snaps, epochs = history["theta_snapshots"], _snapshot_epochs(history)
     blocks = _gate_blocks(metrics, history)
+    start = (metrics.get("gate_config") or {}).get("theta_init")
+    if start is not None:  # every gate starts at θ₀ at epoch 0 (not counted by the titles)
+        snaps = np.vstack([np.full((1, snaps.shape[1]), float(start)), snaps])
+        epochs = np.concatenate([[0.0], epochs])
     if len(axes) != len(blocks):
         raise ValueError(f"{run_dir} has {len(blocks)} gate layers, {len(axes)} axes were given")
     rng = np.random.default_rng(seed)
@@ -155,14 +202,34 @@ def draw_theta_trajectories(axes, run_dir, per_layer: int = 40, seed: int = 0,
         sample = np.sort(rng.choice(layer.shape[1], min(per_layer, layer.shape[1]), replace=False))
         final = layer[-1]
         for j in sample:
-            color = "C0" if final[j] == 1.0 else "C3" if final[j] == 0.0 else "0.5"
+            color = ENDS[0][0] if final[j] == 1.0 else ENDS[1][0] if final[j] == 0.0 else ENDS[2][0]
             ax.plot(epochs, layer[:, j], color=color, lw=0.8, alpha=0.7)
-        ax.set_title(f"{label}{name}: {len(sample)} of {layer.shape[1]} gates; at the end "
-                     f"{int((final == 1).sum())} at 1, {int((final == 0).sum())} at 0", fontsize=8)
-        ax.set_xlabel("epoch")
-        ax.set_ylim(-0.03, 1.03)
+        for vertex in (0.0, 1.0):
+            ax.axhline(vertex, color="k", ls="--", lw=0.6)
+        ax.set_title(f"{label}{name}: {len(sample)} of {layer.shape[1]} gates\n"
+                     f"{_vertex_note(layer[1:] if start is not None else layer)}", fontsize=8)
+        ax.set_ylim(-0.08, 1.08)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("θ (blue: ends at 1, red: at 0, grey: between)", fontsize=8)
+        ax.set_xlim(epochs[0], epochs[-1])
+        integer_epochs(ax, f"epoch ({_snapshots_per_epoch(history)} per epoch)")
+    axes[0].set_ylabel("θ (probability the unit is kept)", fontsize=8)
+
+
+def _snapshots_per_epoch(history) -> str:
+    """``5 θ snapshots`` (per epoch), ``1 θ snapshot``."""
+    count = len(history["theta_snapshot_steps"]) / max(len(history["train_loss"]), 1)
+    return f"{count:.0f} θ snapshot{'' if round(count) == 1 else 's'}"
+
+
+def _trajectory_legend(fig, title: str) -> tuple:
+    """The colours' legend below the panels and ``title`` above them; the layout rect left."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=color, label=text) for color, text in ENDS]
+    handles.append(Line2D([], [], color="k", ls="--", lw=0.6, label="θ = 0 and θ = 1"))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    return (0, 0.05, 1, 1)
 
 
 def _gate_grid(plt, runs: dict, width: float, height: float):
@@ -178,18 +245,21 @@ def _gate_grid(plt, runs: dict, width: float, height: float):
 
 def plot_theta_trajectories(run_dir, out_dir=None, per_layer: int = 40, seed: int = 0) -> Path:
     """``theta_trajectories.png``: :func:`draw_theta_trajectories`, one panel per gate layer."""
-    fig, axes = _gate_grid(pyplot(), {"": run_dir}, 4.2, 3.4)
+    fig, axes = _gate_grid(pyplot(), {"": run_dir}, 4.2, 3.6)
     draw_theta_trajectories(axes[0], run_dir, per_layer, seed)
-    return save_figure(fig, Path(out_dir or run_dir) / "theta_trajectories.png")
+    rect = _trajectory_legend(fig, "Where does each gate's θ go, and when does it get there?")
+    return save_figure(fig, Path(out_dir or run_dir) / "theta_trajectories.png", rect=rect)
 
 
 def compare_theta_trajectories(runs: dict, path, per_layer: int = 40, seed: int = 0) -> Path:
     """One row of :func:`draw_theta_trajectories` per run of ``runs`` ({label: run directory},
     the same gate layers), the same gates sampled in every row; saved at ``path``."""
-    fig, axes = _gate_grid(pyplot(), runs, 4.2, 3.2)
+    fig, axes = _gate_grid(pyplot(), runs, 4.2, 3.4)
     for row, (label, run_dir) in zip(axes, runs.items()):
         draw_theta_trajectories(row, run_dir, per_layer, seed, label=f"{label}: ")
-    return save_figure(fig, path)
+    rect = _trajectory_legend(fig, "Do the gates' θ reach 0 and 1? "
+                              + " vs ".join(runs) + ", the same gates in each row")
+    return save_figure(fig, path, rect=rect)
 
 
 def _theta_histogram(ax, values, color, title) -> None:
@@ -198,24 +268,29 @@ def _theta_histogram(ax, values, color, title) -> None:
     ax.set_title(title, fontsize=8)
 
 
+def _moments(count: int, snapshots: int) -> list[int]:
+    """Up to ``count`` of ``snapshots`` rows spread evenly over the run, first and last kept."""
+    return sorted({int(round(i)) for i in np.linspace(0, snapshots - 1, count)})
+
+
 def plot_theta_histograms(run_dir, out_dir=None, moments: int = 4) -> Path:
-    """``theta_hist.png``: histograms of θ per gate layer (rows) at up to ``moments`` epochs
+    """``theta_hist.png``: histograms of θ per gate layer (rows) at up to ``moments`` snapshots
     spread over the run (columns); removed units count at 0."""
     plt = pyplot()
     metrics, history = load_run(run_dir)
     snaps, epochs = history["theta_snapshots"], _snapshot_epochs(history)
     blocks = _gate_blocks(metrics, history)
-    rows = sorted({int(round(i)) for i in np.linspace(0, len(snaps) - 1, moments)})
+    rows = _moments(moments, len(snaps))
     fig, axes = plt.subplots(len(blocks), len(rows), figsize=(3.2 * len(rows), 2.2 * len(blocks)),
                              squeeze=False, sharex=True)
     for r, (name, columns) in enumerate(blocks):
         for c, row in enumerate(rows):
             _theta_histogram(axes[r, c], snaps[row, columns], f"C{r}",
-                             f"{name}, epoch {epochs[row]:.1f}")
-        axes[r, 0].set_ylabel("gates")
+                             f"{name}, {epoch_label(epochs[row])}")
+        axes[r, 0].set_ylabel("gates (log scale)")
     for ax in axes[-1]:
-        ax.set_xlabel("θ")
-    fig.suptitle("θ of every gate converging to 0 or 1", fontsize=10)
+        ax.set_xlabel("θ (removed units at 0)")
+    fig.suptitle(f"Does every gate's θ converge to 0 or 1? {_run_label(metrics)}", fontsize=10)
     return save_figure(fig, Path(out_dir or run_dir) / "theta_hist.png")
 
 
@@ -234,7 +309,8 @@ def compare_theta_histograms(runs: dict, path) -> Path:
                              f"{label}: {name}\n{int(np.isin(theta, (0.0, 1.0)).sum())} exactly "
                              f"0 or 1, {near} within 1e-3, of {theta.size}")
             ax.set_xlabel("final θ")
-        axes[r, 0].set_ylabel("gates")
+        axes[r, 0].set_ylabel("gates (log scale)")
+    fig.suptitle("Where do the gates' θ end? " + " vs ".join(runs), fontsize=10)
     return save_figure(fig, path)
 
 
@@ -250,18 +326,20 @@ def plot_input_pixels(run_dir, out_dir=None, moments: int = 3) -> Path | None:
     plt = pyplot()
     name, columns = blocks[0]
     snaps, epochs = history["theta_snapshots"], _snapshot_epochs(history)
-    rows = sorted({int(round(i)) for i in np.linspace(0, len(snaps) - 1, moments)})
-    fig, axes = plt.subplots(1, len(rows) + 1, figsize=(3 * (len(rows) + 1), 3.2))
+    rows = _moments(moments, len(snaps))
+    fig, axes = plt.subplots(1, len(rows) + 1, figsize=(3 * (len(rows) + 1), 3.4))
     for ax, row in zip(axes, rows):
         image = ax.imshow(snaps[row, columns].reshape(28, 28), cmap="viridis", vmin=0, vmax=1)
-        ax.set_title(f"θ of {name}, epoch {epochs[row]:.1f}", fontsize=8)
+        ax.set_title(f"θ of {name}, {epoch_label(epochs[row])}", fontsize=8)
     kept = snaps[-1, columns].reshape(28, 28) >= 0.5
     axes[-1].imshow(kept, cmap="gray")
-    axes[-1].set_title(f"surviving pixels (θ ≥ ½): {int(kept.sum())} of 784", fontsize=8)
+    axes[-1].set_title(f"kept at the end (θ ≥ ½, white):\n{int(kept.sum())} of 784 pixels",
+                       fontsize=8)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(image, ax=axes[-2], fraction=0.046, pad=0.04)
+    fig.colorbar(image, ax=axes[-2], fraction=0.046, pad=0.04).set_label("θ of the pixel's gate")
+    fig.suptitle(f"Which input pixels does the network keep? {_run_label(metrics)}", fontsize=10)
     return save_figure(fig, Path(out_dir or run_dir) / "input_pixels.png")
 
 

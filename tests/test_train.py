@@ -374,3 +374,74 @@ def test_a_checkpoint_of_the_removed_snap_rules_resumes_only_if_they_were_off():
                                   "of the snap rules, which this code no longer has")
     meta["hook_settings"] = [{"gates": saved}]
     assert resume_problems(meta, config, [gate_settings(GateConfig())]) == []
+
+
+def _cli_configs(argv):
+    """(TrainConfig, GateConfig or None, snapshots per epoch) of ``python -m minibern train
+    ARGV`` for a new run, as the CLI completes them."""
+    from minibern.cli.train import (build_parser, complete_args, config_from_args,
+                                    gate_config_from_args)
+    argv = [*argv, "--out", "unused"]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    complete_args(parser, args, argv)
+    return (config_from_args(args), gate_config_from_args(args) if args.gates else None,
+            args.snapshots_per_epoch)
+
+
+@pytest.mark.parametrize("grid,run", [("lenet300", "gated_seed0"), ("lenet300", "plain_seed0"),
+                                      ("lenet5", "gated_seed0"), ("lenet5", "plain_seed0")])
+def test_the_cli_defaults_are_the_recipe_the_results_page_reports(grid, run):
+    """``--model M [--gates]`` and nothing else is the run docs/RESULTS.md reports for M: the
+    configuration of that grid's run (experiments/grids.py), field by field."""
+    sys.path.insert(0, str(REPO / "experiments"))
+    from grids import GRIDS
+
+    recorded = GRIDS[grid]["runs"][run]
+    bare = ["--model", recorded[recorded.index("--model") + 1],
+            *(["--gates"] if "--gates" in recorded else [])]
+    assert _cli_configs(bare) == _cli_configs(recorded)
+    config, _, _ = _cli_configs(bare)
+    assert config.lr_decay is not None and config.epochs > TrainConfig.epochs  # not the dataclass's
+
+
+def test_a_flag_given_overrides_the_recipe():
+    config, gates, per_epoch = _cli_configs(["--model", "lenet300", "--gates", "--epochs", "3",
+                                             "--lr-decay", "0", "--snapshot-every", "0"])
+    assert (config.epochs, config.lr_decay, gates.snapshot_every, per_epoch) == (3, None, 0, 0)
+    config, gates, per_epoch = _cli_configs(["--model", "lenet5", "--gates"])
+    assert gates.snapshot_every == 0 and per_epoch == 5  # set from the steps per epoch
+
+
+@pytest.mark.host_only
+def test_resume_takes_the_settings_the_checkpoint_recorded(mnist_dir, tmp_path):
+    """A run started with other values than today's defaults (no learning-rate decay, epoch-end
+    snapshots, as before the recipe became the default) continues from its own command."""
+    quick = ["--model", "lenet300", "--gates", "--train-subset", "300", "--quiet",
+             "--data", str(mnist_dir), "--out", str(tmp_path)]
+    first = _train(*quick, "--epochs", "1", "--lr-decay", "0", "--snapshot-every", "0",
+                   "--kappa", "3")
+    assert first.returncode == 0, first.stderr
+    more = _train(*quick, "--epochs", "2", "--resume")
+    assert more.returncode == 0, more.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["config"]["lr_decay"] is None
+    assert metrics["gate_config"]["kappa"] == 3.0 and metrics["gate_config"]["snapshot_every"] == 0
+    with np.load(tmp_path / "history.npz") as history:
+        assert len(history["theta_snapshot_steps"]) == 2  # one per epoch, as recorded
+    refused = _train(*quick, "--epochs", "3", "--lr-decay", "5", "--resume")
+    assert refused.returncode == 2 and "lr_decay: None in the checkpoint, 5.0 now" in refused.stderr
+
+
+def test_snapshots_within_the_epoch_never_repeat_its_end(mnist):
+    """Five steps per epoch, a snapshot every step: the epoch's last step is recorded once (by
+    the epoch's end), so every period's mean gradient has estimates behind it."""
+    from minibern.bernoulli.config import GateConfig
+    from minibern.bernoulli.run import build_run
+
+    config = TrainConfig(model="lenet300", epochs=2, train_subset=500, width_mult=0.1)
+    trainer = build_run(config, mnist, GateConfig(), log=lambda *_: None, snapshots_per_epoch=5)
+    trainer.fit()
+    assert trainer.history["theta_snapshot_steps"] == list(range(1, 11))
+    periods = np.asarray(trainer.history["gradient_snapshots"])
+    assert np.all(np.abs(periods).max(axis=1) > 0)

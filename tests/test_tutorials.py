@@ -205,7 +205,7 @@ def test_tutorial_11_strict_matches_numpy_bit_for_bit(mnist_dir, tmp_path):
 
 
 @pytest.mark.parametrize("model, options, gated", [
-    ("lenet300", ["--gates", "--snapshot-every", "2"], True),
+    ("lenet300", ["--gates"], True),  # θ recorded five times per epoch by default
     # a small θ step: on 300 images the default may switch off all 5 filters of conv1, and
     # a run whose network cannot be exported ends with exit 1
     ("lenet5", ["--gates", "--width-mult", "0.25", "--theta-lr", "1"], True),
@@ -223,6 +223,10 @@ def test_plot_command_draws_every_figure_of_a_recorded_run(mnist_dir, tmp_path, 
                      "theta_trajectories.png"}
     if gated and model == "lenet300":
         expected.add("input_pixels.png")
+    if gated:  # several θ snapshots per epoch, each at its own step
+        with np.load(run / "history.npz") as history:
+            steps = list(history["theta_snapshot_steps"])
+        assert len(steps) > 2 * 2 and steps == sorted(set(steps))
     assert {p.name for p in figures.iterdir()} == expected
     _assert_pngs(figures, *expected)
     assert f"{len(expected)} figures in {figures}" in out

@@ -95,7 +95,8 @@ class GateTrainer(Hook):
         self.trigger.count(flat.state, flat.theta, movable)  # (P6)
         self.recorder.add_all(flat, grad, movable)
         every = self.config.snapshot_every
-        if every and (trainer.global_step + 1) % every == 0:
+        last_of_epoch = trainer.step + 1 == trainer.steps_per_epoch  # after_epoch records it
+        if every and (trainer.global_step + 1) % every == 0 and not last_of_epoch:
             self.recorder.snapshot(trainer.history, trainer.global_step + 1, self.gates)
 
     def after_step(self, trainer) -> None:

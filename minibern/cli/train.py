@@ -4,6 +4,12 @@ The run directory (``--out``) receives ``metrics.json``, ``history.npz``, ``chec
 (every epoch, atomically) and ``train.log``. ``--resume`` continues a killed run from its last
 checkpoint; on the CPU backends, with the same thread counts, the result is bit-identical to an
 uninterrupted run.
+
+With no other flag a run is the recipe docs/RESULTS.md reports for its model
+(:data:`~minibern.cli.defaults.RECIPES`: its epochs and learning-rate decay), with or without
+``--gates``; a gated run records θ several times per epoch
+(:data:`~minibern.cli.defaults.SNAPSHOTS_PER_EPOCH`). ``--resume`` continues with the
+settings the checkpoint recorded (:mod:`minibern.cli.defaults`).
 """
 from __future__ import annotations
 
@@ -19,6 +25,8 @@ from minibern.bernoulli.config import (ESTIMATORS, MODEL_VISITS, GateConfig, gat
                                        gate_settings)
 from minibern.bernoulli.pruning import PruningError
 from minibern.bernoulli.run import build_run
+from minibern.cli.defaults import (SNAPSHOTS_PER_EPOCH, TRAIN_OPTIONS, fill_recipe, given_options,
+                                   recipe_help, take_recorded)
 from minibern.kernels import blas
 from minibern.kernels import threads as T
 from minibern.models import MODEL_NAMES
@@ -29,9 +37,11 @@ from minibern.training.trainer import TrainingDiverged, write_run_files
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line: the run's own options, then the gates' (defaults from
+    """The command line: the run's own options, then the gates' (defaults: the model's recipe,
+    :data:`~minibern.cli.defaults.RECIPES`, then
     :class:`~minibern.training.config.TrainConfig` and
-    :class:`~minibern.bernoulli.config.GateConfig`)."""
+    :class:`~minibern.bernoulli.config.GateConfig`; a resumed run's: its checkpoint's,
+    :mod:`minibern.cli.defaults`)."""
     parser = argparse.ArgumentParser(prog="python -m minibern train",
                                      description="Train a network on MNIST and write a run directory.")
     _add_run_options(parser)
@@ -43,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_run_options(parser) -> None:
     """The network, the data, the optimiser and where the run goes."""
     parser.add_argument("--model", choices=MODEL_NAMES, required=True)
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help=recipe_help("epochs"))
     parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.add_argument("--backend", choices=B.BACKEND_NAMES, default=None,
@@ -58,11 +68,14 @@ def _add_run_options(parser) -> None:
                         "else data/mnist in the checkout or the user cache; fetched if missing)")
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--width-mult", type=float, default=TrainConfig.width_mult)
-    parser.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.npz")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from --out/checkpoint.npz with the settings it recorded "
+                        "(an option given now must match them; only --epochs may grow)")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=TrainConfig.optimizer)
     parser.add_argument("--lr", type=float, default=TrainConfig.lr)
-    parser.add_argument("--lr-decay", type=float, default=TrainConfig.lr_decay, metavar="TAU",
-                        help="decay the learning rate per epoch e as lr/(1 + e/TAU)")
+    parser.add_argument("--lr-decay", type=_lr_decay, default=argparse.SUPPRESS, metavar="TAU",
+                        help="decay the learning rate per epoch e as lr/(1 + e/TAU); 0: a "
+                        "constant learning rate; " + recipe_help("lr_decay"))
     parser.add_argument("--momentum", type=float, default=TrainConfig.momentum)
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     parser.add_argument("--init", choices=("he", "glorot"), default=TrainConfig.init)
@@ -111,9 +124,10 @@ def _add_gate_options(gates) -> None:
     gates.add_argument("--prune-patience", type=int, default=GateConfig.prune_patience,
                        help="visits θ must stay exactly 0 before its unit is removed from the arrays "
                             "(a frozen gate counts one every step)")
-    gates.add_argument("--snapshot-every", type=int, default=GateConfig.snapshot_every,
-                       help="also record θ of every gate every N steps (for `python -m minibern "
-                            "plot`'s θ trajectories; default: at epoch ends only)")
+    gates.add_argument("--snapshot-every", type=int, default=argparse.SUPPRESS, metavar="N",
+                       help="also record θ of every gate every N steps, besides at epoch ends "
+                            "(for `python -m minibern plot`'s θ trajectories; 0: at epoch ends "
+                            f"only; default: {SNAPSHOTS_PER_EPOCH} times per epoch)")
     gates.add_argument("--no-prune", action="store_true",
                        help="keep units at θ = 0 in the arrays (masked); report which would have "
                             "been removed and whether they came back")
@@ -132,12 +146,15 @@ def _add_gate_options(gates) -> None:
                             "set, (C11)–(C12)")
 
 
+def _lr_decay(text: str) -> float | None:
+    """``--lr-decay``: τ in epochs, 0 for none (TrainConfig's None)."""
+    value = float(text)
+    return None if value == 0 else value
+
+
 def config_from_args(args) -> TrainConfig:
-    return TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
-                       seed=args.seed, optimizer=args.optimizer, lr=args.lr, lr_decay=args.lr_decay,
-                       momentum=args.momentum, weight_decay=args.weight_decay,
-                       width_mult=args.width_mult, init=args.init, init_scale=args.init_scale,
-                       train_subset=args.train_subset)
+    """The run's TrainConfig (``args`` completed by :func:`complete_args`)."""
+    return TrainConfig(model=args.model, **{field: getattr(args, field) for field in TRAIN_OPTIONS})
 
 
 def _fail(log_file, error, status: int = 1) -> int:
@@ -155,7 +172,8 @@ def gate_config_from_args(args) -> GateConfig:
         kappa_per_param=args.kappa_per_param, kappa_expected_params=args.kappa_expected_params,
         theta_lr=args.theta_lr, theta_decay=args.theta_decay, theta_warmup=args.theta_warmup,
         theta_init=args.theta_init, hyperprior=not args.no_hyperprior, prune=not args.no_prune,
-        prune_patience=args.prune_patience, snapshot_every=args.snapshot_every,
+        prune_patience=args.prune_patience,
+        snapshot_every=getattr(args, "snapshot_every", GateConfig.snapshot_every),
         average_visits=args.average_visits, decide_alpha=args.decide_alpha,
         decide_min_visits=args.decide_min_visits, decide_at_one=args.decide_at_one,
         audit=not args.no_audit, theta_bound=args.theta_bound,
@@ -170,11 +188,32 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _gate_group(parser):
+    return next(g for g in parser._action_groups if g.title.startswith("Bernoulli gates"))
+
+
+def complete_args(parser, args, argv) -> None:
+    """Fill in the options ``argv`` left out (:mod:`minibern.cli.defaults`): a resumed run's
+    from its checkpoint, a new run's from its model's recipe; ``args.snapshots_per_epoch`` is
+    for :func:`~minibern.bernoulli.run.build_run` (0 where ``--snapshot-every`` or the
+    checkpoint sets the cadence)."""
+    given = given_options(build_parser, argv)
+    if args.resume:
+        try:
+            take_recorded(args, given, [action.dest for action in _gate_group(parser)._group_actions
+                                        if action.dest != "gates"])
+        except ValueError as error:  # an unreadable checkpoint
+            parser.error(str(error))
+    fill_recipe(args)
+    args.snapshots_per_epoch = 0 if args.resume or hasattr(args, "snapshot_every") \
+        else SNAPSHOTS_PER_EPOCH
+
+
 def _check_gate_flags(parser, args) -> None:
     """A gate option given without --gates would silently do nothing: refuse it."""
     if args.gates:
         return
-    group = next(g for g in parser._action_groups if g.title.startswith("Bernoulli gates"))
+    group = _gate_group(parser)
     given = [action.option_strings[0] for action in group._group_actions
              if action.dest != "gates" and hasattr(args, action.dest)
              and getattr(args, action.dest) != action.default]
@@ -223,6 +262,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _check_gate_flags(parser, args)
+    complete_args(parser, args, argv)
     try:  # every setting is checked in one place: TrainConfig.validate, GateConfig.validate
         config = config_from_args(args).validate()
         gate_config = gate_config_from_args(args).validate() if args.gates else None
@@ -291,8 +331,10 @@ def _train(args, config, gate_config, out, log, log_file) -> int:
         where = args.data or "the default folder"
         raise MemoryError(f"out of memory while reading MNIST from {where}; check that its "
                           "files are MNIST's") from None
-    trainer = build_run(config, data, gate_config, log=log)
+    trainer = build_run(config, data, gate_config, log=log,
+                        snapshots_per_epoch=args.snapshots_per_epoch)
     net = trainer.net
+    gate_config = trainer.hooks[-1].config if gate_config else None  # with its snapshot cadence
     log(f"train {config.model} (width x{config.width_mult}) on {trainer.n_train} images, "
         f"backend {B.get_backend().name}, seed {config.seed}, {config.epochs} epochs, "
         f"{T.get_threads()} kernel thread(s), BLAS threads {blas.get_threads() or 'unknown'}"
