@@ -21,9 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-#: (label, grid, run-name prefix) of each configuration; a run is ``<prefix>_width<W>..._seed<k>``.
+#: (label, grid, run-name prefix) of each configuration; a run is ``<prefix>_seed<k>``, the
+#: prefix a pattern of ``{width}`` or ``{start width: prefix}``.
 CONFIGURATIONS = (
     ("default", "robustness", "width{width}_scale1"),
+    ("default, 40 epochs", "longer", {"1": "gated_40_epochs", "2": "gated_40_epochs_width2",
+                                      "4": "gated_40_epochs_width4"}),
     ("θ bound to epoch 2 (R7)", "compensated", "bound2_width{width}"),
     ("compensated (R4)–(R6)", "compensated", "compensated_width{width}"),
     ("compensated + θ bound", "compensated", "compensated_bound2_width{width}"),
@@ -40,18 +43,38 @@ def _runs(root: Path, grid: str, prefix: str) -> list[dict]:
             if (directory / "metrics.json").exists()]
 
 
+def found_runs(root: Path, grid: str, prefix) -> dict:
+    """{start width: metrics of its finished seeds} of one configuration (starts without runs
+    left out)."""
+    names = prefix if isinstance(prefix, dict) else {width: prefix.format(width=width)
+                                                     for width in WIDTHS}
+    return {width: runs for width in WIDTHS if (runs := _runs(root, grid, names[width]))}
+
+
+def kept_means(found: dict) -> dict:
+    """{start width: mean kept units per gate layer over its seeds}."""
+    return {width: np.mean([run["architecture"] for run in runs], axis=0)
+            for width, runs in found.items()}
+
+
+def deviations(found: dict):
+    """Per gate layer, the largest deviation of a start's mean kept units from their mean over
+    the three starts, as a fraction of that mean; None unless every start has runs."""
+    kept = kept_means(found)
+    if len(kept) < len(WIDTHS):
+        return None
+    layers = np.array([kept[width] for width in WIDTHS])  # starts × gate layers
+    return np.abs(layers - layers.mean(axis=0)).max(axis=0) / layers.mean(axis=0)
+
+
 def _row(label: str, found: dict) -> str:
     """One configuration: kept units per start, the spread over the starts, errors, shares."""
-    kept = {width: np.mean([run["architecture"] for run in runs], axis=0)
-            for width, runs in found.items()}
+    kept = kept_means(found)
     cells = [" / ".join(f"{units:.0f}" for units in kept[width]) if width in kept else "–"
              for width in WIDTHS]
     spread = "–"
-    if len(kept) == len(WIDTHS):
-        layers = np.array([kept[width] for width in WIDTHS])  # starts × gate layers
-        spread = " / ".join(f"{100 * deviation:+.0f} %" for deviation in
-                            (np.abs(layers - layers.mean(axis=0)).max(axis=0)
-                             / layers.mean(axis=0)))
+    if (deviation := deviations(found)) is not None:
+        spread = " / ".join(f"{100 * value:+.0f} %" for value in deviation)
 
     def mean(key, scale=100.0):
         values = [scale * run[key] for runs in found.values() for run in runs if key in run]
@@ -70,9 +93,7 @@ def markdown(root: Path) -> str:
     """The per-start table, or "" when none of its departures' runs exist."""
     rows = []
     for label, grid, prefix in CONFIGURATIONS:
-        found = {width: runs for width in WIDTHS
-                 if (runs := _runs(root, grid, prefix.format(width=width)))}
-        if found:
+        if found := found_runs(root, grid, prefix):
             rows.append(_row(label, found))
     if len(rows) < 2:
         return ""
@@ -86,8 +107,8 @@ def markdown(root: Path) -> str:
         "their mean over the three starts (the target: within ±15 %), the final test error "
         "per start, the share of gates within 1e-3 of 0 or 1, and the share of all gates that "
         "the decision rule (C9) certified (metrics.json's `decisions.share_by_rule`). "
-        "Default: grid `robustness`; the departures (docs/derivations/compensated.md): grid "
-        "`compensated`.\n",
+        "Default: grid `robustness` (40 epochs: grid `longer`); the departures "
+        "(docs/derivations/compensated.md): grid `compensated`.\n",
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
 
 
@@ -121,4 +142,5 @@ def offline_markdown(root: Path) -> str:
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
 
 
-__all__ = ["markdown", "offline_markdown"]
+__all__ = ["markdown", "offline_markdown", "found_runs", "kept_means", "deviations",
+           "CONFIGURATIONS", "WIDTHS"]

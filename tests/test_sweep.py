@@ -98,8 +98,8 @@ def test_early_pruning_columns_divide_epoch_3_by_the_final_kept_units(monkeypatc
              units_g_out=[12, 11, 10, 10], kept_g_out=[11, 11, 10, 10])
     header, rows = sweep.table(tmp_path, "fake")
     row = dict(zip(header, rows[0]))
-    assert row["arrays_e3/kept"] == "2.50 ± 0.00 / 1.00 ± 0.00"  # epoch 3: 50 and 10 in arrays
-    assert row["kept_e3/kept"] == "1.50 ± 0.00 / 1.00 ± 0.00"  # 30 and 10 kept, of 20 and 10
+    assert row["arrays_e3/kept"] == "2.50 / 1.00"  # epoch 3: 50 and 10 in arrays; one seed
+    assert row["kept_e3/kept"] == "1.50 / 1.00"  # 30 and 10 kept, of 20 and 10
 
 
 @pytest.mark.host_only
@@ -137,31 +137,112 @@ def test_whole_run_section_averages_each_epochs_seconds_and_sums_them(tmp_path):
     assert early_pruning.epoch_seconds_markdown(tmp_path / "elsewhere") == ""
 
 
+def _write_metrics(directory, architecture, params, flops, test_error, seconds=(3.0, 2.0)):
+    directory.mkdir(parents=True)
+    metrics = {"architecture": architecture, "params": params, "flops_per_example": flops,
+               "test_error": test_error, "val_error": test_error,
+               "epoch_seconds": list(seconds), "decided_1e-3": 0.97}
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+
+
 @pytest.mark.host_only
 def test_results_page_has_a_table_per_grid_and_says_what_is_missing(tmp_path):
     root = tmp_path / "runs"
-    directory = root / "lenet300"
-    directory.mkdir(parents=True)
-    (directory / "gated_seed0").mkdir()
-    metrics = {"architecture": [200, 120, 80], "params": 36000, "flops_per_example": 35800,
-               "test_error": 0.021, "val_error": 0.019, "epoch_seconds": [3.0, 2.0],
-               "decided_1e-3": 0.97}
-    (directory / "gated_seed0" / "metrics.json").write_text(json.dumps(metrics))
+    _write_metrics(root / "lenet300" / "gated_seed0", [200, 120, 80], 36000, 35800, 0.021)
     page = sweep.write_results(root, tmp_path / "RESULTS.md")
     assert (tmp_path / "RESULTS.md").read_text() == page
-    lenet300 = page.split("## lenet300")[1].split("## ")[0]
-    assert "| gated | 1 | 200 ± 0 / 120 ± 0 / 80 ± 0 |" in lenet300
-    assert "2.10 ± 0.00" in lenet300 and "97.00 ± 0.00" in lenet300
+    appendix = page.split("## Appendix")[1]
+    lenet300 = appendix.split("### lenet300\n")[1].split("### ")[0]
+    assert "| gated | 1 | 200 / 120 / 80 | 36000 | 35800 | 2.10 | 2.10 | 97.00 |" in lenet300
+    assert "±" not in lenet300  # one seed: the value alone
     for grid in set(sweep.GRIDS) - {"lenet300"}:
-        assert "Not run yet." in page.split(f"## {grid}:")[1].split("## ")[0]
+        assert "Not run yet." in appendix.split(f"### {grid}\n")[1].split("### ")[0]
+
+
+@pytest.mark.host_only
+def test_every_table_of_the_page_has_at_most_ten_columns(tmp_path):
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        _write_metrics(root / "lenet300" / f"gated_seed{seed}", [200, 120, 80], 36000 + seed,
+                       35800, 0.021)
+    page = sweep.write_results(root, tmp_path / "RESULTS.md")
+    rules = [line for line in page.splitlines() if line.startswith("|---")]
+    assert rules and max(rule.count("---") for rule in rules) <= 10
+    assert max(len(line) for line in page.splitlines() if not line.startswith("|")) <= 130
 
 
 def test_results_page_sets_the_published_numbers_beside_ours_with_sources(tmp_path):
-    from published import PUBLISHED
-    page = sweep.write_results(tmp_path / "runs", tmp_path / "RESULTS.md")
-    section = page.split("## Published structured pruning")[1]
-    for network, method, architecture, error, source in PUBLISHED:
-        row = next(line for line in section.splitlines()
+    from published import PUBLISHED, SOURCES, size
+    root = tmp_path / "runs"
+    _write_metrics(root / "lenet300" / "gated_seed0", [200, 120, 80], 36000, 35800, 0.021)
+    _write_metrics(root / "lenet300" / "plain_seed0", [784, 300, 100], 266610, 266200, 0.017)
+    page = sweep.write_results(root, tmp_path / "RESULTS.md")
+    head = page.split("## Headline")[1].split("## Appendix")[0]
+    lines = head.splitlines()
+    ours = next(line for line in lines if line.startswith("| LeNet-300-100 | gated (ours) |"))
+    assert "| 200-120-80 | 36,000 | 35,800 | 2.10 |" in ours
+    for network, method, architecture, error, key, _, _ in PUBLISHED:
+        params, flops = size(network, architecture)
+        row = next(line for line in lines
                    if line.startswith(f"| {network} | {method} | {architecture} |"))
-        assert f"| {error} |" in row and "arXiv" in row
-    assert "best test error" in section and "final" in section
+        assert f"| {params:,} | {flops:,} | {error} |" in row and f"[{key}]" in row
+        assert lines.index(row) > lines.index(ours) or network != "LeNet-300-100"
+    for key in SOURCES:
+        reference = head.split(f"\n- [{key}] ")[1].split("\n- [")[0]  # wrapped lines
+        assert "arXiv" in reference
+    assert "200 epochs" in head and "final epoch" in head
+    assert "7.4× fewer parameters" in head  # 266,610 / 36,000, from the runs
+
+
+def test_published_sizes_count_as_the_runs_do():
+    """The formula that sizes the published architectures gives a run's recorded size."""
+    from published import size
+    paths = sorted(sweep.DEFAULT_ROOT.glob("*/*_seed0/metrics.json"))
+    if not paths:
+        pytest.skip("no kept runs under experiments/runs")
+    for path in paths:
+        metrics = json.loads(path.read_text())
+        network = {"lenet300": "LeNet-300-100", "lenet5": "LeNet-5-Caffe"}[metrics["model"]]
+        architecture = "-".join(str(units) for units in metrics["architecture"])
+        assert size(network, architecture) == (metrics["params"],
+                                               metrics["flops_per_example"]), path
+    with pytest.raises(ValueError, match="LeNet-300-100"):
+        size("ResNet", "1-2")
+
+
+def test_headline_robustness_reports_the_largest_deviation_over_starts(tmp_path):
+    import headline
+    root = tmp_path / "runs"
+    for width, kept in (("1", [200, 100, 80]), ("2", [200, 130, 80]), ("4", [200, 70, 80])):
+        _write_metrics(root / "robustness" / f"width{width}_scale1_seed0", kept, 1, 1, 0.02)
+    section = headline.robustness(root)
+    # h1: mean 100 over the starts, the farthest start 30 away
+    assert "| default | 200-100-80 | 200-130-80 | 200-70-80 | 30 % (h1) | 2.00 |" in section
+    assert "compensated" not in section.split("|---")[1]  # no runs: no row
+
+
+def test_wide_tables_are_split_repeating_the_columns_that_name_a_row():
+    from page_format import split_table, tidy
+    header = ["run", "lr"] + [f"c{i}" for i in range(12)]
+    rows = [["a", "0.1"] + [str(i) for i in range(12)], ["a", "1"] + [str(i) for i in range(12)]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    split = split_table(lines)
+    tables = "\n".join(split).split("\n\n")
+    assert len(tables) == 2
+    assert tables[0].startswith("| run | lr | c0 |") and tables[1].startswith("| run | lr | c8 |")
+    assert all(line.count("|") - 1 <= 10 for line in split if line)
+    assert "| a | 1 | 8 | 9 | 10 | 11 |" in tables[1]
+    text = tidy("word " * 40 + "\n\n" + "\n".join(lines))
+    assert max(len(line) for line in text.splitlines() if not line.startswith("|")) <= 100
+
+
+@pytest.mark.host_only
+def test_the_figure_of_error_against_parameters_is_drawn_from_the_runs(tmp_path):
+    pytest.importorskip("matplotlib")
+    import headline
+    root = tmp_path / "runs"
+    _write_metrics(root / "lenet300" / "gated_seed0", [200, 120, 80], 36000, 35800, 0.021)
+    assert headline.draw_figure(root, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
+    assert not headline.draw_figure(tmp_path / "empty", tmp_path / "none.png")
