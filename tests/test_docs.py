@@ -1,4 +1,6 @@
-"""The checkout's text files: no half-resolved merge is left in a document or a module."""
+"""The checkout's text files: no half-resolved merge is left in a document or a module; the README
+starts with the two commands (the main job, and the test command `.ci/run` runs), and the pages
+it sends readers to name files that exist, every module and every (C) tag the code cites."""
 import re
 from pathlib import Path
 
@@ -25,3 +27,89 @@ def test_no_merge_conflict_markers():
     marked = [str(path.relative_to(REPO)) for path in files
               if MARKER.search(path.read_text(encoding="utf-8", errors="replace"))]
     assert marked == []
+
+
+# ---------------------------------------------------------------------------------------------
+# README.md and the pages it sends readers to
+# ---------------------------------------------------------------------------------------------
+
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+#: Pages the README links to that another change adds; remove a name once its page exists.
+PENDING = {"docs/tutorials/README.md"}
+PATH_TOKEN = re.compile(r"`((?:docs|tutorials|experiments|minibern|benchmarks|tests)/[^`\s]*)`")
+PAGES = ("README.md", "docs/USAGE.md", "docs/LAYOUT.md", "docs/FINDINGS.md")
+
+
+def _commands(block: str) -> list[str]:
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _ci_test_command() -> str:
+    lines = [line.strip() for line in (REPO / ".ci/run").read_text().splitlines()]
+    commands = [line for line in lines if "pytest" in line and not line.startswith("#")]
+    assert len(commands) == 1, commands
+    return commands[0]
+
+
+@pytest.mark.host_only
+def test_readme_starts_with_the_main_job_and_the_ci_test_command():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    first = FENCE.search(text)
+    assert first is not None and first.group(1) == "bash"
+    assert "\n## " not in text[:first.start()]  # the commands come before any section
+    install_and_run, install_and_test = _commands(first.group(2))[:2]
+    assert len(_commands(first.group(2))) == 2
+    script = re.search(r"python (tutorials/\S+\.py)", install_and_run).group(1)
+    assert script == "tutorials/06_gated_lenet300.py" and (REPO / script).is_file()
+    assert install_and_test.startswith("python3 -m venv") and "pip install" in install_and_test
+    assert install_and_test.split(" && ")[-1] == _ci_test_command()
+
+
+@pytest.mark.host_only
+def test_readme_is_a_short_page_for_learners():
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert len(text.splitlines()) <= 120
+    assert "docs/figures/theta_trajectories.png" in text
+    assert "01 → 04 → 05 → 06" in text
+
+
+@pytest.mark.host_only
+@pytest.mark.parametrize("page", PAGES)
+def test_paths_a_page_names_exist(page):
+    text = (REPO / page).read_text(encoding="utf-8")
+    named = set(PATH_TOKEN.findall(text))
+    named |= {link for link in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in link}
+    named |= set(re.findall(r"minibern plot (experiments/\S+)", text))
+    missing = sorted(path for path in named
+                     if not (REPO / path.rstrip("/")).exists() and path not in PENDING)
+    assert missing == []
+
+
+@pytest.mark.host_only
+def test_layout_names_every_module():
+    rows = [line for line in (REPO / "docs/LAYOUT.md").read_text(encoding="utf-8").splitlines()
+            if line.startswith("| `minibern/")]
+    unnamed = []
+    for path in sorted((REPO / "minibern").rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        folder = path.parent.relative_to(REPO).as_posix() + "/"
+        candidates = [row for row in rows if folder == "minibern/" or
+                      row.startswith(f"| `{folder}`")]
+        if not any(f"`{path.name}`" in row or f"`minibern/{path.name}`" in row
+                   for row in candidates):
+            unnamed.append(path.relative_to(REPO).as_posix())
+    assert unnamed == []
+
+
+@pytest.mark.host_only
+def test_convergence_tags_cited_in_code_are_defined_in_convergence_md():
+    tag = re.compile(r"\(C\d+′?\)")
+    cited = set()
+    for folder in ("minibern", "tutorials", "experiments", "benchmarks"):
+        for path in (REPO / folder).rglob("*.py"):
+            cited |= set(tag.findall(path.read_text(encoding="utf-8")))
+    page = (REPO / "docs/derivations/convergence.md").read_text(encoding="utf-8")
+    defined = {match.group(1) for match in re.finditer(r"\s(\(C\d+′?\))\s*$", page, re.MULTILINE)}
+    assert "(C13)" in cited  # the code is read
+    assert sorted(cited - defined) == []
