@@ -103,7 +103,7 @@ GRIDS = {
     },
     "theta_step": {
         "about": "the θ step decaying over 20 epochs instead of 5 (τ of (B21)), so that it is still "
-                 "large when the slope of a wide layer's units is small (convergence.md §6), from "
+                 "large when the slope of a wide layer's units is small (docs/FINDINGS.md §3), from "
                  "300-100, 600-200 and 1200-400 (seed 0)",
         "reference": {f"decay20_width{width}": "decay20_width1" for width in ("1", "2", "4")},
         "runs": seeded({f"decay20_width{width}": [*LENET300, "--gates", "--theta-decay", "20",
@@ -114,14 +114,15 @@ GRIDS = {
         "about": "the default from 300-100 and 600-200, run again so that history.npz holds "
                  "gradient_snapshots, each gate's averaged Δ̂ + κ per epoch (seed 0)",
         "reference": {"default_width2": "default_width1"},
-        "runs": seeded({f"default_width{width}": [*LENET300, "--gates", "--width-mult", width]
+        "runs": seeded({f"default_width{width}": [*LENET300, "--gates", "--width-mult", width,
+                                                  "--snapshot-every", "0"]
                         for width in ("1", "2")}, seeds=(0,)),
     },
     "optimizer": {
         "about": "momentum SGD (η = 0.05, momentum 0.9) instead of Adam, from 300-100, 600-200 "
                  "and 1200-400: Adam moves every weight by about η per step whatever its "
                  "gradient's size, so each kept unit can grow its own share of the logits' "
-                 "margin (convergence.md §6); and with the Gaussian weight prior of (B3) "
+                 "margin (docs/FINDINGS.md §3); and with the Gaussian weight prior of (B3) "
                  "(--weight-decay 1/(Nσ²) = 5e-4), which SGD applies in full where Adam "
                  "rescales it (seed 0)",
         "reference": {f"sgd{decay}_width{width}": f"sgd{decay}_width1"
@@ -187,6 +188,14 @@ GRIDS = {
         "runs": seeded({
             "no_hyperprior": [*LENET300, "--gates", "--no-hyperprior", "--decide-alpha", "0"],
         }, seeds=(0,)),
+    },
+    "trajectories": {
+        "about": "the seed-0 runs of the page's θ-trajectory figure, the default and the fixed-γ "
+                 "ablation, again with θ recorded five times per epoch (the CLI's default): the "
+                 "last hidden layer's gates settle within the first epoch",
+        "runs": {"gated_seed0": [*LENET300, "--gates", "--seed", "0"],
+                 "no_hyperprior_seed0": [*LENET300, "--gates", "--no-hyperprior",
+                                         "--decide-alpha", "0", "--seed", "0"]},
     },
     "audit": {
         "about": "the rule's decisions at 0 audited too: units stay in the arrays (--no-prune)",

@@ -1,6 +1,6 @@
 """Is a unit that is cheap at the final weights still cheap while the weights keep training?
 
-docs/derivations/convergence.md §6, point 4: at a wide start's final weights, dozens of the
+docs/FINDINGS.md §3, "What the estimator saw during training": at a wide start's final weights, dozens of the
 last hidden layer's kept units cost less than κ alone (``vertex_cost.py``), yet the estimator
 (E10) averaged over the last epoch prices every one of them above κ. This script separates the
 two by continuing a finished run from its checkpoint for ``--steps`` weight steps (the run's

@@ -358,18 +358,22 @@ def results_figures(root: Path, figures: Path) -> list[str]:
         from minibern import plots
     except ImportError as error:  # matplotlib is the "plots" extra
         return [f"(figures not drawn: {error}; pip install \".[plots]\")\n"]
-    gated = run_dir(root, "lenet300", "gated_seed0")
-    ablation = run_dir(root, "ablation", "no_hyperprior_seed0")
-    lines = []
-    figures.mkdir(parents=True, exist_ok=True)
-
     def finished(run: Path) -> bool:
         return (run / "metrics.json").exists() and (run / "history.npz").exists()
+
+    gated = run_dir(root, "trajectories", "gated_seed0")
+    ablation = run_dir(root, "trajectories", "no_hyperprior_seed0")
+    if not (finished(gated) and finished(ablation)):  # the same runs, θ once per epoch
+        gated = run_dir(root, "lenet300", "gated_seed0")
+        ablation = run_dir(root, "ablation", "no_hyperprior_seed0")
+    lines = []
+    figures.mkdir(parents=True, exist_ok=True)
 
     if finished(gated) and finished(ablation):
         plots.compare_theta_trajectories({"hyper-prior": gated, "fixed γ": ablation},
                                          figures / "theta_trajectories.png")
-        lines.append("θ of 40 gates per layer over training (one snapshot per epoch), LeNet-300-100"
+        per_epoch = _snapshots_per_epoch(gated)
+        lines.append(f"θ of 40 gates per layer over training ({per_epoch}), LeNet-300-100"
                      " seed 0, with the flattening hyper-prior (top) and with a fixed γ = ½"
                      " (bottom):\n\n![θ trajectories](figures/theta_trajectories.png)\n")
     if finished(gated):
@@ -377,6 +381,14 @@ def results_figures(root: Path, figures: Path) -> list[str]:
         lines.append("The input pixels that survive (LeNet-300-100, seed 0):\n\n"
                      "![surviving input pixels](figures/input_pixels.png)\n")
     return lines
+
+
+def _snapshots_per_epoch(run: Path) -> str:
+    """How often the run recorded θ, in words: "5 snapshots per epoch"."""
+    epochs = read_metrics(run / "metrics.json")["epochs"]
+    with np.load(run / "history.npz") as history:
+        count = round(len(history["theta_snapshot_steps"]) / epochs)
+    return "one snapshot per epoch" if count <= 1 else f"{count} snapshots per epoch"
 
 
 def grid_section(root: Path, grid: str, spec: dict) -> str:

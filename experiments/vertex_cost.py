@@ -1,7 +1,7 @@
 """What a run's final vertex costs, and what its neighbours cost: (C13) measured.
 
-docs/derivations/convergence.md §6 explains the width's dependence on the start by the many
-vertices that satisfy (C13). This script measures, at the end of a LeNet-300-100 run, the
+docs/FINDINGS.md §3 asks whether the width's dependence on the start comes from the many vertices
+that satisfy (C13) of docs/derivations/convergence.md. This script measures, at the end of a LeNet-300-100 run, the
 objective (B13) at the vertex it reached and at nearby smaller vertices, with the weights as
 trained (no retraining), on the whole training split (N = 55,000):
 

@@ -18,8 +18,8 @@ After every backward pass (:meth:`GateTrainer.after_backward`):
 After every weight step (:meth:`GateTrainer.after_step`) the gates the trigger calls ready are
 removed from the arrays by :func:`minibern.bernoulli.pruning.remove_units` (P1)–(P5); with
 ``prune=False`` :class:`~minibern.bernoulli.prune_trigger.WouldBePruned` only marks them. After
-the last epoch :class:`minibern.bernoulli.audit.DecisionAudit` checks every decision on the
-whole training set (C11)–(C12), metrics.json's ``decisions``. The settings:
+the last epoch :class:`minibern.bernoulli.audit.DecisionAudit` checks the decisions of the units still in the
+arrays on the whole training set (C11)–(C12), metrics.json's ``decisions``. The settings:
 :class:`minibern.bernoulli.config.GateConfig`.
 """
 from __future__ import annotations

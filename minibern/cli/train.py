@@ -62,7 +62,7 @@ def _add_run_options(parser) -> None:
                         help="threads for minibern's kernels: im2col, col2im, pooling and the "
                         "layers' matrix products, split over blocks of examples (with 2 or more, "
                         "NumPy's BLAS runs on one thread); default: $MINIBERN_THREADS, else 1. "
-                        "Pays for LeNet-5 (see README). The seed and the count fix a run's "
+                        "Pays for LeNet-5 (docs/USAGE.md, 'CPU threads'). The seed and the count fix a run's "
                         "numbers; another count gives a slightly different run")
     parser.add_argument("--data", default=None, help="MNIST folder (default: $MINIBERN_DATA, "
                         "else data/mnist in the checkout or the user cache; fetched if missing)")
@@ -142,8 +142,8 @@ def _add_gate_options(gates) -> None:
     gates.add_argument("--decide-at-one", action="store_true",
                        help="let the decision rule also certify (freeze) gates at θ = 1, (C10′)")
     gates.add_argument("--no-audit", action="store_true",
-                       help="skip the end-of-run check of every decision on the whole training "
-                            "set, (C11)–(C12)")
+                       help="skip the end-of-run check, on the whole training set, of the decisions "
+                            "of the units still in the arrays, (C11)–(C12)")
 
 
 def _lr_decay(text: str) -> float | None:
