@@ -1,4 +1,4 @@
-"""Tutorial 3: train LeNet-300-100 on MNIST — first with a training loop you write, then with `Trainer`.
+"""Tutorial 3: train LeNet-300-100 on MNIST, first with a loop you write, then with `Trainer`.
 
 What you learn
     How the layers of tutorials 1–2 become a trained network: a seeded minibatch order, a

@@ -252,9 +252,9 @@ def main(argv=None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 130
     reported = reported_error(args.model)
-    print(f"step 3: test error should equal training's "
-          f"{'(no metrics.json beside the model)' if reported is None else f'{100 * reported:.2f}%'}"
-          f": got {100 * error:.2f}%")
+    expected = ("(no metrics.json beside the model)" if reported is None
+                else f"{100 * reported:.2f}%")
+    print(f"step 3: test error should equal training's {expected}: got {100 * error:.2f}%")
     print(f"tutorial 10: {args.model} with NumPy alone: test error {100 * error:.2f}% "
           f"on {len(labels)} images"
           + ("" if reported is None else f"; training reported {100 * reported:.2f}%"))
