@@ -63,11 +63,12 @@ def run_ops(ops, x):
         elif kind == "conv":  # (L7)–(L8): x (N, C, H, W), W (F, C, KH, KW) → (N, F, OH, OW)
             p, s, kh, kw = int(op["pad"]), int(op["stride"]), *op["W"].shape[2:]
             x = windows(np.pad(x, ((0, 0), (0, 0), (p, p), (p, p))), (kh, kw), axis=(2, 3))
-            x = np.einsum("nchwij,fcij->nfhw", x[:, :, ::s, ::s], op["W"], optimize=True)
-            x = x + op["b"][:, None, None]  # the windows every s-th pixel give OH, OW (L14)
+            x = x[:, :, ::s, ::s]  # (N, C, OH, OW, KH, KW): every s-th window (L14), a view
+            x = np.einsum("nchwij,fcij->nfhw", x, op["W"], optimize=True)  # Σ over c, ky, kx
+            x = x + op["b"][:, None, None]
         elif kind == "maxpool":  # (L15): the largest entry of each k×k window, every s pixels
             k, s = int(op["size"]), int(op["stride"])
-            x = windows(x, (k, k), axis=(2, 3))[:, :, ::s, ::s].max(axis=(4, 5))
+            x = windows(x, (k, k), axis=(2, 3))[:, :, ::s, ::s].max(axis=(4, 5))  # (N, C, OH, OW)
         elif kind == "relu":  # (L5)
             x = np.maximum(x, 0)
         elif kind == "flatten":  # (L17): (N, C, H, W) → (N, C·H·W), C order
@@ -116,7 +117,8 @@ def read_model(model):
             raise ValueError(f"{m} is not a readable .npz ({error}); export it again") from error
     if str(m.get("format", "")) != FORMAT or str(m.get("version", "")) != str(VERSION):
         raise ValueError(f"not a {FORMAT} model of version {VERSION} (format {m.get('format')}, "
-                         f"version {m.get('version')}); re-export it with minibern.bernoulli.export")
+                         f"version {m.get('version')}); "
+                         "re-export it with minibern.bernoulli.export")
     try:
         present = {key.split("/")[0] for key in m if key.startswith("op") and "/" in key}
         n_ops = int(m["n_ops"])
@@ -145,7 +147,8 @@ def check_ops(ops):
                     else f"lacks {', '.join(missing)}")
             raise ValueError(f"op {i} of the model {what}; export it again")
         if kind == "select" and not (op["index"].ndim == 1 and op["index"].dtype.kind in "iu"):
-            raise ValueError(f"op {i} (select): its index is not a list of integers; export it again")
+            raise ValueError(f"op {i} (select): its index is not a list of integers; "
+                             "export it again")
     if not any(str(op["kind"]) in ("dense", "conv") for op in ops):
         raise ValueError("the model has no dense or conv layer (a damaged or empty export); "
                          "export it again")
