@@ -17,8 +17,8 @@ Figures
     none: this file must run where only NumPy is installed (tests/test_export.py checks its
     imports), so it draws nothing.
 You should see (the last line; the model of tutorial 6's full run, seed 0)
-    tutorial 10: runs/tutorial6/model.npz with NumPy alone: test error 1.67% on 10000 images;
-    training reported 1.67%
+    tutorial 10: runs/tutorial6/model.npz with NumPy alone: test error 1.97% on 10000 images;
+    training reported 1.97%
 Time on a 2-core CPU
     about a second (LeNet-300-100; a few seconds for a LeNet-5); there is no --quick.
 
