@@ -4,6 +4,7 @@ and bad nets/files fail clearly."""
 import ast
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -329,6 +330,8 @@ def test_standalone_predictor_imports_only_numpy_and_the_standard_library():
 
 @pytest.mark.host_only
 def test_tutorial_10_reads_the_idx_files_and_reports_the_export_error(mnist, mnist_dir, tmp_path):
+    """It names the ops it runs, measures the test error, and compares it with the one in the
+    metrics.json beside the model (the engine's, here); MNIST from $MINIBERN_DATA by default."""
     net = _gated_lenet300()
     path = export_npz(net, tmp_path / "model.npz")
     done = subprocess.run([sys.executable, str(PREDICTOR), str(path), "--data", str(mnist_dir)],
@@ -336,6 +339,19 @@ def test_tutorial_10_reads_the_idx_files_and_reports_the_export_error(mnist, mni
     assert done.returncode == 0, done.stderr
     error = float(np.mean(sp.predict(path, mnist.test_images) != mnist.test_labels))
     assert f"test error {100 * error:.2f}% on 10000 images" in done.stdout
+    assert "training reported" not in done.stdout  # no metrics.json yet
+    kept = [kept_units(net)[name] for name in ("gate_in", "gate1", "gate2")]
+    assert (f"6 ops: select {kept[0]} of 784, dense {kept[0]}→{kept[1]}, relu, "
+            f"dense {kept[1]}→{kept[2]}, relu, dense {kept[2]}→10") in done.stdout
+    engine_logits = _engine_logits(net, mnist.test_images.reshape(-1, 784))
+    engine = float(np.mean(engine_logits.argmax(axis=1) != mnist.test_labels))
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_error": engine}))
+    done = subprocess.run([sys.executable, str(PREDICTOR), str(path)], capture_output=True,
+                          text=True, timeout=120,
+                          env={**os.environ, "MINIBERN_DATA": str(mnist_dir)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1].endswith(
+        f"test error {100 * error:.2f}% on 10000 images; training reported {100 * engine:.2f}%")
 
 
 @pytest.mark.parametrize("build", [lambda: _gated_lenet300(), lambda: _gated_lenet5()],

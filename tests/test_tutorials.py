@@ -65,12 +65,22 @@ def test_tutorial_2_convolution_matches_loops_and_finite_differences(tmp_path):
     _assert_pngs(tmp_path, "im2col.png")
 
 
-def test_tutorial_3_loss_falls(mnist_dir, tmp_path):
+def test_tutorial_3_hand_loop_equals_trainer_and_loss_falls(mnist_dir, tmp_path):
     out = _tutorial("03_lenet300_without_gates.py", tmp_path, "--data", mnist_dir)
-    _result(out, 3)
-    _assert_pngs(tmp_path, "loss.png", "val_error.png", "epoch_seconds.png")
+    assert "the hand-written loop and Trainer agree bit for bit after 50 steps" in _result(out, 3)
+    _assert_pngs(tmp_path, "hand_loop_loss.png", "loss.png", "val_error.png", "epoch_seconds.png")
+    initial = float(re.search(r"initial loss should be about ln 10 = 2\.30: got ([0-9.]+)", out)[1])
+    assert abs(initial - np.log(10)) < 0.2
+    hand = [float(v) for v in re.findall(r"step 7: step +\d+/50: mean loss of the last \d+ steps "
+                                         r"([0-9.]+)", out)]
+    assert len(hand) == 5 and hand[-1] < 0.5 * hand[0]  # the hand-written loop learns
+    compared = re.search(r"step 8: hand loop against Trainer after 50 steps: max \|weight "
+                         r"difference\| (\S+) over 6 arrays; mean loss ([0-9.]+) against "
+                         r"([0-9.]+)", out)
+    assert compared and float(compared[1]) == 0.0 and compared[2] == compared[3], out
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["epochs"] == 2
+    assert f"{metrics['train_loss'][0]:.6f}" == compared[2]  # the run at scale began the same way
     assert metrics["train_loss"][1] < metrics["train_loss"][0]
     assert metrics["test_error"] < 0.3
 
