@@ -258,15 +258,17 @@ weight_step(x, y, xi)  # step 1's weights
 for step in range(1, STEPS):
     batch = order[step * BATCH:(step + 1) * BATCH]
     x, y = images[batch], labels[batch]
+    drawing = {name: (theta[name] > 0) & (theta[name] < 1) for name in GATES}  # draw ξ
     xi = draw_masks(hook_rng, BATCH)
     our_masks.append(xi)
+    print(f"step 6: step {step + 1}: gates drawing masks "
+          f"{ {name: int(drawing[name].sum()) for name in GATES} }; over gate_in's, mean ξ "
+          f"{xi['gate_in'][:, drawing['gate_in']].mean():.3f} against mean θ "
+          f"{theta['gate_in'][drawing['gate_in']].mean():.3f} (equal up to sampling noise)")
     visits = draw_visits(hook_rng, movable)
     delta = removal_estimates(weights_of(net), x, y, xi, visits)
     theta_step(visits, delta, clock=step / (IMAGES // BATCH))  # t = epochs done, fractionally
     weight_step(x, y, xi)
-    drawn = {name: int(((theta[name] > 0) & (theta[name] < 1)).sum()) for name in GATES}
-    print(f"step 6: step {step + 1}: gates drawing masks {drawn}; mean ξ of gate_in's drawing "
-          f"gates {xi['gate_in'][:, (theta['gate_in'] > 0) & (theta['gate_in'] < 1)].mean():.3f}")
 
 # %% 7. The library's steps on the twin network, same seed: they must agree
 # GateTrainer is the hook that runs estimator → θ step → decision rule → pruning trigger after
