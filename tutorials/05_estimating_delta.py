@@ -21,11 +21,15 @@ Figures (in --out)
     single estimates for the gate with the largest first-order bias.
     delta_estimates.npz holds the exact Δ and every single estimate.
 You should see (the last line; full run, seed 0)
-    FULL_LINE
+        tutorial 5: over 3000 draws, removal max |z| = 1.7 (11/11 gates within 3 SE of the exact
+            Δ: unbiased); first-order max |z| = 98.0 (9/11 gates beyond 3 SE, mean |bias|
+            0.0728: biased); figure delta_estimators.png
     and with --quick:
-    QUICK_LINE
+        tutorial 5: over 400 draws, removal max |z| = 1.2 (11/11 gates within 3 SE of the exact
+            Δ: unbiased); first-order max |z| = 35.6 (8/11 gates beyond 3 SE, mean |bias|
+            0.0743: biased); figure delta_estimators.png
 Time on a 2-core CPU
-    about TIME_FULL; --quick (400 draws instead of 3,000) TIME_QUICK.
+    about 5 seconds; --quick (400 draws instead of 3,000) about 3.
 
     python tutorials/05_estimating_delta.py --out runs/tutorial5
 """
