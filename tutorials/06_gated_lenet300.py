@@ -152,9 +152,10 @@ print(f"step 3: masks {', '.join(f'{k} {v.shape}' for k, v in xi.items())}, all 
 # follows): all of them. Of the others, 16 drawn at random (GateConfig.first_subset, .subset):
 # a visit to an input pixel costs a forward through everything after it.
 # For a visited gate i, keep every other ξ as drawn and run the network twice: with ξ_{n,i} = 1
-# and with ξ_{n,i} = 0 for every example. The difference d_{n,i} is what removing unit i costs
-# example n, with the sign of Δ (E4); its batch mean is an unbiased estimate of Δ_i/N (E8),
-# because the other gates were drawn from their own Bern(θ). (The library gets the same
+# and with ξ_{n,i} = 0 for every example. The difference d_{n,i} = ℓ_n(ξ_i = 1) − ℓ_n(ξ_i = 0)
+# is minus what removing unit i costs example n: negative when the unit helps, like Δ (E4).
+# Its batch mean is an unbiased estimate of Δ_i/N (E8), because the other gates were drawn
+# from their own Bern(θ). (The library gets the same
 # numbers without re-running the network: the flip adds one row of the next layer's weights to
 # a stored pre-activation (E5), and only pairs with a non-zero activation are computed.)
 
