@@ -24,7 +24,7 @@ You should see (the last line; full run, seed 0, and the same with --quick)
             fixed γ: 0/8 exactly 0 or 1, noise θ in [0.503, 0.540]; figures: hyperprior.png,
             flattened_objective.png, theta_trajectories.png
 Time on a 2-core CPU
-    about 5 seconds; --quick (fewer steps, a coarser γ grid) a little less.
+    about 3 seconds; --quick (fewer steps, a coarser γ grid) a little less.
 
     python tutorials/04_one_bernoulli_gate.py --out runs/tutorial4
 """

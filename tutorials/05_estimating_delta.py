@@ -29,7 +29,7 @@ You should see (the last line; full run, seed 0)
             Δ: unbiased); first-order max |z| = 35.6 (8/11 gates beyond 3 SE, mean |bias|
             0.0743: biased); figure delta_estimators.png
 Time on a 2-core CPU
-    about 5 seconds; --quick (400 draws instead of 3,000) about 3.
+    about 3 seconds; --quick (400 draws instead of 3,000) about 2.5.
 
     python tutorials/05_estimating_delta.py --out runs/tutorial5
 """

@@ -29,13 +29,24 @@ Figures (in --out, drawn from the run directory alone: `python -m minibern plot 
     units (θ ≥ ½) and units still in the arrays per epoch; theta_decided.png; val_error.png;
     loss.png; epoch_seconds.png. Also model.npz, the pruned deterministic network that
     tutorial 10 runs with NumPy alone.
-You should see (the last line; full run, seed 0)
-    FULL_LINE
+You should see (the last line; full run, seed 0; the seconds are those of a busy machine)
+        tutorial 6: gated LeNet-300-100, 20 epochs: architecture 192-121-84 from 784-300-100
+            (params ×7.7 fewer), epoch 16.7 s → 13.1 s as units were removed, test error 1.97%
+            (model.npz: 1.97%), gates decided 98.4% (within 0.01; 25.2% of all gates certified
+            at 0 by the decision rule, the rest by the θ step alone); figures in runs/tutorial6
     and with --quick (2 epochs on 5,000 images):
-    QUICK_LINE
+        tutorial 6: gated LeNet-300-100, 2 epochs: architecture 291-157-66 from 784-300-100
+            (params ×4.7 fewer), epoch 5.9 s → 5.4 s as units were removed, test error 10.94%
+            (model.npz: 10.94%), gates decided 95.1% (within 0.01; 2.2% of all gates certified
+            at 0 by the decision rule, the rest by the θ step alone); figures in runs/tutorial6
+    and before the full job, the hand-written steps agreeing with the library's:
+        step 7: hand step = library step after 3 steps: masks, visits and weights identical;
+            max |θ_hand − θ_library| = 4.6e-14, max |ḡ_hand − ḡ_library| = 1.1e-16 over 884
+            gates (73 left 1)
 Time on a 2-core CPU
-    about TIME_FULL for the 20 epochs (the later ones faster, as units are removed); --quick:
-    TIME_QUICK. MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
+    one to a few minutes for the 20 epochs (the later ones faster, as units are removed), the
+    hand-written steps a few seconds of it; --quick: under half a minute. MNIST is read from
+    $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
     python tutorials/06_gated_lenet300.py --out runs/tutorial6
 """
