@@ -317,14 +317,16 @@ small_splits = {"train": float64_split(images, labels),  # our 300 images; 1,000
 Trainer(twin, small_splits, config, hooks=[recorder, hook], log=lambda line: None).fit()
 assert len(recorder.masks) == STEPS and all(
     np.array_equal(theirs[name], ours[name]) for theirs, ours in zip(recorder.masks, our_masks)
-    for name in GATES)
+    for name in GATES), "the hand-drawn masks differ from the library's"
 for name in GATES:
-    assert np.array_equal(hook.states[name].visits, count[name]), name
-    assert not hook.states[name].frozen.any(), name
-assert all(np.array_equal(value, weights_of(twin)[key]) for key, value in weights_of(net).items())
+    assert np.array_equal(hook.states[name].visits, count[name]), f"{name}: visits differ"
+    assert not hook.states[name].frozen.any(), f"{name}: the library froze a gate"
+assert all(np.array_equal(value, weights_of(twin)[key]) for key, value in
+           weights_of(net).items()), "the weights differ from the library's"
 theta_gap = max(np.abs(twin[name].theta - theta[name]).max() for name in GATES)
 average_gap = max(np.abs(hook.states[name].mean - average[name]).max() for name in GATES)
-assert theta_gap < 1e-9 and average_gap < 1e-12, (theta_gap, average_gap)
+assert theta_gap < 1e-9 and average_gap < 1e-12, \
+    f"θ differs from the library's by {theta_gap:.1e}, ḡ by {average_gap:.1e}"
 moved = sum(int((theta[name] < 1).sum()) for name in GATES)
 print(f"step 7: hand step = library step after {STEPS} steps: masks, visits and weights "
       f"identical; max |θ_hand − θ_library| = {theta_gap:.1e}, max |ḡ_hand − ḡ_library| = "
@@ -410,7 +412,7 @@ print(f"tutorial 6: gated LeNet-300-100, {metrics['epochs']} epochs: architectur
 # ## Exercises
 # 1. **Drop the n/m scale.** In step 5, replace `scale = movable[name].sum() / visit.size` by
 #    `scale = 1.0` and run `python tutorials/06_gated_lenet300.py --quick`. Before you run it,
-#    predict: how far does the black pixel of step 5 move now, which assertion stops the script,
+#    predict: how far does the pixel of step 5 move now, which check of step 7 stops the script,
 #    and in the library's full job, how many steps would an input gate priced at κ/N alone need
 #    to fall from 1 to 0 without the scale (each is visited once in 49 steps)?
 # 2. **Halve κ.** Run `python tutorials/06_gated_lenet300.py --kappa 2.75`. Before you run it,
