@@ -113,6 +113,17 @@ def test_tutorial_5_removal_is_unbiased_and_first_order_is_not(tmp_path):
 def test_tutorial_6_and_10_the_main_job_and_its_numpy_only_model(mnist_dir, tmp_path):
     out = _tutorial("06_gated_lenet300.py", tmp_path, "--data", mnist_dir)
     assert "tutorial 6: gated LeNet-300-100, 2 epochs: architecture" in _result(out, 6)
+    # the step written by hand agrees with the library's steps on the same seed ...
+    hand = re.search(r"hand step = library step after (\d+) steps: masks, visits and weights "
+                     r"identical; max \|θ_hand − θ_library\| = (\S+), max \|ḡ_hand − "
+                     r"ḡ_library\| = (\S+) over (\d+) gates \((\d+) left 1\)", out)
+    assert hand, out[-3000:]
+    assert int(hand[1]) >= 2 and float(hand[2]) < 1e-9 and float(hand[3]) < 1e-12
+    assert int(hand[4]) == 784 + 75 + 25 and int(hand[5]) > 0  # ... and θ moved
+    # ... and removing a unit at θ = 0 shrinks its arrays by one without changing the logits
+    removed = re.search(r"fc1\.W \(784, 75\) → \(784, 74\), fc1\.b \(75,\) → \(74,\), fc2\.W "
+                        r"\(75, 25\) → \(74, 25\).*changed by at most (\S+) ", out)
+    assert removed and float(removed[1]) < 1e-12, out[-3000:]
     _assert_pngs(tmp_path, "theta_trajectories.png", "input_pixels.png", "theta_hist.png",
                  "units_per_layer.png", "theta_decided.png", "val_error.png",
                  "epoch_seconds.png")

@@ -16,10 +16,15 @@ Read alongside
 Figures (in --out)
     hyperprior.png — p_κ(γ) for several κ; flattened_objective.png — min over γ of
     KL − log p_κ against θ (straight lines) beside KL(θ‖½) (a convex barrier);
-    theta_trajectories.png — θ_j over SGD steps, with the hyper-prior and with fixed γ = ½.
+    theta_trajectories.png — θ_j over SGD steps, with the hyper-prior and with fixed γ = ½, and
+    each θ_j's distance to its nearest vertex on a log axis (only the hyper-prior's reach 0).
     theta_final.npz holds the final θ of both runs.
+You should see (the last line; full run, seed 0, and the same with --quick)
+        tutorial 4: hyper-prior: 8/8 θ exactly 0 or 1, kept [0, 1, 2] (relevant [0, 1, 2]);
+            fixed γ: 0/8 exactly 0 or 1, noise θ in [0.503, 0.540]; figures: hyperprior.png,
+            flattened_objective.png, theta_trajectories.png
 Time on a 2-core CPU
-    a few seconds; --quick takes fewer steps and a coarser γ grid.
+    about 3 seconds; --quick (fewer steps, a coarser γ grid) a little less.
 
     python tutorials/04_one_bernoulli_gate.py --out runs/tutorial4
 """
@@ -178,16 +183,43 @@ np.savez(args.out / "theta_final.npz", hyperprior=theta_flat, fixed_gamma=theta_
          relevant=relevant, gamma=GAMMA)
 
 # %% 7. The trajectories: every θ travels to a corner, or lingers inside
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+# On a linear axis 1 − 10⁻⁶ cannot be told from 1, so the right panel shows each θ's distance
+# to its nearest vertex, min(θ, 1 − θ), on a log axis: the hyper-prior's reach exactly 0
+# (the line ends, ×), the fixed-γ run's strong inputs stop at the box's edge ε (they would
+# round to 1 without it), and its noise inputs stay near γ, about ½ away from either vertex.
+fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
 for ax, path, title in ((axes[0], flat_path, f"hyper-prior, κ = {KAPPA:g}: θ reaches 0 or 1"),
-                        (axes[1], fixed_path, f"fixed γ = {GAMMA:g}: θ stays inside")):
+                        (axes[1], fixed_path, f"fixed γ = {GAMMA:g}: noise inputs stay near γ")):
     for j in range(D):
         ax.plot(path[:, j], color="C0" if relevant[j] else "C3", lw=1.2,
                 label=("relevant input" if j == 0 else "noise input" if j == 3 else None))
     ax.set_xlabel("SGD step")
+    ax.set_ylabel("θ_j")
     ax.set_title(title, fontsize=9)
+axes[1].text(len(fixed_path) / 2, 0.985, "the top two sit at 1 − ε, not at 1 (right panel)",
+             fontsize=7, ha="center", va="top")
+ax = axes[2]
+for path, style, name in ((flat_path, "-", f"hyper-prior, κ = {KAPPA:g}"),
+                          (fixed_path, "--", f"fixed γ = {GAMMA:g}")):
+    distance = np.minimum(path, 1 - path)
+    for j in range(D):
+        shown = np.where(distance[:, j] > 0, distance[:, j], np.nan)  # log axis: 0 is off it
+        ax.plot(shown, style, color="C0" if relevant[j] else "C3", lw=1.2)
+        reached = np.flatnonzero(distance[:, j] == 0)
+        if reached.size:
+            ax.plot(reached[0] - 1, distance[reached[0] - 1, j], "x", color="k", ms=6)
+    ax.plot([], [], style, color="grey", label=name)
+ax.plot([], [], "x", color="k", label="next step: exactly 0 or 1")
+ax.axhline(EPS, color="grey", lw=0.8, ls=":", label=f"box edge ε = {EPS:g} (fixed γ)")
+ax.set_yscale("log")
+ax.set_xscale("symlog", linthresh=10)  # linear up to step 10, then logarithmic
+ax.set_xlim(0, len(fixed_path))
+ax.set_xlabel("SGD step")
+ax.set_ylabel("min(θ_j, 1 − θ_j)")
+ax.set_title("how close to a vertex? only the hyper-prior reaches one", fontsize=9)
+ax.legend(fontsize=7, loc="center left")
+for ax in axes:
     ax.grid(alpha=0.3)
-axes[0].set_ylabel("θ_j")
 axes[0].legend(fontsize=8)
 figures.append(save(fig, args.out / "theta_trajectories.png"))
 
@@ -197,3 +229,17 @@ print(f"tutorial 4: hyper-prior: {int(exact.sum())}/{D} θ exactly 0 or 1, kept 
       f"fixed γ: {int(np.isin(theta_fixed, (0.0, 1.0)).sum())}/{D} exactly 0 or 1, noise θ in "
       f"[{noise_fixed.min():.3f}, {noise_fixed.max():.3f}]; figures: "
       f"{', '.join(p.name for p in figures)}")
+
+# %% [markdown]
+# ## Exercises
+# 1. **A cheaper price.** In step 5 set `KAPPA = 0.5` and run
+#    `python tutorials/04_one_bernoulli_gate.py`. Before you run it, predict from the
+#    step-5 slopes (Δ_j + κ)/N printed above (Δ_j = N·slope − κ, N = 100): which inputs are
+#    kept now, and do the noise inputs, whose slope is now about κ/N alone, still reach 0
+#    within the steps taken? Which θ end strictly inside (0, 1), and why so slowly?
+# 2. **A smaller box.** In step 5 give `train` the bounds `(0.1, 0.9)` instead of `(0.0, 1.0)`.
+#    Before you run it, predict: where does each θ end, how many are "exactly 0 or 1" now, and
+#    does the choice of kept inputs change? (The projection (B20) puts θ on a vertex of
+#    whatever box it projects onto; the cost is still affine in each θ_j.)
+# 3. **A different fixed γ.** Set `GAMMA = 0.1` in step 6. Predict from (B18),
+#    θ_j = σ(logit γ − Δ_j): where do the noise inputs settle now, and is any of them pruned?
