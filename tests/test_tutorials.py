@@ -290,3 +290,26 @@ def test_run_as_a_notebook_a_tutorial_figure_is_saved_and_shown_inline(tmp_path,
     assert shown == [fig] and matplotlib.get_backend() == before
     assert common.show([tmp_path / "inline.png"]) == [tmp_path / "inline.png"]
     assert shown[-1] == ("image", str(tmp_path / "inline.png"))
+
+
+def test_a_failed_check_of_a_tutorial_is_named_as_its_check_not_as_a_bug(tmp_path):
+    """An exercise that breaks a tutorial's own ``assert`` ends in one line naming the check and
+    its line, exit 1, no traceback; an assertion raised elsewhere (the package) is still
+    reported as unexpected."""
+    (tmp_path / "elsewhere.py").write_text("def check():\n    assert False, 'inside'\n")
+    head = ("import sys\n"
+            f"sys.path.insert(0, {str(REPO / 'tutorials')!r})\n"
+            "from _common import tutorial_args\n"
+            "import elsewhere\n"
+            "args = tutorial_args('x', quick='q', out=sys.argv[1], argv=[])\n")
+    for name, body, expected in (
+            ("99_exercise.py", "assert 1 == 2, 'the hand step and the library differ'\n",
+             "error: a check of 99_exercise.py failed (line 6): the hand step and the library "
+             "differ"),
+            ("98_package.py", "elsewhere.check()\n", "error: unexpected AssertionError: inside")):
+        script = tmp_path / name
+        script.write_text(head + body)
+        done = subprocess.run([sys.executable, str(script), str(tmp_path / "out")],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(expected), done.stderr

@@ -77,7 +77,7 @@ filters = Conv1Filters(net)
 print(f"step 3: conv1 has {net['gate_conv1'].n_units} filters of "
       f"{'×'.join(map(str, net['conv1'].params['W'].shape[2:]))}")
 
-# %% 4. Train weights and θ together (tutorial 6's steps 3–4, LeNet-5's default GateConfig:
+# %% 4. Train weights and θ together (tutorial 6's steps 9–10, LeNet-5's default GateConfig:
 # fewer filters visited per step than LeNet-300-100's pixels, gate_config_for)
 # Removal estimator, θ step on the visit averages, decision rule, filters at 0 removed after
 # 30 visits; θ of every gate recorded five times per epoch. The log line per epoch counts the

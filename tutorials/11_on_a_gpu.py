@@ -74,7 +74,7 @@ class TransfersPerStep(Hook):
 
 # %% 3. The same run on two backends
 # Same seed → same initial weights (drawn on the host, then moved), same batches, same gate
-# draws. gated_run is tutorial 6's steps 2–4; each run writes its own directory.
+# draws. gated_run is tutorial 6's steps 9–10; each run writes its own directory.
 def run(backend_name):
     meter = TransfersPerStep()
     with B.use_backend(backend_name):

@@ -62,12 +62,38 @@ def _png(path):
 def _report_failure(kind, error, trace) -> None:
     """``sys.excepthook`` of a tutorial run as a script: the CLI's one message on stderr
     (:func:`minibern.cli.__main__.describe_failure`) instead of a traceback; Python then exits
-    with status 1 (interrupted: by the signal). ``MINIBERN_DEBUG=1`` shows the traceback."""
+    with status 1 (interrupted: by the signal). A failed ``assert`` of the tutorial itself is
+    one of its checks catching a difference (e.g. after an exercise's change), named as such.
+    ``MINIBERN_DEBUG=1`` shows the traceback."""
     if os.environ.get("MINIBERN_DEBUG") or not isinstance(error, BaseException):
         sys.__excepthook__(kind, error, trace)
         return
-    message, _ = describe_failure(error, Path(sys.argv[0]).name)
+    script = Path(sys.argv[0]).name
+    if isinstance(error, AssertionError) and _raised_in(trace, Path(sys.argv[0])):
+        line = _last_line_in(trace, Path(sys.argv[0]))
+        print(f"error: a check of {script} failed (line {line}){': ' + str(error) if error.args else ''}"
+              "; if you changed the code for an exercise, this is the check catching the change "
+              "(MINIBERN_DEBUG=1 shows the traceback)", file=sys.stderr, flush=True)
+        return
+    message, _ = describe_failure(error, script)
     print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _frames(trace):
+    while trace is not None:
+        yield trace
+        trace = trace.tb_next
+
+
+def _raised_in(trace, script: Path) -> bool:
+    """Whether the innermost frame of ``trace`` is in ``script`` (an assert the tutorial wrote)."""
+    frames = list(_frames(trace))
+    return bool(frames) and Path(frames[-1].tb_frame.f_code.co_filename).resolve() == script.resolve()
+
+
+def _last_line_in(trace, script: Path) -> int:
+    return [f.tb_lineno for f in _frames(trace)
+            if Path(f.tb_frame.f_code.co_filename).resolve() == script.resolve()][-1]
 
 
 def _check_args(parser, args) -> None:
@@ -159,7 +185,7 @@ def rule_share(metrics) -> str:
 
 def gated_run(data, config, gate_config, out=None, *, net=None, hooks=(), snapshots_per_epoch=5,
               log=print):
-    """Tutorial 6's steps 2–4 in one call, through the package's one way to build a run
+    """Tutorial 6's steps 9–10 in one call, through the package's one way to build a run
     (:func:`minibern.bernoulli.run.build_run`): the gated network of ``config`` (or ``net``, drawn
     by :func:`~minibern.bernoulli.run.build_network`), θ recorded ``snapshots_per_epoch`` times
     per epoch, a :class:`~minibern.bernoulli.hook.GateTrainer` after ``hooks``; trained, and
