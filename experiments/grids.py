@@ -165,8 +165,9 @@ GRIDS = {
                  "300-100, 600-200 and 1200-400: θ kept inside "
                  "[0.05, 0.95] for the first two epochs (R7, seed 0), the compensated removal "
                  "estimator (R1)–(R6) of docs/derivations/compensated.md (seeds 0–2), and both "
-                 "(seed 0), and the compensated estimator at κ = 2 (seed 0); the default's runs are the "
-                 "`robustness` grid's `width*_scale1`",
+                 "(seed 0), and the compensated estimator at κ = 2 (seed 0); the compensated "
+                 "estimator from 300-100 at init scales 0.5 and 2 (seeds 0–2); the default's runs "
+                 "are the `robustness` grid's",
         "reference": {f"{name}_width{width}": f"{name}_width1"
                       for name in ("bound2", "compensated", "compensated_bound2",
                                    "compensated_kappa2")
@@ -181,7 +182,10 @@ GRIDS = {
                  for name, args in seeded({
                      f"{configuration}_width{width}": [*LENET300, "--gates", *extra,
                                                        "--width-mult", width]
-                     for width in ("1", "2", "4")}, seeds=seeds).items()},
+                     for width in ("1", "2", "4")}, seeds=seeds).items()}
+                | seeded({f"compensated_scale{scale}": [*LENET300, "--gates", "--estimator",
+                                                        "compensated", "--init-scale", scale]
+                          for scale in ("0.5", "2")}, seeds=SEEDS),
     },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",
