@@ -2,11 +2,12 @@
 without each departure, and the offline test of removal priced with the consumer re-fitted.
 
 The paper's title claim is that the method finds the same network from every start. The first
-table puts side by side, per configuration, the kept units per gate layer from 300-100, 600-200
-and 1200-400 (means over the seeds run) and the largest deviation of a layer's kept units from
-their mean over the three starts (the issue's target: within ±15 %), with the test error, the
-share of gates at a vertex and the share of all gates that the decision rule certified. The
-default's runs are the ``robustness`` grid's ``width*_scale1``; the departures' are the
+table puts side by side, per configuration, the kept units per gate layer from each start
+(300-100, 600-200 and 1200-400 at init scale 1; 300-100 at init scales ½ and 2; means over the
+seeds run) and the largest deviation of a layer's kept units from their mean over the three
+widths and over all five starts (the target: within ±15 %); the second, the same runs' test
+error per start, the share of gates at a vertex and the share of all gates that the decision
+rule certified. The default's runs are the ``robustness`` grid's; the departures' are the
 ``compensated`` grid's (docs/derivations/compensated.md).
 
 The second table reads ``compensated_removal.json`` (written by
@@ -21,18 +22,28 @@ from pathlib import Path
 
 import numpy as np
 
+#: The starts of the robustness target: three widths at init scale 1, and 300-100 at init
+#: scales ½ and 2.
+WIDTHS = ("1", "2", "4")
+SCALES = ("0.5x", "2x")
+STARTS = WIDTHS + SCALES
+START_NAMES = {"1": "300-100", "2": "600-200", "4": "1200-400", "0.5x": "init ×0.5",
+               "2x": "init ×2"}
+
 #: (label, grid, run-name prefix) of each configuration; a run is ``<prefix>_seed<k>``, the
-#: prefix a pattern of ``{width}`` or ``{start width: prefix}``.
+#: prefix a pattern of ``{width}`` (the three widths) or ``{start: prefix}``.
 CONFIGURATIONS = (
-    ("default", "robustness", "width{width}_scale1"),
+    ("default", "robustness", {"1": "width1_scale1", "2": "width2_scale1", "4": "width4_scale1",
+                               "0.5x": "width1_scale0.5", "2x": "width1_scale2"}),
     ("default, 40 epochs", "longer", {"1": "gated_40_epochs", "2": "gated_40_epochs_width2",
                                       "4": "gated_40_epochs_width4"}),
     ("θ bound to epoch 2 (R7)", "compensated", "bound2_width{width}"),
-    ("compensated (R4)–(R6)", "compensated", "compensated_width{width}"),
+    ("compensated (R4)–(R6)", "compensated", {
+        "1": "compensated_width1", "2": "compensated_width2", "4": "compensated_width4",
+        "0.5x": "compensated_scale0.5", "2x": "compensated_scale2"}),
     ("compensated + θ bound", "compensated", "compensated_bound2_width{width}"),
     ("compensated, κ = 2", "compensated", "compensated_kappa2_width{width}"),
 )
-WIDTHS = ("1", "2", "4")
 OFFLINE_FILE = "compensated_removal.json"
 
 
@@ -44,72 +55,86 @@ def _runs(root: Path, grid: str, prefix: str) -> list[dict]:
 
 
 def found_runs(root: Path, grid: str, prefix) -> dict:
-    """{start width: metrics of its finished seeds} of one configuration (starts without runs
-    left out)."""
+    """{start: metrics of its finished seeds} of one configuration (starts without runs left
+    out)."""
     names = prefix if isinstance(prefix, dict) else {width: prefix.format(width=width)
                                                      for width in WIDTHS}
-    return {width: runs for width in WIDTHS if (runs := _runs(root, grid, names[width]))}
+    return {start: runs for start in STARTS
+            if start in names and (runs := _runs(root, grid, names[start]))}
 
 
 def kept_means(found: dict) -> dict:
-    """{start width: mean kept units per gate layer over its seeds}."""
-    return {width: np.mean([run["architecture"] for run in runs], axis=0)
-            for width, runs in found.items()}
+    """{start: mean kept units per gate layer over its seeds}."""
+    return {start: np.mean([run["architecture"] for run in runs], axis=0)
+            for start, runs in found.items()}
 
 
-def deviations(found: dict):
+def deviations(found: dict, starts=WIDTHS):
     """Per gate layer, the largest deviation of a start's mean kept units from their mean over
-    the three starts, as a fraction of that mean; None unless every start has runs."""
+    ``starts`` (default: the three widths), as a fraction of that mean; None unless every one
+    of them has runs."""
     kept = kept_means(found)
-    if len(kept) < len(WIDTHS):
+    if any(start not in kept for start in starts):
         return None
-    layers = np.array([kept[width] for width in WIDTHS])  # starts × gate layers
+    layers = np.array([kept[start] for start in starts])  # starts × gate layers
     return np.abs(layers - layers.mean(axis=0)).max(axis=0) / layers.mean(axis=0)
 
 
-def _row(label: str, found: dict) -> str:
-    """One configuration: kept units per start, the spread over the starts, errors, shares."""
-    kept = kept_means(found)
-    cells = [" / ".join(f"{units:.0f}" for units in kept[width]) if width in kept else "–"
-             for width in WIDTHS]
-    spread = "–"
-    if (deviation := deviations(found)) is not None:
-        spread = " / ".join(f"{100 * value:+.0f} %" for value in deviation)
+def _spread(found: dict, starts) -> str:
+    deviation = deviations(found, starts)
+    return "–" if deviation is None else " / ".join(f"{100 * v:+.0f} %" for v in deviation)
 
+
+def _kept_row(label: str, found: dict) -> str:
+    """Kept units per start and the spread over the widths and over all five starts."""
+    kept = kept_means(found)
+    cells = [" / ".join(f"{units:.0f}" for units in kept[start]) if start in kept else "–"
+             for start in STARTS]
+    seeds = "/".join(str(len(found.get(start, []))) for start in STARTS)
+    return (f"| {label} | {seeds} | {' | '.join(cells)} | {_spread(found, WIDTHS)} | "
+            f"{_spread(found, STARTS)} |")
+
+
+def _outcome_row(label: str, found: dict) -> str:
+    """Test error per start, the share of gates at a vertex, the share the rule certified."""
     def mean(key, scale=100.0):
         values = [scale * run[key] for runs in found.values() for run in runs if key in run]
         return f"{np.mean(values):.2f}" if values else "–"
 
     by_rule = [100 * run["decisions"]["share_by_rule"] for runs in found.values()
                for run in runs if "share_by_rule" in (run.get("decisions") or {})]
-    errors = " / ".join(f"{100 * np.mean([run['test_error'] for run in found[width]]):.2f}"
-                        if width in found else "–" for width in WIDTHS)
-    seeds = "/".join(str(len(found.get(width, []))) for width in WIDTHS)
-    return (f"| {label} | {seeds} | {' | '.join(cells)} | {spread} | {errors} | "
-            f"{mean('decided_1e-3')} | {f'{np.mean(by_rule):.1f}' if by_rule else '–'} |")
+    errors = " / ".join(f"{100 * np.mean([run['test_error'] for run in found[start]]):.2f}"
+                        if start in found else "–" for start in STARTS)
+    return (f"| {label} | {errors} | {mean('decided_1e-3')} | "
+            f"{f'{np.mean(by_rule):.1f}' if by_rule else '–'} |")
 
 
 def markdown(root: Path) -> str:
-    """The per-start table, or "" when none of its departures' runs exist."""
-    rows = []
-    for label, grid, prefix in CONFIGURATIONS:
-        if found := found_runs(root, grid, prefix):
-            rows.append(_row(label, found))
-    if len(rows) < 2:
+    """The per-start tables, or "" when none of its departures' runs exist."""
+    found = [(label, runs) for label, grid, prefix in CONFIGURATIONS
+             if (runs := found_runs(root, grid, prefix))]
+    if len(found) < 2:
         return ""
-    header = ["configuration", "seeds (per start)", "kept from 300-100", "from 600-200",
-              "from 1200-400", "largest deviation from the mean over starts, per layer",
-              "test error % per start", "gates at 0 or 1 %", "certified by the rule %"]
+    starts = [START_NAMES[start] for start in STARTS]
+    kept_header = ["configuration", "seeds per start", *(f"kept from {s}" for s in starts),
+                   "largest deviation, 3 widths", "largest deviation, all 5 starts"]
+    outcome_header = ["configuration", "test error % from " + " / ".join(starts),
+                      "gates at 0 or 1 %", "certified by the rule %"]
     return "\n".join([
         "## robust by design: the same network from every start?\n",
-        "Kept units per gate layer (input pixels / h1 / h2 are the three numbers; means over "
-        "the seeds run) from each start, the largest deviation of a layer's kept units from "
-        "their mean over the three starts (the target: within ±15 %), the final test error "
-        "per start, the share of gates within 1e-3 of 0 or 1, and the share of all gates that "
-        "the decision rule (C9) certified (metrics.json's `decisions.share_by_rule`). "
-        "Default: grid `robustness` (40 epochs: grid `longer`); the departures "
+        "Kept units per gate layer (input pixels / h1 / h2; means over the seeds run) from "
+        "each start — 300-100, 600-200 and 1200-400 at init scale 1, and 300-100 at init "
+        "scales ½ and 2 — and the largest deviation of a layer's kept units from their mean "
+        "over the three widths and over all five starts (the target: within ±15 %). Default: "
+        "grid `robustness` (40 epochs: grid `longer`); the departures "
         "(docs/derivations/compensated.md): grid `compensated`.\n",
-        "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
+        "| " + " | ".join(kept_header) + " |", "|" + "---|" * len(kept_header),
+        *(_kept_row(label, runs) for label, runs in found), "",
+        "The same runs' final test error per start, the share of gates within 1e-3 of 0 or 1, "
+        "and the share of all gates that the decision rule (C9) certified "
+        "(metrics.json's `decisions.share_by_rule`):\n",
+        "| " + " | ".join(outcome_header) + " |", "|" + "---|" * len(outcome_header),
+        *(_outcome_row(label, runs) for label, runs in found), ""])
 
 
 def offline_markdown(root: Path) -> str:
@@ -142,5 +167,5 @@ def offline_markdown(root: Path) -> str:
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, ""])
 
 
-__all__ = ["markdown", "offline_markdown", "found_runs", "kept_means", "deviations",
+__all__ = ["markdown", "offline_markdown", "found_runs", "kept_means", "deviations", "STARTS",
            "CONFIGURATIONS", "WIDTHS"]

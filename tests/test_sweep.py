@@ -216,9 +216,16 @@ def test_headline_robustness_reports_the_largest_deviation_over_starts(tmp_path)
     for width, kept in (("1", [200, 100, 80]), ("2", [200, 130, 80]), ("4", [200, 70, 80])):
         _write_metrics(root / "robustness" / f"width{width}_scale1_seed0", kept, 1, 1, 0.02)
     section = headline.robustness(root)
-    # h1: mean 100 over the starts, the farthest start 30 away
-    assert "| default | 200-100-80 | 200-130-80 | 200-70-80 | 30 % (h1) | 2.00 |" in section
+    # h1: mean 100 over the starts, the farthest start 30 away; no init-scale runs: "–"
+    assert "| default | 200-100-80 | 200-130-80 | 200-70-80 | 30 % (h1) | – | 2.00 |" in section
     assert "compensated" not in section.split("|---")[1]  # no runs: no row
+    # with 300-100 at init scales ½ and 2 too: h2's mean over five starts is 100, the init ×2
+    # start 70 % above it (h1 still 30 % off)
+    for scale, kept in (("0.5", [200, 100, 90]), ("2", [200, 100, 170])):
+        _write_metrics(root / "robustness" / f"width1_scale{scale}_seed0", kept, 1, 1, 0.02)
+    section = headline.robustness(root)
+    assert "| default | 200-100-80 | 200-130-80 | 200-70-80 | 30 % (h1) | 70 % (h2) | 2.00 |" \
+        in section
 
 
 def test_wide_tables_are_split_repeating_the_columns_that_name_a_row():
