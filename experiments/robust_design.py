@@ -10,7 +10,7 @@ error per start, the share of gates at a vertex and the share of all gates that 
 rule certified. The default's runs are the ``robustness`` grid's; the departures' are the
 ``compensated`` grid's (docs/derivations/compensated.md).
 
-The second table reads ``compensated_removal.json`` (written by
+The offline section's table reads ``compensated_removal.json`` (written by
 ``experiments/compensated_removal.py`` from finished runs' exported networks): per run, the
 kept units per layer of the exported network, after greedy removal at the run's κ with the
 other weights held (the paper's Δ) and with the consumer re-fitted, and the test errors.
