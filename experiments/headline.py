@@ -149,10 +149,10 @@ def robustness(root: Path) -> str:
         kept = kept_means(found)
         layer = int(np.argmax(deviation))
         error = np.mean([100 * run["test_error"] for runs in found.values() for run in runs])
-        worst[label] = (100 * deviation[layer], LAYERS[layer], error)
         every = deviations(found, STARTS)
         every = "–" if every is None else (f"{100 * every.max():.0f} % "
                                           f"({LAYERS[int(np.argmax(every))]})")
+        worst[label] = (100 * deviation[layer], LAYERS[layer], error, every)
         rows.append(f"| {label} | "
                     + " | ".join("-".join(f"{units:.0f}" for units in kept[w]) for w in WIDTHS)
                     + f" | {100 * deviation[layer]:.0f} % ({LAYERS[layer]}) | {every} | "
@@ -163,8 +163,10 @@ def robustness(root: Path) -> str:
     header = ["LeNet-300-100", "kept from 300-100", "from 600-200", "from 1200-400",
               "largest deviation", "with init ×½, ×2", "test error %", "seeds per start",
               "grid"]
-    outcome = "; ".join(f"{label}: {value:.0f} % ({layer}) at {error:.2f} % test error"
-                        for label, (value, layer, error) in worst.items())
+    outcome = "; ".join(f"{label}: {value:.0f} % ({layer}) over the widths"
+                        + (f", {every} over all five starts" if every != "–" else "")
+                        + f", at {error:.2f} % test error"
+                        for label, (value, layer, error, every) in worst.items())
     return "\n".join([
         "### Does the kept network depend on the start?\n",
         "The paper's claim: the same final size whatever the starting width. Below, the kept "
