@@ -122,6 +122,8 @@ def test_tutorial_7_only_the_hyperprior_puts_theta_on_0_or_1(mnist_dir, tmp_path
     out = _tutorial("07_why_the_hyperprior_matters.py", tmp_path, "--data", mnist_dir)
     _result(out, 7)
     _assert_pngs(tmp_path, "ablation_trajectories.png", "ablation_hist.png")
+    edge = float(re.search(r"should be ln\(1e6\) = 13\.82: got ([0-9.]+)", out)[1])
+    assert edge == round(np.log(1e6), 2)  # fixed γ's slope at the box's edge, (B6)
     runs = {}
     for folder in ("hyperprior", "fixed_gamma"):
         metrics = json.loads((tmp_path / folder / "metrics.json").read_text())
@@ -146,6 +148,9 @@ def test_tutorial_8_gated_lenet5_moves_its_gates_and_draws_conv1(mnist_dir, tmp_
         snaps = history["theta_snapshots"]
     assert snaps.shape[1] == sum(g["total"] for g in metrics["gates"])
     assert (snaps[-1] < 1.0).sum() > 0 and (snaps.min(axis=0) < 0.5).any()  # some gates moved
+    counts = re.search(r"gates per layer should be \[([\d, ]+)\] .*: got \[([\d, ]+)\]", out)
+    assert counts and counts[1] == counts[2] == ", ".join(str(g["total"])
+                                                          for g in metrics["gates"])
     kept = re.search(r"conv1 filters kept \[([\d, ]*)\], switched off \[([\d, ]*)\]", out)
     assert kept and len(re.findall(r"\d+", kept[1] + " " + kept[2])) == metrics["gates"][0]["total"]
 
@@ -208,6 +213,7 @@ def test_tutorial_11_strict_matches_numpy_bit_for_bit(mnist_dir, tmp_path):
     assert comparison["architecture"]["strict"] == comparison["architecture"]["numpy"]
     assert comparison["test_error"]["strict"] == comparison["test_error"]["numpy"]
     assert re.search(r"transfers per training step .*: to_device \d+/\d+", out)
+    assert "max |Δθ| should be 0 (strict is NumPy underneath): got 0\n" in out
 
 
 @pytest.mark.parametrize("model, options, gated", [
