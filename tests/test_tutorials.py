@@ -182,7 +182,7 @@ def test_tutorial_9_measures_the_spread_of_its_own_grid_and_of_the_recorded_runs
                                      [f"compensated_width{w}" for w in (1, 2, 4)])
     assert int(found[1]) == round(default) and int(found[5]) == round(compensated)
     assert (found[3] == "outside") == (default > 15) and compensated < default
-    own = tmp_path / "runs"
+    own = tmp_path / "runs" / "quick"
     assert int(found[7]) == round(_largest_deviation(own, ["width0.25_scale1",
                                                            "width0.5_scale1"]))
     assert len(list(own.glob("*/metrics.json"))) == 12

@@ -29,6 +29,7 @@ Figures (in --out)
     seeds), with the cap "kept = start" and a fixed-fraction method for comparison.
     kept_per_epoch.png — "When do the starts part?": kept units of each layer after every
     epoch, from each start, the default method and the compensated one (means over seeds).
+    Your grid's run directories: runs/full/<config>_seed<k>/ (with --quick runs/quick/).
 You should see (the last line; full run, seed 0)
     tutorial 9: from 300-100, 600-200 and 1200-400 the default method's kept widths still
         depend on the start (largest deviation from the mean over starts 45 % in h2, outside
@@ -120,7 +121,7 @@ SMALL = {"width0.25_scale1": (0.25, 1), "width0.5_scale1": (0.5, 1),
 if not args.quick:
     SMALL["width1_scale1"] = (1, 1)
 EPOCHS, IMAGES = (3, 3000) if args.quick else (5, 10000)
-own = args.out / "runs"
+own = args.out / "runs" / ("quick" if args.quick else "full")  # the two budgets never mix
 
 
 def train_grid():
