@@ -5,8 +5,9 @@ What you learn
     same initial weights, the same batches and gate draws, trained twice: once as tutorial 6
     does (the hyper-prior, whose minimum over γ leaves the price κθ, linear in θ), and once with
     a fixed prior γ = ½ in its place (the paper's point of comparison; the CLI's
-    ``--no-hyperprior --decide-alpha 0``, with θ started inside the box, step 2). With the hyper-prior the slope of the prior term is
-    the constant κ/N and the projected step puts θ on exactly 0 or 1; with fixed γ it is
+    ``--no-hyperprior --decide-alpha 0``, with θ started inside the box, step 2). With the
+    hyper-prior the slope of the prior term is the constant κ/N and the projected step puts θ
+    on exactly 0 or 1; with fixed γ it is
     (logit θ − logit γ)/N, which is ±∞ at the corners, so every θ stays strictly inside: a gate
     that is not needed hovers near γ instead of switching off, and no unit is ever removed.
 Read alongside

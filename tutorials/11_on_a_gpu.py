@@ -187,12 +187,14 @@ print(f"tutorial 11: {chosen} vs numpy, seed {args.seed}: max |Δθ| = {theta_di
 # ## Exercises
 # 1. **Pull one number to the host every step.** Add a hook (before `meter` in step 3's
 #    `hooks`) whose `after_step` does `float(B.to_numpy(trainer.net["fc1"].params["W"]).mean())`
-#    (a device array; θ itself lives on the host) and run `python tutorials/11_on_a_gpu.py --quick --out runs/tutorial11_pull`. Predict
-#    before you run it: which kind in transfers_per_step.png rises, by how much per step, and
-#    does the bit-for-bit check of step 5 still pass?
-# 2. **Break "the same run".** In step 3 give the chosen backend's run another seed
-#    (`dataclasses.replace(config, seed=config.seed + 1)`) and run with `--quick`. Predict which
-#    of step 5's checks fails first, and what the script does then (its exit status).
+#    (a device array; θ itself lives on the host) and run
+#    `python tutorials/11_on_a_gpu.py --quick --out runs/tutorial11_pull`. Predict before you
+#    run it: which kind in transfers_per_step.png rises, by how much per step, and does the
+#    bit-for-bit check of step 5 still pass?
+# 2. **Break "the same run".** In step 3's `run`, hand `gated_run` the settings
+#    `dataclasses.replace(config, seed=config.seed + 1)` when `backend_name != "numpy"`, and run
+#    with `--quick`. Predict what step 4 prints (which differences stop being 0: θ, the weights,
+#    the architecture, the test error?) and what step 5 then does (its exit status).
 # 3. **On a GPU.** With CuPy and a GPU, run `python tutorials/11_on_a_gpu.py --backend cupy`.
 #    Predict: is max |Δθ| 0 now? Does the run stay inside step 5's tolerance, and which of its
 #    three parts would a longer run strain first?
