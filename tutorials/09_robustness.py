@@ -346,16 +346,22 @@ print(f"tutorial 9: from 300-100, 600-200 and 1200-400 the default method's kept
 
 # %% [markdown]
 # ## Exercises
-# 1. **Read the claim at another width.** The default's h2 from 300-100 is capped at 100 units.
-#    Drop that start: in step 5 compare only 600-200 and 1200-400 (delete the "300-100" entry
-#    of `STARTS` for `default`). Predict first: does h2's largest deviation fall inside ±15 %?
-#    Which layer is then the worst, and does h1 (never capped) tell the same story?
+# 1. **Leave out the capped start.** The default's h2 from 300-100 cannot keep more than its
+#    100 units. After step 5 add
+#    `print(largest({k: default[k]["kept"].mean(axis=0) for k in ("600-200", "1200-400")}))`
+#    and run the tutorial again (`--quick` is enough: your grid's runs are kept). Predict
+#    first: does h2's largest deviation fall inside ±15 % between the two wider starts? Then
+#    look at h1, which no start caps: does it tell the same story? What does that leave of the
+#    conclusion of step 7?
 # 2. **The compensated estimator on your grid.** In step 3 give `build_run` the gate settings
 #    `GateConfig(estimator="compensated")` and a new `--out`, then run
 #    `python tutorials/09_robustness.py --quick --out runs/tutorial9_compensated`. Predict
 #    before you run it: does your grid's largest deviation fall as the recorded one does from
 #    step 5 to step 6, and do the kept widths shrink? (At 3 epochs on 3,000 images, expect the
 #    rehearsal to be noisier than the evidence.)
-# 3. **Halve κ.** `GateConfig(kappa=2.75)` prices every unit at half. Predict the kept widths
-#    (more or fewer units?) and whether the spread over starts grows or shrinks; docs/RESULTS.md
-#    grid "compensated" row `compensated_kappa2` measured the same question at κ = 2.
+# 3. **Halve κ.** In step 3 give `build_run` the gate settings `GateConfig(kappa=2.75)` and
+#    run with `--quick --out runs/tutorial9_kappa`. A unit now has to be worth half as much to
+#    stay: predict whether your grid keeps more or fewer units, and whether the spread over
+#    starts grows or shrinks (closer to the cap, or further from it?). docs/RESULTS.md, grid
+#    "compensated", rows `compensated_kappa2_*`, asks the same at κ = 2 for the compensated
+#    estimator over the full starts.
