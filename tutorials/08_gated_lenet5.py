@@ -24,7 +24,11 @@ Figures (in --out, all but conv1_filters.png redrawn by `python -m minibern plot
     (their weights when they were removed, or at the end), each with its final θ;
     theta_decided.png; val_error.png; loss.png; epoch_seconds.png.
 You should see (the last line; full run, seed 0)
-    FULL_LINE
+    tutorial 8: gated LeNet-5-Caffe, 20 epochs: architecture 17-33-528-92 from 20-50-800-500
+        (conv1 filters / conv2 filters / fc1 inputs / fc1 units; params ×6.7 fewer), 534/570
+        gates moved, test error 0.73%, gates decided 94.4% (within 1e-3; 15.6% of all gates
+        certified at 0 by the decision rule, the rest by the θ step alone); figures in
+        runs/tutorial8
     and with --quick:
     tutorial 8: gated LeNet-5-Caffe, 2 epochs: architecture 8-19-304-88 from 10-25-400-250
         (conv1 filters / conv2 filters / fc1 inputs / fc1 units; params ×3.4 fewer), 218/285
@@ -32,9 +36,9 @@ You should see (the last line; full run, seed 0)
         certified at 0 by the decision rule, the rest by the θ step alone); figures in
         runs/tutorial8
 Time on a 2-core CPU
-    the 20 full-width epochs take about a quarter of an hour (convolutions are the costly
-    part, and get cheaper as filters are removed); --quick (2 epochs on 3,000 images, half the widths:
-    10-25-250): under a minute.
+    the 20 full-width epochs take about 10 minutes (convolutions are the costly part, and get
+    cheaper as filters are removed); --quick (2 epochs on 3,000 images, half the widths:
+    10-25-250): about 10 seconds.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
     python tutorials/08_gated_lenet5.py --out runs/tutorial8
