@@ -33,9 +33,9 @@ You should see (the last line; full run, seed 0)
         the hyper-prior); exactly 0 or 1: 943 vs 0 gates; units removed: 69 vs 0; test error
         11.27% vs 10.17%; figures in runs/tutorial7
 Time on a 2-core CPU
-    about 5 minutes for the two 20-epoch runs on a quiet machine (four times that when it is
-    shared with three other jobs); --quick (4 epochs on 5,000 images, half the widths): about
-    20 seconds.
+    about a minute and a half for the two 20-epoch runs on an otherwise idle machine (many
+    times that when other jobs share its two cores); --quick (4 epochs on 5,000 images, half
+    the widths): about 6 seconds.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
     python tutorials/07_why_the_hyperprior_matters.py --out runs/tutorial7

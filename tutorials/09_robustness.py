@@ -40,8 +40,9 @@ You should see (the last line; full run, seed 0)
 Time on a 2-core CPU
     reading the recorded runs takes seconds (training them took hours). Your own grid — starts
     ×0.25, ×0.5 and ×1 (75-25, 150-50, 300-100) and init scales ½ and 2 at ×0.25, three seeds,
-    5 epochs on 10,000 images — about 4 minutes; --quick (×0.25 and ×0.5, 3 epochs on 3,000
-    images): about a minute. A finished run of your grid is kept, so a rerun only reads.
+    5 epochs on 10,000 images — about 40 seconds on an otherwise idle machine; --quick (×0.25
+    and ×0.5, 3 epochs on 3,000 images): about 6 seconds. A finished run of your grid is kept,
+    so a rerun only reads.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
     python tutorials/09_robustness.py --out runs/tutorial9

@@ -37,7 +37,8 @@ You should see (the last line; full run, seed 0)
         runs/tutorial11
 Time on a 2-core CPU
     --quick (2 epochs on 3,000 images, half the widths, twice): a few seconds; without it
-    (2 epochs on the 55,000 training images, full width, twice) about 2 to 3 minutes. On a
+    (2 epochs on the 55,000 training images, full width, twice) about half a minute on an
+    otherwise idle machine. On a
     GPU: `python tutorials/11_on_a_gpu.py --backend cupy`.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
