@@ -36,9 +36,10 @@ You should see (the last line; full run, seed 0)
         certified at 0 by the decision rule, the rest by the θ step alone); figures in
         runs/tutorial8
 Time on a 2-core CPU
-    the 20 full-width epochs take about 10 minutes (convolutions are the costly part, and get
-    cheaper as filters are removed); --quick (2 epochs on 3,000 images, half the widths:
-    10-25-250): about 10 seconds.
+    the 20 full-width epochs take about 5 minutes on an otherwise idle machine, twice that
+    when other jobs share its cores (convolutions are the costly part, and get cheaper as
+    filters are removed); --quick (2 epochs on 3,000 images, half the widths: 10-25-250):
+    about 6 seconds.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
     python tutorials/08_gated_lenet5.py --out runs/tutorial8
