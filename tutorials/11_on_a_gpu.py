@@ -27,9 +27,19 @@ Figures (in --out)
     backend_theta.png — the final θ of every gate, chosen backend against NumPy (on the
     diagonal when they agree); transfers_per_step.png (strict only) — host↔device transfers
     of each training step, by kind. Both runs' directories: numpy/ and BACKEND/.
+You should see (the last line; full run, seed 0)
+    tutorial 11: strict vs numpy, seed 0: max |Δθ| = 0, max |Δweight| = 0, architecture
+        307-197-84 vs 307-197-84, test error 3.54% vs 3.54%: agree bit for bit; figures in
+        runs/tutorial11
+    and with --quick:
+    tutorial 11: strict vs numpy, seed 0: max |Δθ| = 0, max |Δweight| = 0, architecture
+        352-77-25 vs 352-77-25, test error 19.97% vs 19.97%: agree bit for bit; figures in
+        runs/tutorial11
 Time on a 2-core CPU
-    --quick (2 epochs on 3,000 images, half the widths, twice): well under a minute; without
-    it (2 epochs on the 55,000 training images, full width, twice) a few minutes. On a GPU: `python tutorials/11_on_a_gpu.py --backend cupy`.
+    --quick (2 epochs on 3,000 images, half the widths, twice): a few seconds; without it
+    (2 epochs on the 55,000 training images, full width, twice) about half a minute on an
+    otherwise idle machine. On a
+    GPU: `python tutorials/11_on_a_gpu.py --backend cupy`.
     MNIST is read from $MINIBERN_DATA or data/mnist/, and fetched there if missing.
 
     python tutorials/11_on_a_gpu.py --out runs/tutorial11            # strict vs numpy
@@ -55,6 +65,10 @@ print(f"step 1: {chosen} against numpy, seed {args.seed}, {config.epochs} epochs
 
 
 # %% 2. Count what a GPU would copy, step by step (the strict backend counts; others do not)
+# A copy between host and device is the one thing a GPU step cannot hide: every host pull of
+# a number makes the GPU finish its queued work first. A hook sees the trainer after the
+# backward pass and after the weight step, so the difference of the counts between the two
+# moments is one step's copies.
 class TransfersPerStep(Hook):
     """The strict backend's transfer counts of every training step (after the weight step,
     before the next; the epoch's evaluation falls between two epochs and is not counted)."""
@@ -93,6 +107,9 @@ results = {name: run(name) for name in dict.fromkeys(("numpy", chosen))}
                                                                       results[chosen])
 
 # %% 4. Compare: θ, every weight, the kept architecture, the test error
+# θ and the weights are compared entry by entry (weights only when both runs removed the
+# same units: otherwise the arrays have different shapes); the architecture and the test error
+# are what a reader of the run would compare. For strict every difference should be 0.
 theta_diff = float(np.abs(theta_dev - theta_ref).max())
 same_shapes = all(w_dev[k].shape == w_ref[k].shape for k in w_ref) and w_dev.keys() == w_ref.keys()
 weight_diff = (max(float(np.abs(w_dev[k] - w_ref[k]).max()) for k in w_ref)
@@ -105,6 +122,8 @@ print(f"step 4: max |Δθ| = {theta_diff:.3g} over {theta_ref.size} gates, θ on
       f"({'same shapes' if same_shapes else 'different shapes: other units were removed'}); "
       f"kept units differ by up to {100 * max(units):.1f}%; test error by {error_points:.2f} "
       "points")
+expected = "0 (strict is NumPy underneath)" if chosen != "cupy" else "small (float32 rounding)"
+print(f"step 4: max |Δθ| should be {expected}: got {theta_diff:.3g}")
 comparison = {"backend": chosen, "max_theta_diff": theta_diff, "max_weight_diff": weight_diff,
               "theta_same_side": same_side, "architecture": {chosen: m_dev["architecture"],
                                                              "numpy": m_ref["architecture"]},
@@ -126,13 +145,18 @@ if not agree:
 print(f"step 5: {chosen} agrees with numpy {tolerance}")
 
 # %% 6. Figures: θ against θ; the transfers of every step (strict)
+# Agreement puts every gate on the diagonal. The transfers' median is a plain step's cost;
+# any step above it is extra work a GPU would wait for.
 plt = pyplot()
+from matplotlib.ticker import MaxNLocator  # noqa: E402 (after pyplot() chose the backend)
+
 fig, ax = plt.subplots(figsize=(4.2, 4))
 ax.plot([0, 1], [0, 1], color="0.7", lw=0.8)
 ax.plot(theta_ref, theta_dev, ".", ms=3, alpha=0.5)
 ax.set_xlabel("final θ, numpy")
 ax.set_ylabel(f"final θ, {chosen}")
-ax.set_title(f"{theta_ref.size} gates: max |Δθ| = {theta_diff:.2g}", fontsize=9)
+ax.set_title(f"Do both backends end at the same θ? {theta_ref.size} gates, max |Δθ| = "
+             f"{theta_diff:.2g}", fontsize=9)
 ax.grid(alpha=0.3)
 figures = [save(fig, args.out / "backend_theta.png")]
 if chosen == "strict" and transfers:
@@ -142,7 +166,8 @@ if chosen == "strict" and transfers:
         ax.plot(np.arange(1, len(counts) + 1), counts, label=kind, lw=1)
     ax.set_xlabel("training step")
     ax.set_ylabel("transfers in the step")
-    ax.set_title("what a GPU would copy, per step (strict backend)", fontsize=9)
+    ax.set_title("What would a GPU copy in each training step? (strict backend)", fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     figures.append(save(fig, args.out / "transfers_per_step.png"))
@@ -158,3 +183,19 @@ print(f"tutorial 11: {chosen} vs numpy, seed {args.seed}: max |Δθ| = {theta_di
       f"{'-'.join(map(str, m_ref['architecture']))}, test error "
       f"{100 * m_dev['test_error']:.2f}% vs {100 * m_ref['test_error']:.2f}%: agree "
       f"{tolerance}; figures in {args.out}")
+
+# %% [markdown]
+# ## Exercises
+# 1. **Pull one number to the host every step.** Add a hook (before `meter` in step 3's
+#    `hooks`) whose `after_step` does `float(B.to_numpy(trainer.net["fc1"].params["W"]).mean())`
+#    (a device array; θ itself lives on the host) and run
+#    `python tutorials/11_on_a_gpu.py --quick --out runs/tutorial11_pull`. Predict before you
+#    run it: which kind in transfers_per_step.png rises, by how much per step, and does the
+#    bit-for-bit check of step 5 still pass?
+# 2. **Break "the same run".** In step 3's `run`, hand `gated_run` the settings
+#    `dataclasses.replace(config, seed=config.seed + 1)` when `backend_name != "numpy"`, and run
+#    with `--quick`. Predict what step 4 prints (which differences stop being 0: θ, the weights,
+#    the architecture, the test error?) and what step 5 then does (its exit status).
+# 3. **On a GPU.** With CuPy and a GPU, run `python tutorials/11_on_a_gpu.py --backend cupy`.
+#    Predict: is max |Δθ| 0 now? Does the run stay inside step 5's tolerance, and which of its
+#    three parts would a longer run strain first?
