@@ -326,3 +326,33 @@ def test_a_failed_check_of_a_tutorial_is_named_as_its_check_not_as_a_bug(tmp_pat
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert done.stderr.startswith(expected), done.stderr
+
+
+LESSON_SECTIONS = ("What you learn", "Read alongside", "Figures", "You should see",
+                   "Time on a 2-core CPU")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "tutorials").glob("[0-9][0-9]_*.py")),
+                         ids=lambda path: path.name[:2])
+def test_every_tutorial_has_the_shape_of_a_lesson(path):
+    """The docstring's sections in order (what you learn, what to read, the figures, the final
+    line to expect, the time), cells, the result printed as ``tutorial N: …`` and, last, an
+    Exercises cell of two or three numbered changes to make; never experiments/ or benchmarks/."""
+    import ast
+
+    source = path.read_text(encoding="utf-8")
+    doc = ast.get_docstring(ast.parse(source))
+    starts = [next((i for i, line in enumerate(doc.splitlines()) if line.startswith(section)),
+                   -1) for section in LESSON_SECTIONS]
+    assert -1 not in starts and starts == sorted(starts), dict(zip(LESSON_SECTIONS, starts))
+    number = int(path.name[:2])
+    expected = doc.splitlines()[starts[3] + 1].strip()
+    assert expected.startswith(f"tutorial {number}: "), expected  # the final line, quoted
+    assert source.count("\n# %% ") >= 5 and f'print(f"tutorial {number}: ' in source
+    cells = source.split("\n# %%")
+    last = cells[-1]
+    assert last.startswith(" [markdown]\n# ## Exercises\n"), last[:80]
+    items = re.findall(r"^# (\d)\. \*\*", last, flags=re.MULTILINE)
+    assert items in (["1", "2"], ["1", "2", "3"]), items
+    assert not re.search(r"^\s*(from|import) (experiments|benchmarks)\b|sys\.path\.(insert|append)",
+                         source, flags=re.MULTILINE)
