@@ -1,6 +1,7 @@
 """The checkout's text files: no half-resolved merge is left in a document or a module; the README
 starts with the two commands (the main job, and the test command `.ci/run` runs), and the pages
 it sends readers to name files that exist, every module and every (C) tag the code cites."""
+import json
 import re
 from pathlib import Path
 
@@ -34,8 +35,6 @@ def test_no_merge_conflict_markers():
 # ---------------------------------------------------------------------------------------------
 
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
-#: Pages the README links to that another change adds; remove a name once its page exists.
-PENDING = {"docs/tutorials/README.md"}
 PATH_TOKEN = re.compile(r"`((?:docs|tutorials|experiments|minibern|benchmarks|tests)/[^`\s]*)`")
 PAGES = ("README.md", "docs/USAGE.md", "docs/LAYOUT.md", "docs/FINDINGS.md")
 
@@ -81,7 +80,7 @@ def test_paths_a_page_names_exist(page):
     named |= {link for link in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in link}
     named |= set(re.findall(r"minibern plot (experiments/\S+)", text))
     missing = sorted(path for path in named
-                     if not (REPO / path.rstrip("/")).exists() and path not in PENDING)
+                     if not (REPO / path.rstrip("/")).exists())
     assert missing == []
 
 
@@ -113,3 +112,46 @@ def test_convergence_tags_cited_in_code_are_defined_in_convergence_md():
     defined = {match.group(1) for match in re.finditer(r"\s(\(C\d+′?\))\s*$", page, re.MULTILINE)}
     assert "(C13)" in cited  # the code is read
     assert sorted(cited - defined) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The tutorial gallery (docs/tutorials/, written by tutorials/_gallery.py)
+# ---------------------------------------------------------------------------------------------
+
+GALLERY = REPO / "docs" / "tutorials"
+SECONDS = re.compile(r"\d+(?:\.\d+)? s\b")  # wall times differ from machine to machine
+
+
+def _expected_line(tutorial: Path) -> tuple[str, bool]:
+    """The final line a tutorial's docstring says a full run prints (the lines after "You
+    should see" up to one starting "and", joined), with its seconds masked, and whether it ends
+    in "..." (the rest of the line left out)."""
+    import ast
+
+    doc = ast.get_docstring(ast.parse(tutorial.read_text(encoding="utf-8"))).splitlines()
+    start = next(i for i, line in enumerate(doc) if line.startswith("You should see")) + 1
+    block = []
+    for line in doc[start:]:
+        if not line.startswith(" ") or line.strip().startswith("and "):
+            break
+        block.append(line.strip())
+    quoted = SECONDS.sub("<s>", " ".join(block))
+    return quoted.removesuffix("...").removesuffix("…").rstrip(), quoted.endswith(("...", "…"))
+
+
+def test_the_gallery_shows_every_tutorial_with_its_figures_and_its_quoted_line():
+    """Every tutorial has an entry whose figures exist and whose last line is the one the
+    tutorial's docstring tells the reader to expect (seconds aside)."""
+    entries = json.loads((GALLERY / "gallery.json").read_text(encoding="utf-8"))
+    page = (GALLERY / "README.md").read_text(encoding="utf-8")
+    tutorials = sorted((REPO / "tutorials").glob("[0-9][0-9]_*.py"))
+    assert sorted(entries) == [path.name[:2] for path in tutorials]
+    for tutorial in tutorials:
+        entry = entries[tutorial.name[:2]]
+        assert entry["last_line"] in page and (GALLERY / tutorial.name[:2] / "output.txt").exists()
+        for figure in entry["figures"]:
+            assert (GALLERY / tutorial.name[:2] / figure).read_bytes()[:4] == b"\x89PNG", figure
+            assert f"]({tutorial.name[:2]}/{figure})" in page
+        if "--quick" not in entry["command"]:
+            shown, (quoted, cut) = SECONDS.sub("<s>", entry["last_line"]), _expected_line(tutorial)
+            assert shown.startswith(quoted) if cut else shown == quoted, tutorial.name

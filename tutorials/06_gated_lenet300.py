@@ -29,9 +29,9 @@ Figures (in --out, drawn from the run directory alone: `python -m minibern plot 
     units (θ ≥ ½) and units still in the arrays per epoch; theta_decided.png; val_error.png;
     loss.png; epoch_seconds.png. Also model.npz, the pruned deterministic network that
     tutorial 10 runs with NumPy alone.
-You should see (the last line; full run, seed 0; the seconds are those of a busy machine)
+You should see (the last line; full run, seed 0; the seconds vary from machine to machine)
         tutorial 6: gated LeNet-300-100, 20 epochs: architecture 192-121-84 from 784-300-100
-            (params ×7.7 fewer), epoch 16.7 s → 13.1 s as units were removed, test error 1.97%
+            (params ×7.7 fewer), epoch 2.5 s → 1.3 s as units were removed, test error 1.97%
             (model.npz: 1.97%), gates decided 98.4% (within 0.01; 25.2% of all gates certified
             at 0 by the decision rule, the rest by the θ step alone); figures in runs/tutorial6
     and with --quick (2 epochs on 5,000 images):

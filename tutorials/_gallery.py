@@ -4,7 +4,8 @@ line kept, so a learner can see what each lesson shows without running anything.
 Not a lesson: the maintainers' script that regenerates the gallery page. Each tutorial runs as a
 learner would run it (seed 0, the default backend), in a fresh process, into a scratch folder;
 its PNGs are copied to ``docs/tutorials/NN/`` and ``docs/tutorials/README.md`` is written with the
-command, the last line printed and the figures. Tutorial 10 runs on the model that tutorial 6
+command, the last line printed and the figures, and everything it printed is kept as
+``docs/tutorials/NN/output.txt``. Tutorial 10 runs on the model that tutorial 6
 exported.
 
     python tutorials/_gallery.py                     # every tutorial, full runs (about half an hour)
@@ -28,6 +29,7 @@ REPO = HERE.parent
 LESSONS = sorted(path for path in HERE.glob("[0-9][0-9]_*.py"))
 PREDICTOR = "10"
 RECORD = "gallery.json"
+OUTPUT = "output.txt"  # everything the tutorial printed, kept beside its figures
 
 
 def _number(path: Path) -> str:
@@ -58,9 +60,12 @@ def _run(path: Path, quick: bool, scratch: Path) -> dict:
     if done.returncode != 0:
         raise SystemExit(f"error: {path.name} failed (exit {done.returncode}):\n"
                          f"{done.stderr[-2000:]}")
-    last_line = done.stdout.strip().splitlines()[-1]
+    output = done.stdout
     for number in (_number(p) for p in LESSONS):  # scratch folders as a reader's default --out
-        last_line = last_line.replace(str(scratch / number), f"runs/tutorial{int(number)}")
+        output = output.replace(str(scratch / number), f"runs/tutorial{int(number)}")
+    (scratch / _number(path) / OUTPUT).parent.mkdir(parents=True, exist_ok=True)
+    (scratch / _number(path) / OUTPUT).write_text(output, encoding="utf-8")
+    last_line = output.strip().splitlines()[-1]
     shown = ["python", f"tutorials/{path.name}"] + (["--quick"] if quick else [])
     if _number(path) == PREDICTOR:
         shown.append("runs/tutorial6/model.npz")
@@ -77,7 +82,8 @@ def _page(entries: dict) -> str:
     for number in sorted(entries):
         entry = entries[number]
         lines += [f"## {number}. {entry['title']}", "", f"`{entry['command']}` "
-                  f"({entry['seconds']:.0f} s)", "", "```", entry["last_line"], "```", ""]
+                  f"({entry['seconds']:.0f} s; everything it printed: [{OUTPUT}]({number}/{OUTPUT}))",
+                  "", "```", entry["last_line"], "```", ""]
         lines += [f"![{name}]({number}/{name})" for name in entry["figures"]]
         lines.append("")
     return "\n".join(lines)
@@ -107,7 +113,7 @@ def main(argv=None) -> int:
             target = args.out / number
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True, exist_ok=True)
-            for name in entry["figures"]:
+            for name in [*entry["figures"], OUTPUT]:
                 shutil.copy2(scratch / number / name, target / name)
             entries[number] = entry
             print(f"  {entry['last_line']}", flush=True)
