@@ -84,7 +84,7 @@ def plot_training(run_dir, out_dir=None) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5, 3.4))
         ax.plot(epochs, values, marker="o", label=key.replace("_", " ") + " per epoch")
         ax.set_ylabel(ylabel)
-        ax.set_yscale(scale)
+        ax.set_yscale(scale if (np.asarray(values) > 0).any() else "linear")  # log needs a > 0
         ax.set_title(f"{question}\n{_run_label(metrics)}", fontsize=9)
         ax.grid(alpha=0.3)
         integer_epochs(ax)
