@@ -124,9 +124,11 @@ except GradcheckError as failure:
     print("        check_layer raises GradcheckError: " + str(failure).splitlines()[1].strip())
 
 # %% 7. Layers chain by (L0): Dense → ReLU → Dense, checked as one network
-# ReLU (L5)–(L6) has a kink at 0, where finite differences would straddle two slopes; the input
-# below has entries at least 0.05 apart and away from 0 (distinct_values), and ε = 1e-6 is far
-# smaller, so no difference crosses a kink of the first layer's outputs by chance.
+# ReLU (L5)–(L6) has a kink at 0, where a finite difference that straddles it mixes two slopes.
+# A difference of ε = 1e-6 moves fc1's pre-activations by about 1e-6 too, so it crosses a kink
+# only if one of them lies within ~1e-6 of 0: for these random inputs and weights, a chance
+# of about one in a hundred thousand per pre-activation. (Spacing the inputs apart does not
+# prevent it; the small ε does. A failure here with another seed is worth a look at the kink.)
 net = Sequential(("fc1", Dense(D, 6, rng=2, dtype="float64")), ("relu", ReLU()),
                  ("fc2", Dense(6, M, rng=3, dtype="float64")))
 chain = check_layer(net, distinct_values(rng, (N, D)), tol=BOUND)

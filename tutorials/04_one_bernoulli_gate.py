@@ -9,7 +9,8 @@ What you learn
     drives every θ_j to exactly 0 or exactly 1 — while with a fixed prior γ the KL's infinite
     slopes at 0 and 1 hold θ strictly inside, and a useless input stays near γ, never pruned.
 Read alongside
-    docs/derivations/bernoulli_objective.md — (B5)–(B6) the Bernoulli KL, (B7)–(B12) the
+    docs/derivations/bernoulli_objective.md — (B1)–(B4) the gated model and the cost it
+    minimises (data term + KL to the prior), (B5)–(B6) the Bernoulli KL, (B7)–(B12) the
     hyper-prior and the flattened KL, (B13)–(B17) the cost and why its minima are deterministic,
     (B18) the fixed-γ stationary point, (B20)–(B21) projected Robbins–Monro SGD, (B23)–(B26) the
     gated regression toy; then minibern/bernoulli/objective.py and minibern/bernoulli/theta_sgd.py.

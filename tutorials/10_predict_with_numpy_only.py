@@ -237,12 +237,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         m, ops = read_model(args.model)
-        print(f"step 1: {args.model}: {len(ops)} ops: {describe(ops, m)}")
+        print(f"step 2: {args.model}: {len(ops)} ops: {describe(ops, m)}")
         images = read_idx(Path(args.data) / "t10k-images-idx3-ubyte", 3)
         labels = read_idx(Path(args.data) / "t10k-labels-idx1-ubyte", 1)
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} test images but {len(labels)} labels in {args.data}")
-        print(f"step 2: MNIST test images {images.shape} {images.dtype}, labels {labels.shape}")
+        print(f"step 3: MNIST test images {images.shape} {images.dtype}, labels {labels.shape}")
         error = float((predict(args.model, images) != labels).mean())
     except ValueError as error:  # every problem of the model or the data, named
         print(f"error: {error}", file=sys.stderr)
@@ -257,7 +257,7 @@ def main(argv=None) -> int:
     reported = reported_error(args.model)
     expected = ("(no metrics.json beside the model)" if reported is None
                 else f"{100 * reported:.2f}%")
-    print(f"step 3: test error should equal training's {expected}: got {100 * error:.2f}%")
+    print(f"step 4: test error should equal training's {expected}: got {100 * error:.2f}%")
     print(f"tutorial 10: {args.model} with NumPy alone: test error {100 * error:.2f}% "
           f"on {len(labels)} images"
           + ("" if reported is None else f"; training reported {100 * reported:.2f}%"))

@@ -112,7 +112,7 @@ class GateRecorder:
             history.setdefault(f"units_{name}", []).append(gate.n_units)
         trainer.log("  gates: " + "  ".join(
             f"{c['name']} {c['at_zero']}/{c['at_one']}/{c['undecided']}" for c in counts)
-            + f"  (at 0 / at 1 / undecided; decided within 1e-2: "
+            + f"  (at 0 / at 1 / undecided, within {DECIDED_TOL:g}; decided within 1e-2: "
               f"{100 * decided_fraction(gates, 1e-2):.1f}%)")
 
     def state_dict(self) -> dict:
