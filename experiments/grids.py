@@ -160,6 +160,14 @@ GRIDS = {
                                                                "--width-mult", width]
                            for name, width in (("width2", "2"), ("width4", "4"))}, seeds=(0,))},
     },
+    "protocol": {
+        "about": "the default gated LeNet-300-100 and the un-gated baseline trained for 40 "
+                 "epochs, with the test error of every epoch in history.npz, so that the "
+                 "protocols of the published numbers can be compared: the final epoch of 20 or "
+                 "40, the epoch of lowest validation error, the best test epoch",
+        "runs": seeded({"gated": [*LENET300, "--gates", "--epochs", "40"],
+                        "plain": [*LENET300, "--epochs", "40"]}),
+    },
     "compensated": {
         "about": "two departures for a width that does not depend on the start, from "
                  "300-100, 600-200 and 1200-400: θ kept inside "

@@ -94,7 +94,9 @@ def restore(trainer, arrays: dict, meta: dict) -> None:
     trainer.optimizer.load_state_dict(opt_state)
     trainer.history = {k[len("history/"):]: v.tolist() for k, v in arrays.items()
                        if k.startswith("history/")}
-    for key in ("train_loss", "val_error", "epoch_seconds"):
+    # A checkpoint written before the test error was recorded per epoch: NaN for its epochs.
+    trainer.history.setdefault("test_error", [float("nan")] * int(meta["epoch"]))
+    for key in ("train_loss", "val_error", "epoch_seconds", "test_error"):
         if len(trainer.history.get(key, ())) != int(meta["epoch"]):
             raise ValueError(f"history/{key} has {len(trainer.history.get(key, ()))} entries "
                              f"for {meta['epoch']} epochs")

@@ -9,8 +9,12 @@ ends with the weights of an uninterrupted one.
 Per step: gather a batch, ``forward``, softmax cross-entropy (L18)–(L19), ``backward``, every
 hook's ``after_backward`` (weights not yet updated), optimiser step (O1)/(O2), then every hook's
 ``after_step``. Per epoch: validation error on the
-fixed validation split, every hook's ``after_epoch``, history, checkpoint. The test set is
-evaluated once, after the last epoch ("final epoch, not best").
+fixed validation split, every hook's ``after_epoch``, the test error, history, checkpoint. The
+test error of every epoch goes into the history (``test_error``) for the results page's
+protocols (docs/RESULTS.md, section "protocol"), never into a choice the run makes; the run's
+``test_error`` is the last epoch's ("final epoch, not best"), and ``val_chosen`` the test error
+at the epoch of the lowest validation error. Evaluating it draws no random number and leaves
+the weights alone, so a run's weights are those of a run that never looked at the test set.
 
 Hooks are how a method plugs in without the loop knowing it (the Bernoulli gates,
 :class:`minibern.bernoulli.hook.GateTrainer`: Δ estimates and the θ update in ``after_backward``,
@@ -252,7 +256,8 @@ class Trainer:
         for hook in self.hooks:
             hook.after_epoch(self)
         size = self.summary()
-        record(self.history, params=size["params"], flops_per_example=size["flops_per_example"])
+        record(self.history, params=size["params"], flops_per_example=size["flops_per_example"],
+               test_error=self.error_rate(self.splits["test"]))
         self.log(f"epoch {self.epoch}/{self.config.epochs}  train loss {train_loss:.4f}  "
                  f"val error {100 * val_error:.2f}%  {seconds:.2f} s")
         if out:
@@ -286,6 +291,22 @@ def error_rate(net, split: Split, batch_size: int) -> float:
     return wrong / split.size
 
 
+def val_chosen(history: dict) -> dict | None:
+    """metrics.json's ``val_chosen``: ``{"epoch", "val_error", "test_error"}`` at the epoch
+    (1-based, the first of ties) of the lowest validation error, the protocol that chooses an
+    epoch without the test set; None before the first epoch. Its ``test_error`` is None where
+    the history holds none for that epoch (NaN: an epoch trained before it was recorded,
+    :func:`~minibern.training.run_state.restore`)."""
+    errors = history.get("val_error") or []
+    if not errors:
+        return None
+    best = min(range(len(errors)), key=errors.__getitem__)
+    tests = history.get("test_error") or []
+    test = tests[best] if best < len(tests) else None
+    return {"epoch": best + 1, "val_error": errors[best],
+            "test_error": None if test is None or np.isnan(test) else test}
+
+
 def run_metrics(trainer) -> dict:
     """The run's summary for metrics.json: configuration, size of the network (now and at the
     start), validation and test error, timing, and what every hook adds."""
@@ -299,6 +320,7 @@ def run_metrics(trainer) -> dict:
         **summary,
         "val_error": trainer.history["val_error"][-1] if trainer.history["val_error"] else None,
         "test_error": trainer.error_rate(trainer.splits["test"]),
+        "val_chosen": val_chosen(trainer.history),
         "epoch_seconds": list(trainer.history["epoch_seconds"]),
         "train_loss": list(trainer.history["train_loss"]),
         "config": asdict(trainer.config),
