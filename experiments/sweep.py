@@ -49,6 +49,7 @@ from grids import GRIDS, RECORDED_ONLY  # noqa: E402
 from moving_weights import markdown as moving_weights_markdown  # noqa: E402
 from headline import markdown as headline_markdown  # noqa: E402
 from page_format import tidy  # noqa: E402
+from protocol import markdown as protocol_markdown  # noqa: E402
 from robust_design import markdown as robust_design_markdown  # noqa: E402
 from robust_design import offline_markdown as compensated_removal_markdown  # noqa: E402
 from vertex_cost import markdown as vertex_cost_markdown  # noqa: E402
@@ -423,7 +424,7 @@ def write_results(root: Path, path: Path) -> str:
     parts.append(APPENDIX_HEADER)
     parts += [grid_section(root, grid, spec) for grid, spec in GRIDS.items()]
     for section in (early_pruning_markdown, epoch_seconds_markdown, error_gap_markdown,
-                    vertex_cost_markdown, moving_weights_markdown, robust_design_markdown,
+                    protocol_markdown, vertex_cost_markdown, moving_weights_markdown, robust_design_markdown,
                     compensated_removal_markdown):
         found = section(root)  # "" when none of its runs or files exist
         if found:
