@@ -196,7 +196,8 @@ if not agree:
 # %% 9. Trainer at scale, with a run directory
 # Now let the library do it for all the epochs: it also measures the validation error after
 # every epoch, writes a checkpoint (so a run can resume), history.npz and metrics.json, and
-# the test error once, after the last epoch. The figures are drawn from those files alone.
+# the test error after every epoch (recorded, never used to choose anything; the run's
+# test_error is the last epoch's). The figures are drawn from those files alone.
 trainer = Trainer(lenet300_100(seed=run_rngs(config.seed)[0]), splits, config, log=print)
 metrics = trainer.fit(args.out)
 write_run_files(args.out, metrics)
