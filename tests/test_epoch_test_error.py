@@ -101,3 +101,18 @@ def test_a_checkpoint_without_the_record_resumes_with_nan_for_its_epochs(mnist, 
     for name, value in straight.net.named_parameters().items():
         np.testing.assert_array_equal(B.to_numpy(resumed.net.named_parameters()[name]),
                                       B.to_numpy(value))
+
+
+def test_the_final_test_error_is_the_last_epochs_record_not_a_second_pass(mnist):
+    """metrics.json's ``test_error`` is the history's last entry; the test split is evaluated
+    once per epoch, not once more at the end."""
+    trainer = _gated(mnist)
+    passes = []
+
+    def error_rate(split):
+        passes.append(split is trainer.splits["test"])
+        return Trainer.error_rate(trainer, split)
+    trainer.error_rate = error_rate
+    metrics = trainer.fit()
+    assert sum(passes) == trainer.config.epochs
+    assert metrics["test_error"] == trainer.history["test_error"][-1]
