@@ -373,7 +373,8 @@ def results_figures(root: Path, figures: Path) -> list[str]:
     if finished(gated) and finished(ablation):
         plots.compare_theta_trajectories({"hyper-prior": gated, "fixed γ": ablation},
                                          figures / "theta_trajectories.png")
-        per_epoch = _snapshots_per_epoch(gated)
+        count = plots.snapshots_per_epoch(plots.load_run(gated)[1])
+        per_epoch = "one snapshot per epoch" if count <= 1 else f"{count} snapshots per epoch"
         lines.append(f"θ of 40 gates per layer over training ({per_epoch}), LeNet-300-100"
                      " seed 0, with the flattening hyper-prior (top) and with a fixed γ = ½"
                      " (bottom):\n\n![θ trajectories](figures/theta_trajectories.png)\n")
@@ -382,14 +383,6 @@ def results_figures(root: Path, figures: Path) -> list[str]:
         lines.append("The input pixels that survive (LeNet-300-100, seed 0):\n\n"
                      "![surviving input pixels](figures/input_pixels.png)\n")
     return lines
-
-
-def _snapshots_per_epoch(run: Path) -> str:
-    """How often the run recorded θ, in words: "5 snapshots per epoch"."""
-    epochs = read_metrics(run / "metrics.json")["epochs"]
-    with np.load(run / "history.npz") as history:
-        count = round(len(history["theta_snapshot_steps"]) / epochs)
-    return "one snapshot per epoch" if count <= 1 else f"{count} snapshots per epoch"
 
 
 def grid_section(root: Path, grid: str, spec: dict) -> str:

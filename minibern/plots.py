@@ -211,14 +211,14 @@ def draw_theta_trajectories(axes, run_dir, per_layer: int = 40, seed: int = 0,
         ax.set_ylim(-0.08, 1.08)
         ax.grid(alpha=0.3)
         ax.set_xlim(epochs[0], epochs[-1])
-        integer_epochs(ax, f"epoch ({_snapshots_per_epoch(history)} per epoch)")
+        count = snapshots_per_epoch(history)
+        integer_epochs(ax, f"epoch ({count} θ snapshot{'' if count == 1 else 's'} per epoch)")
     axes[0].set_ylabel("θ (probability the unit is kept)", fontsize=8)
 
 
-def _snapshots_per_epoch(history) -> str:
-    """``5 θ snapshots`` (per epoch), ``1 θ snapshot``."""
-    count = len(history["theta_snapshot_steps"]) / max(len(history["train_loss"]), 1)
-    return f"{count:.0f} θ snapshot{'' if round(count) == 1 else 's'}"
+def snapshots_per_epoch(history) -> int:
+    """How many times per epoch the run recorded θ (history.npz's ``theta_snapshot_steps``)."""
+    return round(len(history["theta_snapshot_steps"]) / max(len(history["train_loss"]), 1))
 
 
 def _trajectory_legend(fig, title: str) -> tuple:
