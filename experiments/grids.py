@@ -6,8 +6,11 @@ method as a user gets it.
 """
 from __future__ import annotations
 
-LENET300 = ["--model", "lenet300", "--epochs", "20", "--lr-decay", "5"]
-LENET5 = ["--model", "lenet5", "--epochs", "20", "--lr-decay", "5"]
+from minibern.cli.defaults import recipe_args
+
+#: Each model's recipe (the CLI's defaults, spelled out so that a kept run's arguments say it).
+LENET300 = ["--model", "lenet300", *recipe_args("lenet300")]
+LENET5 = ["--model", "lenet5", *recipe_args("lenet5")]
 LONGER = ["--model", "lenet300", "--epochs", "40", "--lr-decay", "5", "--gates"]
 SEEDS = (0, 1, 2)
 FIVE_SEEDS = (0, 1, 2, 3, 4)
