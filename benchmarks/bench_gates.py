@@ -72,6 +72,7 @@ from minibern.bernoulli.hook import GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
 from minibern.data.mnist import N_TRAIN
+from minibern.plots import snapshots_per_epoch
 from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 from minibern.training.transfers import StepTransfers
 
@@ -212,9 +213,10 @@ def run_state(run: Path, epoch: int):
     metrics = json.loads((run / "metrics.json").read_text())
     with np.load(run / "history.npz") as history:
         snapshots = history["theta_snapshots"]
+        per_epoch = snapshots_per_epoch(history)  # runs record θ once or several times an epoch
     fields = {k: v for k, v in metrics["gate_config"].items()
               if k in GateConfig.__dataclass_fields__}
-    theta = None if epoch == 0 else snapshots[min(epoch, len(snapshots)) - 1]
+    theta = None if epoch == 0 else snapshots[min(epoch * per_epoch, len(snapshots)) - 1]
     return theta, GateConfig(**fields)
 
 

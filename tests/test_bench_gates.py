@@ -67,3 +67,18 @@ def test_op_counts_split_the_gated_step_and_leave_the_plain_steps_work(mnist_dir
     assert gated["layers, loss, optimiser (not above)"] == pytest.approx(plain)
     own = gated["step, total"] - plain
     assert 0.5 * own < gated["estimator"] < own
+
+
+@pytest.mark.parametrize("per_epoch", [1, 5])
+def test_a_runs_state_after_epoch_e_is_its_theta_at_the_end_of_epoch_e(tmp_path, per_epoch):
+    epochs, gates = 4, 3
+    steps = np.arange(1, epochs * per_epoch + 1) * (10 // per_epoch)
+    snapshots = np.arange(epochs * per_epoch, dtype=float)[:, None] * np.ones(gates)
+    np.savez(tmp_path / "history.npz", theta_snapshots=snapshots, theta_snapshot_steps=steps,
+             train_loss=np.ones(epochs))
+    (tmp_path / "metrics.json").write_text('{"gate_config": {"kappa": 2.0}}')
+    for epoch in (1, 3):
+        theta, config = bench_gates.run_state(tmp_path, epoch)
+        assert theta[0] == epoch * per_epoch - 1  # the snapshot taken at the epoch's last step
+        assert config.kappa == 2.0
+    assert bench_gates.run_state(tmp_path, 0)[0] is None
