@@ -55,6 +55,7 @@ The run is only read. MNIST is needed (``$MINIBERN_DATA`` or ``--data``). Thread
 NumPy's BLAS uses (set ``OPENBLAS_NUM_THREADS`` to pin it).
 """
 import argparse
+import dataclasses
 import inspect
 import json
 import statistics
@@ -66,7 +67,7 @@ import numpy as np
 
 from estimator_table import ROWS
 from minibern import backend as B
-from minibern.bernoulli.config import GateConfig, gate_config_for
+from minibern.bernoulli.config import FUSED_MODELS, GateConfig, gate_config_for
 from minibern.bernoulli.gated_models import build_model, lenet300_100
 from minibern.bernoulli.hook import GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
@@ -136,16 +137,17 @@ def compare_settings(data, rounds: int, steps: int) -> None:
     print(f"| no gates | {statistics.median(plain):.3f} ({min(plain):.3f}–{max(plain):.3f}) | 1 |")
 
 
-def model_trainer(data, model: str, gates: bool, train_subset=None, **visits):
+def model_trainer(data, model: str, gates: bool, train_subset=None, **settings):
     """A fresh one-epoch Trainer of ``model`` over the first ``train_subset`` training images
     (all if None): un-gated, or gated with the model's GateConfig (:func:`gate_config_for`,
-    ``visits`` overriding its visits per step) at the κ/N of a full MNIST run."""
+    ``settings`` overriding its fields: visits per step, ``fused_estimator``) at the κ/N of a
+    full MNIST run."""
     config = TrainConfig(model=model, epochs=1, train_subset=train_subset)
     net = build_model(model, seed=run_rngs(0)[0], gates=gates)
     trainer = Trainer(net, device_splits(data, net.input_shape, train_subset), config,
                       log=lambda *_: None)
     if gates:
-        hook = GateTrainer(net, gate_config_for(model, **visits), N_TRAIN)
+        hook = GateTrainer(net, gate_config_for(model, **settings), N_TRAIN)
         trainer.hooks = [hook]
         hook.before_fit(trainer)
     return trainer
@@ -310,6 +312,7 @@ class PartOps:
 OP_PARTS = (("gate", "BernoulliGate", "forward", "masks: draws, uploads, ξ ⊙ a"),
             ("gate", "BernoulliGate", "backward", "gates: backward"),
             ("estimators", "RemovalEstimator", "estimate", "estimator"),
+            ("removal_fused", "FusedRemovalEstimator", "estimate", "estimator"),
             ("theta_step", "ThetaStep", "step", "θ step and visit averages"),
             ("hook", "GateTrainer", "after_backward", "decision rule, trigger count, recording"),
             ("hook", "GateTrainer", "after_step", "pruning trigger: ready / remove"))
@@ -361,27 +364,37 @@ def step_ops(make_trainer) -> tuple[dict, float]:
     return gated, plain["step, total"]
 
 
-def print_step_ops(make_trainer, title: str) -> None:
-    """One table: the device operations per step of each gated part and of the un-gated step."""
-    gated, plain = step_ops(make_trainer)
+def print_step_ops(make_trainer, title: str, make_fused=None) -> None:
+    """One table: the device operations per step of each gated part and of the un-gated step;
+    with ``make_fused`` (the same trainers with ``--fused-estimator``) a second column."""
+    columns = [step_ops(make_trainer)]
+    if make_fused is not None:
+        columns.append(step_ops(make_fused))
     print(f"\n{title}; device operations per step (strict backend, `B.counting_ops`; mean of "
           "the steps after the first)\n")
-    print("| part | ops per gated step |")
-    print("|---|---|")
+    print("| part | ops per gated step |" + (" with --fused-estimator |" if make_fused else ""))
+    print("|---|---|" + ("---|" if make_fused else ""))
+
+    def row(label, values):
+        print(f"| {label} | " + " | ".join(f"{value:.1f}" for value in values) + " |")
+    gated = columns[0][0]
     order = sorted((k for k in gated if k != "step, total"),
                    key=lambda k: (k.startswith("layers"), k))
     for key in order:
-        print(f"| {key} | {gated[key]:.1f} |")
-    print(f"| gated step, total | {gated['step, total']:.1f} |")
-    print(f"| un-gated step, total | {plain:.1f} |")
-    print(f"| gates' own (gated − un-gated) | {gated['step, total'] - plain:.1f} |")
+        row(key, [parts[key] for parts, _ in columns])
+    row("gated step, total", [parts["step, total"] for parts, _ in columns])
+    row("un-gated step, total", [plain for _, plain in columns])
+    row("gates' own (gated − un-gated)", [parts["step, total"] - plain for parts, plain in columns])
 
 
 def model_ops(data, model: str, steps: int = 10) -> None:
     """:func:`print_step_ops` of the full-width gated step of ``model`` (every θ = 1 at the
     start, so the first steps' masks are the identity until θ moves)."""
+    def fused(gates):
+        return model_trainer(data, model, gates, 100 * steps, fused_estimator=True)
     print_step_ops(lambda gates: model_trainer(data, model, gates, 100 * steps),
-                   f"{model}, full width, {steps} steps from the start")
+                   f"{model}, full width, {steps} steps from the start",
+                   fused if model in FUSED_MODELS else None)
 
 
 def run_ops(data, run: Path, epoch: int, steps: int = 10) -> None:
@@ -389,8 +402,42 @@ def run_ops(data, run: Path, epoch: int, steps: int = 10) -> None:
     un-gated step of the same arrays."""
     theta, gate_config = run_state(run, epoch)
     trainers = {True: gated_trainer, False: pruned_plain_trainer}
+    fused_config = dataclasses.replace(gate_config, fused_estimator=True)
     print_step_ops(lambda gates: trainers[gates](data, theta, gate_config, steps),
-                   f"{run} after epoch {epoch}")
+                   f"{run} after epoch {epoch}",
+                   lambda gates: trainers[gates](data, theta, fused_config, steps))
+
+
+def print_fused_times(data, states, rounds: int, steps: int) -> None:
+    """The gated LeNet-300-100 step with the reference removal estimator and with
+    ``--fused-estimator``, alternated in every round, at each state of ``states``
+    (``[(label, θ or None, GateConfig)]``); ms per step, medians and the paired ratio."""
+    print(f"\nThe gated LeNet-300-100 step with the reference removal estimator and with "
+          f"`--fused-estimator` (one pass for every gate layer); ms per step, median of {rounds} "
+          f"rounds of {steps} steps, the two alternated in every round\n")
+    print("| state | reference | --fused-estimator | fused / reference (paired, median, "
+          "min–max) |")
+    print("|---|---|---|---|")
+    for label, theta, config in states:
+        times = {False: [], True: []}
+        fused_config = dataclasses.replace(config, fused_estimator=True)
+        for r in range(rounds):
+            for fused in ((False, True) if r % 2 == 0 else (True, False)):
+                trainer = gated_trainer(data, theta, fused_config if fused else config, steps)
+                times[fused].append(seconds_per_100(trainer, steps) * 10)
+        ratios = [f / t for f, t in zip(times[True], times[False])]
+        print(f"| {label} | {statistics.median(times[False]):.2f} | "
+              f"{statistics.median(times[True]):.2f} | {statistics.median(ratios):.2f} "
+              f"({min(ratios):.2f}–{max(ratios):.2f}) |", flush=True)
+
+
+def fused_states(runs) -> list:
+    """:func:`print_fused_times`'s states: the start, then each ``(run, epoch)``."""
+    states = [("full width, every gate movable", None, gate_config_for("lenet300"))]
+    for run, epoch in runs:
+        theta, config = run_state(run, epoch)
+        states.append((f"{run} after epoch {epoch}", theta, config))
+    return states
 
 
 def first_epoch(data, model: str, rounds: int) -> None:
@@ -448,6 +495,9 @@ def main(argv=None) -> int:
                         help="a whole first epoch of both LeNets, gated against un-gated")
     target.add_argument("--transfers", action="store_true",
                         help="only count the transfers of a gated step (default settings)")
+    target.add_argument("--fused", action="store_true",
+                        help="time the gated LeNet-300-100 step with and without "
+                             "--fused-estimator (with --ops-run: at --epochs-at too)")
     target.add_argument("--ops", action="store_true",
                         help="count the device operations of a gated step by part, and of the "
                              "un-gated step, for both LeNets (with --run: at --epochs-at too)")
@@ -467,6 +517,10 @@ def main(argv=None) -> int:
     parser.add_argument("--subset", type=int, default=None,
                         help="with --breakdown: gates visited per step in the other layers")
     args = parser.parse_args(argv)
+    if args.fused:
+        runs = [(Path(args.ops_run), epoch) for epoch in args.epochs_at] if args.ops_run else []
+        print_fused_times(load_mnist(args.data), fused_states(runs), args.rounds, args.steps)
+        return 0
     if args.compare or args.transfers or args.breakdown or args.first_epoch or args.ops:
         data = load_mnist(args.data)
         if args.ops:

@@ -642,8 +642,8 @@ def main(argv=None) -> int:
 def print_breakdown(nets, data, args) -> None:
     """The page's last section: the parts of the full-width gated step, one BLAS thread
     (``benchmarks/bench_gates.py --breakdown``)."""
-    from bench_gates import (breakdown, model_ops, print_first_epochs, run_breakdown,
-                             run_ops)
+    from bench_gates import (breakdown, fused_states, model_ops, print_first_epochs,
+                             print_fused_times, run_breakdown, run_ops)
     set_blas_threads(1)
     print("## Where the gated step's time goes (1 thread)\n")
     print("Each part's calls timed inside the same gated steps (Adam, the trainer's default, on "
@@ -668,6 +668,9 @@ def print_breakdown(nets, data, args) -> None:
         model_ops(data.mnist_like, model)
     for run, epoch in args.breakdown_run:
         run_ops(data.mnist_like, run, epoch)
+    if "lenet300" in nets:
+        print_fused_times(data.mnist_like, fused_states(args.breakdown_run), args.rounds,
+                          args.steps)
     if args.first_epochs and data.full is not None:
         print_first_epochs(data.full, nets, args.first_epochs)
 

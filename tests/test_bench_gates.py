@@ -55,13 +55,15 @@ def test_the_ungated_twin_has_the_same_arrays_and_no_gate_work(mnist_dir, theta_
     plain.train_epoch()  # runs without the hook
 
 
-def test_op_counts_split_the_gated_step_and_leave_the_plain_steps_work(mnist_dir):
+@pytest.mark.parametrize("fused", [False, True])
+def test_op_counts_split_the_gated_step_and_leave_the_plain_steps_work(mnist_dir, fused):
     """bench_gates.step_ops: the parts and the rest add up to the gated step, and what is left
     after the gate parts is exactly the un-gated step's operations (same layers, loss and
-    optimiser); the removal estimator is most of the gates' own."""
+    optimiser); the removal estimator (either path) is most of the gates' own."""
     data = load_mnist(mnist_dir)
     gated, plain = bench_gates.step_ops(
-        lambda gates: bench_gates.model_trainer(data, "lenet300", gates, 300))
+        lambda gates: bench_gates.model_trainer(data, "lenet300", gates, 300,
+                                                fused_estimator=fused))
     parts = sum(value for key, value in gated.items() if key != "step, total")
     assert parts == pytest.approx(gated["step, total"])
     assert gated["layers, loss, optimiser (not above)"] == pytest.approx(plain)

@@ -9,6 +9,7 @@ from minibern import layers as L
 from minibern.bernoulli import flip_products
 from minibern.bernoulli.estimators import (ExactEstimator, FirstOrderEstimator, RemovalEstimator,
                                            make_estimator)
+from minibern.bernoulli.removal_fused import FusedRemovalEstimator
 from minibern.bernoulli.exact import MAX_EXACT_GATES, exact_expected_loss
 from minibern.bernoulli.flip_products import linear_change
 from minibern.bernoulli.gate import BernoulliGate, bernoulli_bytes
@@ -126,13 +127,16 @@ def test_exact_expected_loss_equals_monte_carlo_average():
     assert abs(np.mean(samples) - exact) < error
 
 
-@pytest.mark.parametrize("build", [_dense_net, _conv_net], ids=["dense", "conv"])
+@pytest.mark.parametrize("build, estimator", [(_dense_net, RemovalEstimator),
+                                              (_conv_net, RemovalEstimator),
+                                              (_dense_net, FusedRemovalEstimator)],
+                         ids=["dense", "conv", "dense-fused"])
 @pytest.mark.parametrize("subset", [None, 1])
-def test_removal_estimator_is_unbiased(build, subset):
+def test_removal_estimator_is_unbiased(build, estimator, subset):
     rng = np.random.default_rng(20)
     net, x, y = build(rng)
     exact = ExactEstimator().estimate(net, x, y)
-    removal = RemovalEstimator(subset=subset)
+    removal = estimator(subset=subset)
     draws = {k: [] for k in exact}
     for _ in range(1000):
         net.forward(x)

@@ -4,3 +4,4 @@ Guenter & Sideris, "Robust Learning of Parsimonious Deep Neural Networks", arXiv
 """
 
 from minibern.bernoulli import compensated  # noqa: F401  (registers --estimator compensated)
+from minibern.bernoulli import removal_fused  # noqa: F401  (registers --fused-estimator)

@@ -42,7 +42,9 @@ class GateConfig:
     ``kappa_expected_params`` price a unit by its parameters, (B14) and (B14′).
     ``theta_bound_epochs`` E > 0 keeps θ inside [b, 1 − b], b = ``theta_bound``, until epoch E,
     so that no estimate made at near-random weights puts a gate on a vertex, (R7) of
-    docs/derivations/compensated.md (0: off). What these defaults give on MNIST, with and
+    docs/derivations/compensated.md (0: off). ``fused_estimator`` computes the removal estimate
+    of every gate layer in one pass (:mod:`minibern.bernoulli.removal_fused`: fewer array
+    operations, other rounding). What these defaults give on MNIST, with and
     without the rule: docs/RESULTS.md.
     """
 
@@ -68,6 +70,7 @@ class GateConfig:
     audit: bool = True
     theta_bound: float = 0.05
     theta_bound_epochs: float = 0.0
+    fused_estimator: bool = False
 
     def validate(self) -> "GateConfig":
         """Raise ValueError naming the first bad field, its value and the fix (NaN and infinity
@@ -83,6 +86,9 @@ class GateConfig:
                              f"{', '.join(ESTIMATORS)}")
         for name in ("subset", "first_subset"):
             check_visits(getattr(self, name), name)
+        if self.fused_estimator and self.estimator != "removal":
+            raise ValueError(f"--fused-estimator computes the removal estimator, not "
+                             f"{self.estimator!r}; use it with --estimator removal")
         check_theta(np.asarray(self.theta_init), "theta_init")
         if not self.kappa >= 0:
             raise ValueError(f"kappa must be >= 0, got {self.kappa!r}; use e.g. --kappa 5.5")
@@ -136,6 +142,10 @@ def gate_config_for(model: str, **settings) -> GateConfig:
     """:class:`GateConfig` with ``model``'s visits per step (:data:`MODEL_VISITS`), then
     ``settings`` (which win)."""
     config = GateConfig(**{**MODEL_VISITS.get(model, {}), **settings})
+    if config.fused_estimator and model not in FUSED_MODELS:
+        raise ValueError(f"--fused-estimator runs chains of Dense layers "
+                         f"({', '.join(FUSED_MODELS)}), not {model}'s conv gates; leave it off "
+                         "for this model")
     if config.estimator in DENSE_ONLY and model not in DENSE_ONLY[config.estimator]:
         raise ValueError(f"--estimator {config.estimator} re-fits dense consumers only "
                          f"({', '.join(DENSE_ONLY[config.estimator])}), not {model}'s conv gates; "
@@ -147,10 +157,16 @@ def gate_config_for(model: str, **settings) -> GateConfig:
 #: estimate re-fits a Dense consumer of dense activations, docs/derivations/compensated.md).
 DENSE_ONLY = {"compensated": ("lenet300",)}
 
+#: Models whose gates ``--fused-estimator`` runs (chains of Dense layers,
+#: :mod:`minibern.bernoulli.removal_fused`).
+FUSED_MODELS = ("lenet300",)
 
-#: Settings a run records only when they are on (``theta_bound_epochs`` > 0): runs without them
+
+#: Settings a run records only when they are on (``theta_bound_epochs`` > 0,
+#: ``fused_estimator``): runs without them
 #: write the same files as before the settings existed.
-RECORDED_WHEN_ON = {"theta_bound_epochs": ("theta_bound", "theta_bound_epochs")}
+RECORDED_WHEN_ON = {"theta_bound_epochs": ("theta_bound", "theta_bound_epochs"),
+                    "fused_estimator": ("fused_estimator",)}
 
 
 def recorded_config(config: GateConfig) -> dict:

@@ -107,14 +107,7 @@ class RemovalEstimator:
                      if stop > start]
             sums = B.to_numpy(pair_sums(net, flips, bounds[-1], labels))
             sums /= labels.shape[0]  # (E8)
-        out = {}
-        for found, visit, start, stop in zip(sites, visits, bounds[:-1], bounds[1:]):
-            delta = np.zeros(found.gate.n_units)
-            delta[visit] = sums[start:stop]
-            visited = np.zeros(found.gate.n_units, dtype=bool)
-            visited[visit] = True
-            out[found.name] = (delta, visited)
-        return out
+        return per_layer_estimates(sites, visits, bounds, sums)
 
     def _visits(self, sites, rng, candidates) -> list:
         """Per gate layer, the sorted host indices of the gates to visit this step: every
@@ -201,6 +194,20 @@ class RemovalEstimator:
         return found.consumer
 
 
+def per_layer_estimates(sites, visits, bounds, sums) -> dict:
+    """``{gate name: (delta (n,), visited (n,))}`` from the host ``sums`` of every layer's
+    visited gates side by side (layer k's in ``sums[bounds[k]:bounds[k + 1]]``); 0 where a gate
+    was not visited."""
+    out = {}
+    for found, visit, start, stop in zip(sites, visits, bounds[:-1], bounds[1:]):
+        delta = np.zeros(found.gate.n_units)
+        delta[visit] = sums[start:stop]
+        visited = np.zeros(found.gate.n_units, dtype=bool)
+        visited[visit] = True
+        out[found.name] = (delta, visited)
+    return out
+
+
 def pair_sums(net, flips, n_visited: int, labels):
     """Σ_n d_{n,i} over the batch of every visited gate, the layers' ``flips`` in order: a
     device float64 array (n_visited,), (E7)–(E8) without the 1/B.
@@ -238,9 +245,20 @@ def pair_sums(net, flips, n_visited: int, labels):
 #: here (importing it from this module would be a cycle), and the package imports them all.
 REGISTERED = {}
 
+#: The speed path of an estimator, by its name (``--fused-estimator``): the same estimate in
+#: fewer array operations, registered by its module (:mod:`minibern.bernoulli.removal_fused`).
+FUSED = {}
 
-def make_estimator(name: str, subset: int | None = 16, first_subset: int | None = None):
-    """An estimator by name: ``"first-order"``, ``"removal"``, ``"exact"`` or ``"compensated"``."""
+
+def make_estimator(name: str, subset: int | None = 16, first_subset: int | None = None,
+                   fused: bool = False):
+    """An estimator by name: ``"first-order"``, ``"removal"``, ``"exact"`` or ``"compensated"``;
+    ``fused``: its speed path (:data:`FUSED`)."""
+    if fused:
+        if name not in FUSED:
+            raise ValueError(f"--fused-estimator computes the removal estimator, not {name!r}; "
+                             "use it with --estimator removal")
+        return FUSED[name](subset, first_subset)
     if name == "first-order":
         return FirstOrderEstimator()
     if name == "removal":

@@ -55,7 +55,8 @@ class GateTrainer(Hook):
         self.gates = gate_layers(net)
         if not self.gates:
             raise ValueError("GateTrainer needs a network with gates (build it with gates=True)")
-        self.estimator = make_estimator(config.estimator, config.subset, config.first_subset)
+        self.estimator = make_estimator(config.estimator, config.subset, config.first_subset,
+                                        config.fused_estimator)
         for _, _, gate in self.gates:  # only the first-order estimator reads ∂ℓ/∂ξ (E3)
             gate.needs_grad_xi = config.estimator == "first-order"
         self.theta_step = ThetaStep(net, config, n_data)

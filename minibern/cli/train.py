@@ -90,6 +90,9 @@ def _add_gate_options(gates) -> None:
     gates.add_argument("--gates", action="store_true", help="gate units/filters/inputs and learn θ")
     gates.add_argument("--estimator", choices=ESTIMATORS, default=GateConfig.estimator,
                        help="estimator of Δ_i (docs/derivations/estimators.md)")
+    gates.add_argument("--fused-estimator", action="store_true",
+                       help="the removal estimator of every gate layer in one pass: fewer array "
+                            "calls (GPU kernel launches), other rounding; LeNet-300-100 only")
     gates.add_argument("--kappa", type=float, default=GateConfig.kappa,
                        help="flattening strength κ: cost of keeping one unit (or one parameter "
                             "with --kappa-per-param / --kappa-expected-params: then pass a "
@@ -177,7 +180,7 @@ def gate_config_from_args(args) -> GateConfig:
         average_visits=args.average_visits, decide_alpha=args.decide_alpha,
         decide_min_visits=args.decide_min_visits, decide_at_one=args.decide_at_one,
         audit=not args.no_audit, theta_bound=args.theta_bound,
-        theta_bound_epochs=args.theta_bound_epochs)
+        theta_bound_epochs=args.theta_bound_epochs, fused_estimator=args.fused_estimator)
 
 
 class Terminated(Exception):
