@@ -52,6 +52,9 @@ class FusedRemovalEstimator(RemovalEstimator):
         return per_layer_estimates(sites, visits, bounds, sums)
 
 
+FUSED["removal"] = FusedRemovalEstimator  # --fused-estimator
+
+
 def stream_sums(net, sites, visits, bounds, labels):
     """Σ_n d_{n,i} of every visited gate, layer after layer: device float64 (bounds[-1],)."""
     n = labels.shape[0]
@@ -75,7 +78,7 @@ def stream_sums(net, sites, visits, bounds, labels):
     splits = B.to_numpy(xp.searchsorted(pairs, first_pair)).tolist()
     if splits[-1] == 0:
         return xp.zeros(bounds[-1], dtype=xp.float64)
-    logits = _stream_logits(net, sites, splits, rows, cols, delta, units)  # (N + P, C)
+    logits = _stream_logits(net, sites, splits, rows, delta, units)  # (N + P, C)
     losses = per_example_cross_entropy(
         logits, xp.concatenate([labels, xp.take(labels, rows)]))  # ℓ_n, then per pair (E6)
     signed = signs * (losses[n:] - xp.take(losses, rows))  # (E7)
@@ -92,7 +95,7 @@ def _visited(values, visit, table, start):
     return B.get_array_module(values).take(values, table[start:start + visit.size], axis=1)
 
 
-def _stream_logits(net, sites, splits, rows, cols, delta, units):
+def _stream_logits(net, sites, splits, rows, delta, units):
     """The batch's logits, then every pair's flipped logits, (N + P, C): (E5), (E5′), (E6).
 
     Pairs are gate-major and layers in order, so after the pairs of gate layers 0..k have
@@ -125,9 +128,6 @@ def _stream_logits(net, sites, splits, rows, cols, delta, units):
         else:  # ReLU (check_chain allows nothing else): values only, in place
             xp.maximum(stream, B.shared_zeros_like(stream), out=stream)  # (L5)
     return stream
-
-
-FUSED["removal"] = FusedRemovalEstimator  # --fused-estimator
 
 
 def _dense(layer, h):
