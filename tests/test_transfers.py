@@ -53,14 +53,15 @@ def test_numpy_arrays_are_not_counted(backend_name):
     assert counts.total == 0 and B.transfer_counts().as_dict() == before
 
 
-def _gated_step_counts(build, width, subset, batch, steps=3):
+def _gated_step_counts(build, width, subset, batch, steps=3, fused=False):
     net = build(width, seed=0, gates=True, theta_init=0.9)  # every gate undecided: masks drawn
     rng = np.random.default_rng(0)
     images = rng.random((batch * steps, *net.input_shape), dtype=np.float32)
     labels = rng.integers(0, 10, batch * steps)
     splits = {"train": Split(B.asarray(images), B.asarray(labels)),
               "val": Split(B.asarray(images[:batch]), B.asarray(labels[:batch]))}
-    hook = GateTrainer(net, GateConfig(subset=subset, first_subset=subset), 1000)
+    hook = GateTrainer(net, GateConfig(subset=subset, first_subset=subset,
+                                       fused_estimator=fused), 1000)
     probe = StepTransfers()  # last: it sees the other hooks' transfers
     trainer = Trainer(net, splits, TrainConfig(epochs=1, batch_size=batch),
                       hooks=[hook, probe], log=lambda *_: None)
@@ -74,6 +75,15 @@ def _gated_step_counts(build, width, subset, batch, steps=3):
 def test_gated_lenet300_step_makes_a_constant_number_of_transfers(width, subset, backend_name):
     _strict_only(backend_name)
     assert _gated_step_counts(lenet300_100, width, subset, batch=50) == [GATED_STEP] * 2
+
+
+@pytest.mark.parametrize("subset", [8, 32])
+def test_the_fused_estimator_reads_back_one_pair_count_for_all_layers(subset, backend_name):
+    """--fused-estimator: one flatnonzero for every layer, the layers' split points and the
+    sums come back: 2 copies to the host and 2 scalar pulls (the loss, the pair count)."""
+    _strict_only(backend_name)
+    fused = {"to_device": 4, "to_host": 2, "scalars": 2}
+    assert _gated_step_counts(lenet300_100, 1.0, subset, batch=50, fused=True) == [fused] * 2
 
 
 @pytest.mark.parametrize("subset", [2, 8])
