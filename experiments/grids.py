@@ -176,9 +176,9 @@ GRIDS = {
                  "300-100, 600-200 and 1200-400: θ kept inside "
                  "[0.05, 0.95] for the first two epochs (R7, seed 0), the compensated removal "
                  "estimator (R1)–(R6) of docs/derivations/compensated.md (seeds 0–2), and both "
-                 "(seed 0), and the compensated estimator at κ = 2 (seed 0); the compensated "
-                 "estimator from 300-100 at init scales 0.5 and 2 (seeds 0–2); the default's runs "
-                 "are the `robustness` grid's",
+                 "(seeds 0–2), and the compensated estimator at κ = 2 (seed 0); the compensated "
+                 "estimator, alone and with the bound, from 300-100 at init scales 0.5 and 2 "
+                 "(seeds 0–2); the default's runs are the `robustness` grid's",
         "reference": {f"{name}_width{width}": f"{name}_width1"
                       for name in ("bound2", "compensated", "compensated_bound2",
                                    "compensated_kappa2")
@@ -187,7 +187,7 @@ GRIDS = {
                      ("bound2", ["--theta-bound-epochs", "2"], (0,)),
                      ("compensated", ["--estimator", "compensated"], SEEDS),
                      ("compensated_bound2", ["--estimator", "compensated",
-                                             "--theta-bound-epochs", "2"], (0,)),
+                                             "--theta-bound-epochs", "2"], SEEDS),
                      ("compensated_kappa2", ["--estimator", "compensated", "--kappa", "2"],
                       (0,)))
                  for name, args in seeded({
@@ -196,6 +196,10 @@ GRIDS = {
                      for width in ("1", "2", "4")}, seeds=seeds).items()}
                 | seeded({f"compensated_scale{scale}": [*LENET300, "--gates", "--estimator",
                                                         "compensated", "--init-scale", scale]
+                          for scale in ("0.5", "2")}, seeds=SEEDS)
+                | seeded({f"compensated_bound2_scale{scale}": [
+                              *LENET300, "--gates", "--estimator", "compensated",
+                              "--theta-bound-epochs", "2", "--init-scale", scale]
                           for scale in ("0.5", "2")}, seeds=SEEDS),
     },
     "ablation": {
@@ -232,12 +236,15 @@ GRIDS = {
         "about": "gated LeNet-5-Caffe (conv1, conv2 filters, fc1 units) and the un-gated "
                  "baseline; `visits16`: the gated run "
                  "with 16 filters visited per step in conv1 and conv2 (LeNet-300-100's visits) "
-                 "instead of LeNet-5's 2 and 4",
+                 "instead of LeNet-5's 2 and 4; `bound2`: the gated run with θ kept inside "
+                 "[0.05, 0.95] for the first two epochs (R7 of docs/derivations/compensated.md)",
         "runs": {**seeded({"gated": [*LENET5, "--gates"],
                            "gated_visits16": [*LENET5, "--gates", *VISITS16],
                            "plain": LENET5}, seeds=FIVE_SEEDS),
                  **seeded({"gated_visits16_fast_decay_certify_both": [
                      *LENET5, "--gates", *VISITS16, "--theta-decay", "0.5", "--decide-at-one"]},
-                          seeds=(0,))},
+                          seeds=(0,)),
+                 **seeded({"gated_bound2": [*LENET5, "--gates", "--theta-bound-epochs", "2"]},
+                          seeds=SEEDS)},
     },
 }

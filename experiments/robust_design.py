@@ -41,7 +41,10 @@ CONFIGURATIONS = (
     ("compensated (R4)–(R6)", "compensated", {
         "1": "compensated_width1", "2": "compensated_width2", "4": "compensated_width4",
         "0.5x": "compensated_scale0.5", "2x": "compensated_scale2"}),
-    ("compensated + θ bound", "compensated", "compensated_bound2_width{width}"),
+    ("compensated + θ bound", "compensated", {
+        "1": "compensated_bound2_width1", "2": "compensated_bound2_width2",
+        "4": "compensated_bound2_width4", "0.5x": "compensated_bound2_scale0.5",
+        "2x": "compensated_bound2_scale2"}),
     ("compensated, κ = 2", "compensated", "compensated_kappa2_width{width}"),
 )
 OFFLINE_FILE = "compensated_removal.json"
