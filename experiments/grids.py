@@ -183,8 +183,10 @@ GRIDS = {
                  "estimator (R1)–(R6) of docs/derivations/compensated.md (seeds 0–2), and both "
                  "(seeds 0–2), the compensated estimator with θ bound to epoch 5 instead (seed "
                  "0), and the compensated estimator at κ = 2 (seed 0); the compensated estimator "
-                 "alone and with either bound also from 300-100 at init scales 0.5 and 2; the "
-                 "default's runs are the `robustness` grid's",
+                 "alone and with either bound also from 300-100 at init scales 0.5 and 2, and "
+                 "with the bound to epoch 2 at those scales with Adam's step η scaled alike "
+                 "(η = 5e-4 and 2e-3, seed 0: does the init scale act through the step's size "
+                 "relative to the weights?); the default's runs are the `robustness` grid's",
         "reference": {f"{name}_width{width}": f"{name}_width1"
                       for name in ("bound2", "compensated", "compensated_bound2",
                                    "compensated_bound5", "compensated_kappa2")
@@ -200,7 +202,11 @@ GRIDS = {
                       (0,), WIDTH_STARTS))
                  for name, args in seeded({
                      f"{configuration}_{start}": [*LENET300, "--gates", *extra, *start_args]
-                     for start, start_args in starts.items()}, seeds=seeds).items()},
+                     for start, start_args in starts.items()}, seeds=seeds).items()}
+                | seeded({f"compensated_bound2_scale{scale}_lr{lr}": [
+                              *LENET300, "--gates", "--estimator", "compensated",
+                              "--theta-bound-epochs", "2", "--init-scale", scale, "--lr", lr]
+                          for scale, lr in (("0.5", "5e-4"), ("2", "2e-3"))}, seeds=(0,)),
     },
     "ablation": {
         "about": "no hyper-prior (fixed γ = 0.5) and no decision rule: θ stays inside",
