@@ -73,7 +73,6 @@ from minibern.bernoulli.hook import GateTrainer
 from minibern.cli.train import build_parser, gate_config_from_args
 from minibern.data import load_mnist
 from minibern.data.mnist import N_TRAIN
-from minibern.plots import snapshots_per_epoch
 from minibern.training.trainer import Hook, TrainConfig, Trainer, device_splits, run_rngs
 from minibern.training.transfers import StepTransfers
 
@@ -214,11 +213,15 @@ def run_state(run: Path, epoch: int):
     """(θ of every gate after ``epoch``, None for the start; the run's GateConfig)."""
     metrics = json.loads((run / "metrics.json").read_text())
     with np.load(run / "history.npz") as history:
-        snapshots = history["theta_snapshots"]
-        per_epoch = snapshots_per_epoch(history)  # runs record θ once or several times an epoch
+        snapshots, steps = history["theta_snapshots"], history["theta_snapshot_steps"]
+        epochs = len(history["train_loss"])
     fields = {k: v for k, v in metrics["gate_config"].items()
               if k in GateConfig.__dataclass_fields__}
-    theta = None if epoch == 0 else snapshots[min(epoch * per_epoch, len(snapshots)) - 1]
+    # the last snapshot at or before the epoch's last step (the run's last snapshot ends its
+    # last epoch; runs record θ once or several times an epoch)
+    end = min(epoch, epochs) * steps[-1] / epochs
+    index = max(int(np.searchsorted(steps, end, side="right")) - 1, 0)
+    theta = None if epoch == 0 else snapshots[index]
     return theta, GateConfig(**fields)
 
 

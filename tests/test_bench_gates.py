@@ -71,16 +71,17 @@ def test_op_counts_split_the_gated_step_and_leave_the_plain_steps_work(mnist_dir
     assert 0.5 * own < gated["estimator"] < own
 
 
-@pytest.mark.parametrize("per_epoch", [1, 5])
-def test_a_runs_state_after_epoch_e_is_its_theta_at_the_end_of_epoch_e(tmp_path, per_epoch):
-    epochs, gates = 4, 3
-    steps = np.arange(1, epochs * per_epoch + 1) * (10 // per_epoch)
-    snapshots = np.arange(epochs * per_epoch, dtype=float)[:, None] * np.ones(gates)
-    np.savez(tmp_path / "history.npz", theta_snapshots=snapshots, theta_snapshot_steps=steps,
-             train_loss=np.ones(epochs))
+@pytest.mark.parametrize("steps", [[10, 20, 30, 40], list(range(2, 41, 2)),
+                                   [7, 10, 14, 20, 21, 28, 30, 35, 40]],
+                         ids=["once an epoch", "five times an epoch", "every 7 steps and at ends"])
+def test_a_runs_state_after_epoch_e_is_its_theta_at_the_end_of_epoch_e(tmp_path, steps):
+    """Four epochs of 10 steps, θ recorded at the given steps (snapshot k holds the value k)."""
+    snapshots = np.arange(len(steps), dtype=float)[:, None] * np.ones(3)
+    np.savez(tmp_path / "history.npz", theta_snapshots=snapshots,
+             theta_snapshot_steps=np.array(steps), train_loss=np.ones(4))
     (tmp_path / "metrics.json").write_text('{"gate_config": {"kappa": 2.0}}')
     for epoch in (1, 3):
         theta, config = bench_gates.run_state(tmp_path, epoch)
-        assert theta[0] == epoch * per_epoch - 1  # the snapshot taken at the epoch's last step
+        assert theta[0] == steps.index(10 * epoch)  # the snapshot taken at the epoch's last step
         assert config.kappa == 2.0
     assert bench_gates.run_state(tmp_path, 0)[0] is None

@@ -67,14 +67,50 @@ def test_fused_matches_the_reference_on_candidates_identity_gates_and_empty_laye
     net = _chain(rng, widths=(9, 7, 5, 4))
     net["g1"].theta[:] = 1.0  # an all-on gate: the identity, whose mask is a broadcast view
     x, y = _batch(rng)
+    reference, fused = _both(net, x, y, 2, subset=None)  # the identity gate visited too
+    assert fused["g1"][1].all() and np.any(fused["g1"][0] != 0)
+    _assert_same(reference, fused)
     candidates = {"g0": rng.random(9) < 0.6, "g1": np.zeros(7, dtype=bool),  # g1: none to visit
                   "g2": np.ones(5, dtype=bool), "g3": rng.random(4) < 0.5}
     reference, fused = _both(net, x, y, 3, subset=2, candidates=candidates)
     _assert_same(reference, fused)
     assert not fused["g1"][1].any()
-    # a batch whose every input is 0: no flip of the first layer changes anything
+    # a batch whose every input is 0: no flip of the first gate layer changes anything, the
+    # later layers' flips do (fc1's bias makes their inputs non-zero)
+    net[1].params["b"][:] = B.asarray(rng.uniform(0.5, 1.0, 7))
     blank = B.asarray(np.zeros((12, 9)))
-    _assert_same(*_both(net, blank, y, 4, subset=None))
+    reference, fused = _both(net, blank, y, 4, subset=None)
+    assert np.all(fused["g0"][0] == 0) and np.any(fused["g2"][0] != 0)
+    _assert_same(reference, fused)
+
+
+def test_fused_matches_the_reference_on_a_float32_lenet300():
+    from minibern.bernoulli.gated_models import lenet300_100
+
+    rng = np.random.default_rng(5)
+    net = lenet300_100(0.1, seed=0, gates=True, theta_init=0.8)
+    for _, layer in net:
+        if layer.is_gate:
+            layer.rng = np.random.default_rng(6)  # the masks' draws (the trainer sets this)
+    images = rng.random((32, 784), dtype=np.float32) * (rng.random((32, 784)) < 0.3)
+    x, y = B.asarray(images.astype(np.float32)), B.asarray(rng.integers(0, 10, 32))
+    for seed in range(3):
+        reference, fused = _both(net, x, y, seed, subset=8)
+        for name, (delta, visited) in reference.items():
+            np.testing.assert_array_equal(fused[name][1], visited, err_msg=name)
+            np.testing.assert_allclose(fused[name][0], delta, rtol=1e-5,
+                                       atol=1e-6 * np.abs(delta).max(), err_msg=name)
+
+
+def test_layers_other_than_dense_relu_and_gates_are_refused():
+    rng = np.random.default_rng(3)
+    net = L.Sequential(("g0", BernoulliGate(4, theta_init=0.5, rng=rng)),
+                       L.Dense(4, 3, rng=rng, dtype="float64"), L.Flatten(),
+                       L.Dense(3, 2, rng=rng, dtype="float64"))
+    x = B.asarray(rng.standard_normal((2, 4)))
+    net.forward(x)
+    with pytest.raises(NotImplementedError, match="not Flatten; leave --fused-estimator off"):
+        FusedRemovalEstimator().estimate(net, x, B.asarray(np.array([0, 1])))
 
 
 def test_conv_gates_are_refused_with_the_fix():
@@ -84,7 +120,8 @@ def test_conv_gates_are_refused_with_the_fix():
                        L.Dense(32, 2, rng=rng, dtype="float64"))
     x = B.asarray(rng.standard_normal((2, 1, 6, 6)))
     net.forward(x)
-    with pytest.raises(NotImplementedError, match="gate 'g0' is on conv filters.*--fused-estimator"):
+    with pytest.raises(NotImplementedError,
+                       match="gate 'g0' is on conv filters.*--fused-estimator"):
         FusedRemovalEstimator().estimate(net, x, B.asarray(np.array([0, 1])))
 
 

@@ -2,7 +2,8 @@ r"""The removal estimator (E4)–(E8) of every gate layer in one pass: fewer arr
 
 The same estimate as :class:`~minibern.bernoulli.estimators.RemovalEstimator` — the same gates
 visited (the same draws of the run's generator), the same flips, the same (E5)–(E8) — arranged
-so that the number of array operations of a step does not grow with the number of gate layers.
+so that the bookkeeping (δ, the pairs, the loss, the scatter-sum) is one call each for all gate
+layers; the partial forward still costs a few calls per layer.
 Read the reference first; this module is its speed path (docs/derivations/estimators.md,
 "All gate layers in one pass").
 
@@ -56,7 +57,12 @@ FUSED["removal"] = FusedRemovalEstimator  # --fused-estimator
 
 
 def stream_sums(net, sites, visits, bounds, labels):
-    """Σ_n d_{n,i} of every visited gate, layer after layer: device float64 (bounds[-1],)."""
+    """Σ_n d_{n,i} of every visited gate, layer after layer: device float64 (bounds[-1],).
+
+    ``visits``: per gate layer, host ints (m_k,), the visited gates' indices in the layer;
+    ``bounds``: host ints (L + 1,), layer k's visited gates are columns bounds[k]:bounds[k + 1]
+    of the per-pair grid (rows of the gate-major table); ``labels``: device ints (N,).
+    """
     n = labels.shape[0]
     xp = B.get_array_module(labels)
     # one copy to the device: the visited gates (their index in the layer), then the
@@ -71,7 +77,7 @@ def stream_sums(net, sites, visits, bounds, labels):
     sign = 1 - 2 * masks  # +1: the flip turns the gate on; −1: off                    (E4)
     change = inputs * sign  # δ_{n,j}                                                   (E4)
     pairs = xp.flatnonzero(change)  # gate-major: layer by layer, each gate's examples in order
-    cols, rows = xp.divmod(pairs, n)
+    cols, rows = xp.divmod(pairs, n)  # the pair's gate (a table row, a per_pair column), example
     delta, signs = change.ravel()[pairs], sign.ravel()[pairs]
     units = xp.take(units_in_layer, cols)
     # where each layer's pairs start and end (one copy of len(sites) + 1 numbers to the host)
@@ -97,6 +103,10 @@ def _visited(values, visit, table, start):
 
 def _stream_logits(net, sites, splits, rows, delta, units):
     """The batch's logits, then every pair's flipped logits, (N + P, C): (E5), (E5′), (E6).
+
+    ``splits``: host ints (L + 1,), layer k's pairs are splits[k]:splits[k + 1]; ``rows``,
+    ``units``: device ints (P,), each pair's example and gate (its index in the layer);
+    ``delta``: device (P,), each pair's δ of (E4).
 
     Pairs are gate-major and layers in order, so after the pairs of gate layers 0..k have
     joined, the stream holds pairs[0 : splits[k + 1]] in order and its examples are
