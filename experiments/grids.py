@@ -182,14 +182,16 @@ GRIDS = {
                  "[0.05, 0.95] for the first two epochs (R7, seed 0), the compensated removal "
                  "estimator (R1)–(R6) of docs/derivations/compensated.md (seeds 0–2), and both "
                  "(seeds 0–2), the compensated estimator with θ bound to epoch 5 instead (seed "
-                 "0), and the compensated estimator at κ = 2 (seed 0); the compensated estimator "
+                 "0), both with the rule certifying at 1 too ((C10′), seed 0), and the "
+                 "compensated estimator at κ = 2 (seed 0); the compensated estimator "
                  "alone and with either bound also from 300-100 at init scales 0.5 and 2, and "
                  "with the bound to epoch 2 at those scales with Adam's step η scaled alike "
                  "(η = 5e-4 and 2e-3, seed 0: does the init scale act through the step's size "
                  "relative to the weights?); the default's runs are the `robustness` grid's",
         "reference": {f"{name}_width{width}": f"{name}_width1"
                       for name in ("bound2", "compensated", "compensated_bound2",
-                                   "compensated_bound5", "compensated_kappa2")
+                                   "compensated_bound5", "compensated_bound2_at_one",
+                                   "compensated_kappa2")
                       for width in ("1", "2", "4")},
         "runs": {name: args for configuration, extra, seeds, starts in (
                      ("bound2", ["--theta-bound-epochs", "2"], (0,), WIDTH_STARTS),
@@ -198,6 +200,9 @@ GRIDS = {
                                              "--theta-bound-epochs", "2"], SEEDS, FIVE_STARTS),
                      ("compensated_bound5", ["--estimator", "compensated",
                                              "--theta-bound-epochs", "5"], (0,), FIVE_STARTS),
+                     ("compensated_bound2_at_one", ["--estimator", "compensated",
+                                                    "--theta-bound-epochs", "2",
+                                                    "--decide-at-one"], (0,), FIVE_STARTS),
                      ("compensated_kappa2", ["--estimator", "compensated", "--kappa", "2"],
                       (0,), WIDTH_STARTS))
                  for name, args in seeded({

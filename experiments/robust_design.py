@@ -49,6 +49,10 @@ CONFIGURATIONS = (
         "1": "compensated_bound5_width1", "2": "compensated_bound5_width2",
         "4": "compensated_bound5_width4", "0.5x": "compensated_bound5_scale0.5",
         "2x": "compensated_bound5_scale2"}),
+    ("compensated + θ bound, certifying at 1", "compensated", {
+        "1": "compensated_bound2_at_one_width1", "2": "compensated_bound2_at_one_width2",
+        "4": "compensated_bound2_at_one_width4", "0.5x": "compensated_bound2_at_one_scale0.5",
+        "2x": "compensated_bound2_at_one_scale2"}),
     ("compensated, κ = 2", "compensated", "compensated_kappa2_width{width}"),
 )
 OFFLINE_FILE = "compensated_removal.json"
