@@ -182,7 +182,8 @@ GRIDS = {
                  "[0.05, 0.95] for the first two epochs (R7, seed 0), the compensated removal "
                  "estimator (R1)–(R6) of docs/derivations/compensated.md (seeds 0–2), and both "
                  "(seeds 0–2), the compensated estimator with θ bound to epoch 5 instead (seed "
-                 "0), both with the rule certifying at 1 too ((C10′), seed 0), and the "
+                 "0), both with the rule certifying at 1 too ((C10′), seed 0) and without the "
+                 "decision rule (seed 0), and the "
                  "compensated estimator at κ = 2 (seed 0); the compensated estimator "
                  "alone and with either bound also from 300-100 at init scales 0.5 and 2, and "
                  "with the bound to epoch 2 at those scales with Adam's step η scaled alike "
@@ -191,7 +192,7 @@ GRIDS = {
         "reference": {f"{name}_width{width}": f"{name}_width1"
                       for name in ("bound2", "compensated", "compensated_bound2",
                                    "compensated_bound5", "compensated_bound2_at_one",
-                                   "compensated_kappa2")
+                                   "compensated_bound2_no_rule", "compensated_kappa2")
                       for width in ("1", "2", "4")},
         "runs": {name: args for configuration, extra, seeds, starts in (
                      ("bound2", ["--theta-bound-epochs", "2"], (0,), WIDTH_STARTS),
@@ -203,6 +204,9 @@ GRIDS = {
                      ("compensated_bound2_at_one", ["--estimator", "compensated",
                                                     "--theta-bound-epochs", "2",
                                                     "--decide-at-one"], (0,), FIVE_STARTS),
+                     ("compensated_bound2_no_rule", ["--estimator", "compensated",
+                                                     "--theta-bound-epochs", "2",
+                                                     "--decide-alpha", "0"], (0,), FIVE_STARTS),
                      ("compensated_kappa2", ["--estimator", "compensated", "--kappa", "2"],
                       (0,), WIDTH_STARTS))
                  for name, args in seeded({
@@ -248,7 +252,8 @@ GRIDS = {
                  "baseline; `visits16`: the gated run "
                  "with 16 filters visited per step in conv1 and conv2 (LeNet-300-100's visits) "
                  "instead of LeNet-5's 2 and 4; `bound2`: the gated run with θ kept inside "
-                 "[0.05, 0.95] for the first two epochs (R7 of docs/derivations/compensated.md)",
+                 "[0.05, 0.95] for the first two epochs (R7 of docs/derivations/compensated.md), "
+                 "also without the decision rule (seed 0)",
         "runs": {**seeded({"gated": [*LENET5, "--gates"],
                            "gated_visits16": [*LENET5, "--gates", *VISITS16],
                            "plain": LENET5}, seeds=FIVE_SEEDS),
@@ -256,6 +261,8 @@ GRIDS = {
                      *LENET5, "--gates", *VISITS16, "--theta-decay", "0.5", "--decide-at-one"]},
                           seeds=(0,)),
                  **seeded({"gated_bound2": [*LENET5, "--gates", "--theta-bound-epochs", "2"]},
-                          seeds=SEEDS)},
+                          seeds=SEEDS),
+                 **seeded({"gated_bound2_no_rule": [*LENET5, "--gates", "--theta-bound-epochs",
+                                                    "2", "--decide-alpha", "0"]}, seeds=(0,))},
     },
 }

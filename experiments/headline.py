@@ -33,7 +33,7 @@ KAPPA_SWEEP = (("0.5", "kappa", "kappa0.5"), ("1", "kappa", "kappa1"),
                ("2.5", "kappa", "kappa2.5"), (str(DEFAULT_KAPPA), "lenet300", "gated"))
 #: robustness rows of the head: labels of :data:`robust_design.CONFIGURATIONS`
 ROBUST_ROWS = ("default", "default, 40 epochs", "compensated (R4)–(R6)",
-               "compensated + θ bound")
+               "compensated + θ bound", "compensated + θ bound, no decision rule")
 LAYERS = ("inputs", "h1", "h2")
 
 
@@ -185,7 +185,8 @@ def robustness(root: Path) -> str:
         "(and over five, with 300-100 at init scales ½ and 2 where those runs exist), and the "
         "test error over all starts and seeds. Default: the paper's removal "
         "estimator; compensated: the consumer re-fitted (docs/derivations/compensated.md); "
-        "θ bound: θ kept inside [0.05, 0.95] for the first two epochs (R7 there). "
+        "θ bound: θ kept inside [0.05, 0.95] for the first two epochs (R7 there). Every "
+        "row uses the decision rule (C9) unless it says otherwise. "
         "Every configuration: section \"robust by design\" in the appendix.\n",
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows, "",
         f"Largest deviation over the starts — {outcome}.\n"])

@@ -53,6 +53,10 @@ CONFIGURATIONS = (
         "1": "compensated_bound2_at_one_width1", "2": "compensated_bound2_at_one_width2",
         "4": "compensated_bound2_at_one_width4", "0.5x": "compensated_bound2_at_one_scale0.5",
         "2x": "compensated_bound2_at_one_scale2"}),
+    ("compensated + θ bound, no decision rule", "compensated", {
+        "1": "compensated_bound2_no_rule_width1", "2": "compensated_bound2_no_rule_width2",
+        "4": "compensated_bound2_no_rule_width4", "0.5x": "compensated_bound2_no_rule_scale0.5",
+        "2x": "compensated_bound2_no_rule_scale2"}),
     ("compensated, κ = 2", "compensated", "compensated_kappa2_width{width}"),
 )
 OFFLINE_FILE = "compensated_removal.json"
