@@ -163,8 +163,7 @@ FUSED_MODELS = ("lenet300",)
 
 
 #: Settings a run records only when they are on (``theta_bound_epochs`` > 0,
-#: ``fused_estimator``): runs without them
-#: write the same files as before the settings existed.
+#: ``fused_estimator``): runs without them write the same files as before the settings existed.
 RECORDED_WHEN_ON = {"theta_bound_epochs": ("theta_bound", "theta_bound_epochs"),
                     "fused_estimator": ("fused_estimator",)}
 
