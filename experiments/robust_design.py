@@ -30,33 +30,25 @@ STARTS = WIDTHS + SCALES
 START_NAMES = {"1": "300-100", "2": "600-200", "4": "1200-400", "0.5x": "init ×0.5",
                "2x": "init ×2"}
 
+#: How the grids name a start in a run's name (``{start}`` of a prefix pattern).
+START_SUFFIXES = {"1": "width1", "2": "width2", "4": "width4", "0.5x": "scale0.5",
+                  "2x": "scale2"}
+
 #: (label, grid, run-name prefix) of each configuration; a run is ``<prefix>_seed<k>``, the
-#: prefix a pattern of ``{width}`` (the three widths) or ``{start: prefix}``.
+#: prefix a pattern of ``{width}`` (the three widths), of ``{start}`` (all five starts, named
+#: as in :data:`START_SUFFIXES`) or ``{start: prefix}``.
 CONFIGURATIONS = (
     ("default", "robustness", {"1": "width1_scale1", "2": "width2_scale1", "4": "width4_scale1",
                                "0.5x": "width1_scale0.5", "2x": "width1_scale2"}),
     ("default, 40 epochs", "longer", {"1": "gated_40_epochs", "2": "gated_40_epochs_width2",
                                       "4": "gated_40_epochs_width4"}),
     ("θ bound to epoch 2 (R7)", "compensated", "bound2_width{width}"),
-    ("compensated (R4)–(R6)", "compensated", {
-        "1": "compensated_width1", "2": "compensated_width2", "4": "compensated_width4",
-        "0.5x": "compensated_scale0.5", "2x": "compensated_scale2"}),
-    ("compensated + θ bound", "compensated", {
-        "1": "compensated_bound2_width1", "2": "compensated_bound2_width2",
-        "4": "compensated_bound2_width4", "0.5x": "compensated_bound2_scale0.5",
-        "2x": "compensated_bound2_scale2"}),
-    ("compensated + θ bound to epoch 5", "compensated", {
-        "1": "compensated_bound5_width1", "2": "compensated_bound5_width2",
-        "4": "compensated_bound5_width4", "0.5x": "compensated_bound5_scale0.5",
-        "2x": "compensated_bound5_scale2"}),
-    ("compensated + θ bound, certifying at 1", "compensated", {
-        "1": "compensated_bound2_at_one_width1", "2": "compensated_bound2_at_one_width2",
-        "4": "compensated_bound2_at_one_width4", "0.5x": "compensated_bound2_at_one_scale0.5",
-        "2x": "compensated_bound2_at_one_scale2"}),
-    ("compensated + θ bound, no decision rule", "compensated", {
-        "1": "compensated_bound2_no_rule_width1", "2": "compensated_bound2_no_rule_width2",
-        "4": "compensated_bound2_no_rule_width4", "0.5x": "compensated_bound2_no_rule_scale0.5",
-        "2x": "compensated_bound2_no_rule_scale2"}),
+    ("compensated (R4)–(R6)", "compensated", "compensated_{start}"),
+    ("compensated + θ bound", "compensated", "compensated_bound2_{start}"),
+    ("compensated + θ bound to epoch 5", "compensated", "compensated_bound5_{start}"),
+    ("compensated + θ bound, certifying at 1", "compensated", "compensated_bound2_at_one_{start}"),
+    ("compensated + θ bound, no decision rule", "compensated",
+     "compensated_bound2_no_rule_{start}"),
     ("compensated, κ = 2", "compensated", "compensated_kappa2_width{width}"),
 )
 OFFLINE_FILE = "compensated_removal.json"
@@ -72,8 +64,12 @@ def _runs(root: Path, grid: str, prefix: str) -> list[dict]:
 def found_runs(root: Path, grid: str, prefix) -> dict:
     """{start: metrics of its finished seeds} of one configuration (starts without runs left
     out)."""
-    names = prefix if isinstance(prefix, dict) else {width: prefix.format(width=width)
-                                                     for width in WIDTHS}
+    if isinstance(prefix, dict):
+        names = prefix
+    elif "{start}" in prefix:
+        names = {start: prefix.format(start=suffix) for start, suffix in START_SUFFIXES.items()}
+    else:
+        names = {width: prefix.format(width=width) for width in WIDTHS}
     return {start: runs for start in STARTS
             if start in names and (runs := _runs(root, grid, names[start]))}
 
